@@ -1,0 +1,93 @@
+"""Prints an Architecture's blocks, MACs, params and output shape.
+
+    python -m betanas_tf.arch_info --arch=arch.json
+    python -m betanas_tf.arch_info --reference=mobilenet_v2 --width_multiplier=1.4 [--json]
+    python -m betanas_tf.arch_info --space=micro --choices=k3e3-k5e3-id
+
+Bad input gives one line on stderr naming the problem and exit status 1.
+"""
+
+import json
+import sys
+
+from absl import app
+from absl import flags
+
+from betanas_tf import arch as arch_lib
+from betanas_tf import cost as cost_lib
+from betanas_tf import references
+from betanas_tf import spaces
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("arch", None, "Architecture JSON file.")
+flags.DEFINE_enum("reference", None, references.REFERENCES.names(), "A reference architecture.")
+flags.DEFINE_enum("space", None, spaces.SPACES.names(), "A search space (with --choices).")
+flags.DEFINE_string("choices", None, "Ops of the space's choice blocks, e.g. k3e3-k5e6-id.")
+flags.DEFINE_float("width_multiplier", 1.0, "Width multiplier (make_divisible 8).", lower_bound=0.05)
+flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.")
+
+
+def resolve_architecture(arch_path, reference, space, choices, width_multiplier) -> arch_lib.Architecture:
+  """The Architecture named by exactly one of --arch, --reference, --space+--choices."""
+  given = [name for name, value in (("--arch", arch_path), ("--reference", reference),
+                                    ("--space", space)) if value]
+  if len(given) != 1:
+    raise ValueError("give exactly one of --arch, --reference, --space (with --choices); got "
+                     + (", ".join(given) or "none"))
+  if (choices is None) != (space is None):
+    raise ValueError("--space and --choices go together")
+  if arch_path:
+    arch = arch_lib.Architecture.load(arch_path)
+  elif reference:
+    arch = references.get_reference(reference)
+  else:
+    search_space = spaces.get_space(space)
+    arch = search_space.arch_from_choices(search_space.choices_from_string(choices))
+  return arch if width_multiplier == 1.0 else arch.with_width(width_multiplier)
+
+
+def info(arch: arch_lib.Architecture) -> dict:
+  total = cost_lib.architecture_cost(arch)
+  return {"macs": total.macs, "params": total.params, "blocks": len(arch.blocks),
+          "output_shape": [arch.num_classes], "compact": arch.to_compact(),
+          "arch": arch.to_dict()}
+
+
+def table(arch: arch_lib.Architecture) -> str:
+  rows = [("layer", "input", "output", "MACs", "params")]
+  shapes = [None] + arch.block_shapes() + [None]
+  for (name, cost), shape in zip(cost_lib.breakdown(arch), shapes):
+    if name == "stem":
+      io = (f"{arch.input_size}x{arch.input_size}x{arch.input_channels}",
+            f"{arch.stem_output_size}x{arch.stem_output_size}x{arch.stem.filters}")
+    elif name == "head":
+      io = (f"{arch.final_size}x{arch.final_size}x{arch.final_channels}", f"{arch.num_classes}")
+    else:
+      io = (f"{shape.in_size}x{shape.in_size}x{shape.in_channels}",
+            f"{shape.out_size}x{shape.out_size}x{shape.out_channels}")
+    rows.append((name, *io, f"{cost.macs:,}", f"{cost.params:,}"))
+  total = cost_lib.architecture_cost(arch)
+  rows.append(("total", "", f"{arch.num_classes}", f"{total.macs:,}", f"{total.params:,}"))
+  widths = [max(len(r[i]) for r in rows) for i in range(5)]
+  lines = [f"architecture {arch.name or '(unnamed)'}: {arch.to_compact()}"]
+  for row in rows:
+    lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+  lines.append(f"MACs {total.macs / 1e6:.1f}M  params {total.params / 1e6:.3f}M  "
+               f"activation {arch.activation}  se_ratio {arch.se_ratio}  dropout {arch.dropout}")
+  return "\n".join(lines)
+
+
+def main(argv):
+  del argv
+  try:
+    arch = resolve_architecture(FLAGS.arch, FLAGS.reference, FLAGS.space, FLAGS.choices,
+                                FLAGS.width_multiplier)
+  except (ValueError, KeyError) as error:
+    print(f"arch_info: error: {error}", file=sys.stderr)
+    return 1
+  print(json.dumps(info(arch), sort_keys=True) if FLAGS.json else table(arch))
+  return 0
+
+
+if __name__ == "__main__":
+  app.run(main)

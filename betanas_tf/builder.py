@@ -1,0 +1,60 @@
+"""Standalone model builder: Architecture -> flat functional Keras model.
+
+The same code builds the network with Keras 3 (``backend=keras``, the default)
+or with tf_keras (``backend=tf_keras``, for quantization-aware training with
+tfmot): the backend only has to offer ``layers``, ``Input`` and ``Model``.
+Layer names are structural (``stem_conv``, ``block07_k5e3_dw_bn``,
+``head_conv``, ``classifier``) and shared with the supernet's candidates.
+The model outputs logits.
+"""
+
+import keras
+
+from betanas_tf import arch as arch_lib
+from betanas_tf import blocks
+
+
+def build_model(arch: arch_lib.Architecture, backend=keras, name: str = None,
+                bn_momentum: float = blocks.BN_MOMENTUM, bn_epsilon: float = blocks.BN_EPSILON):
+  """Builds `arch` as a functional model of primitive layers from `backend`."""
+  layers = backend.layers
+  bn = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon)
+  inputs = backend.Input(shape=(arch.input_size, arch.input_size, arch.input_channels),
+                         name="image")
+  x = stem_and_apply(layers, arch, inputs, **bn)
+  for position, (block, shape) in enumerate(zip(arch.blocks, arch.block_shapes())):
+    if block.is_identity:
+      continue  # Nothing to compute: no layer, no op in the exported graph.
+    parts = blocks.mbconv_parts(layers, arch_lib.block_name(position, block), shape.in_channels,
+                                block, arch.activation, arch.se_ratio, **bn)
+    x = blocks.apply_mbconv(parts, x)
+  outputs = head_and_apply(layers, arch, x, **bn)
+  return backend.Model(inputs, outputs, name=name or arch.name or "betanas_net")
+
+
+def stem_and_apply(layers, arch: arch_lib.Architecture, x, training=None, **bn):
+  parts = blocks.conv_bn_act(layers, "stem_conv", arch.stem.filters, arch.stem.kernel,
+                             arch.stem.stride, arch.activation, **bn)
+  return blocks.apply_conv_bn_act(parts, x, training)
+
+
+def head_layers(layers, arch: arch_lib.Architecture, **bn):
+  """The head's layers: 1x1 conv, BN, act, global pool, dropout, classifier."""
+  parts = {"conv": blocks.conv_bn_act(layers, "head_conv", arch.head.filters, 1, 1,
+                                      arch.activation, **bn),
+           "pool": layers.GlobalAveragePooling2D(name="pool"),
+           "classifier": layers.Dense(arch.num_classes, name="classifier")}
+  if arch.dropout > 0:
+    parts["dropout"] = layers.Dropout(arch.dropout, name="dropout")
+  return parts
+
+
+def apply_head(parts, x, training=None):
+  x = parts["pool"](blocks.apply_conv_bn_act(parts["conv"], x, training))
+  if "dropout" in parts:
+    x = parts["dropout"](x, training=training)
+  return parts["classifier"](x)
+
+
+def head_and_apply(layers, arch: arch_lib.Architecture, x, training=None, **bn):
+  return apply_head(head_layers(layers, arch, **bn), x, training)

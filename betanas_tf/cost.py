@@ -1,0 +1,124 @@
+"""Analytic cost model: multiply-accumulates and trainable parameters from the spec.
+
+MACs count what TensorFlow's profiler counts as Conv2D, DepthwiseConv2dNative
+and MatMul work at batch 1 (BatchNorm, activations, adds and pooling are not
+counted: BN folds into the convolutions on export). Parameters count trainable
+weights exactly as Keras does (conv kernels without bias, BN gamma and beta,
+squeeze-excite convs with bias, the classifier with bias).
+
+The search's cost term reads `space_costs`: the cost of every (choice block,
+candidate) at its exact input shape, with the stem, fixed blocks and head
+counted separately.
+"""
+
+import dataclasses
+from typing import Dict, List, Tuple
+
+from betanas_tf import arch as arch_lib
+from betanas_tf import spaces as spaces_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class Cost:
+  macs: int = 0
+  params: int = 0
+
+  def __add__(self, other: "Cost") -> "Cost":
+    return Cost(self.macs + other.macs, self.params + other.params)
+
+
+def _out(size: int, stride: int) -> int:
+  return -(-size // stride)
+
+
+def conv_bn(in_size: int, in_channels: int, out_channels: int, kernel: int, stride: int) -> Cost:
+  """A bias-free kxk convolution followed by BatchNorm."""
+  out = _out(in_size, stride)
+  weights = kernel * kernel * in_channels * out_channels
+  return Cost(out * out * weights, weights + 2 * out_channels)
+
+
+def depthwise_bn(in_size: int, channels: int, kernel: int, stride: int) -> Cost:
+  out = _out(in_size, stride)
+  weights = kernel * kernel * channels
+  return Cost(out * out * weights, weights + 2 * channels)
+
+
+def squeeze_excite(mid_channels: int, se_ratio: float) -> Cost:
+  """Two 1x1 convs with bias on the pooled 1x1 map."""
+  squeezed = arch_lib.se_channels(mid_channels, se_ratio)
+  macs = 2 * mid_channels * squeezed
+  return Cost(macs, macs + squeezed + mid_channels)
+
+
+def block_cost(block: arch_lib.Block, shape: arch_lib.BlockShape, se_ratio: float = 0.0) -> Cost:
+  """Cost of one block at its input shape; identity is free."""
+  if block.is_identity:
+    return Cost()
+  mid = block.mid_channels(shape.in_channels)
+  total = Cost()
+  if block.expand != 1:
+    total += conv_bn(shape.in_size, shape.in_channels, mid, 1, 1)
+  total += depthwise_bn(shape.in_size, mid, block.kernel, block.stride)
+  if se_ratio > 0:
+    total += squeeze_excite(mid, se_ratio)
+  total += conv_bn(shape.out_size, mid, block.filters, 1, 1)
+  return total
+
+
+def stem_cost(arch: arch_lib.Architecture) -> Cost:
+  return conv_bn(arch.input_size, arch.input_channels, arch.stem.filters, arch.stem.kernel,
+                 arch.stem.stride)
+
+
+def head_cost(arch: arch_lib.Architecture) -> Cost:
+  conv = conv_bn(arch.final_size, arch.final_channels, arch.head.filters, 1, 1)
+  dense = arch.head.filters * arch.num_classes
+  return conv + Cost(dense, dense + arch.num_classes)
+
+
+def breakdown(arch: arch_lib.Architecture) -> List[Tuple[str, Cost]]:
+  """(structural name, cost) for the stem, every block and the head."""
+  rows = [("stem", stem_cost(arch))]
+  for position, (block, shape) in enumerate(zip(arch.blocks, arch.block_shapes())):
+    rows.append((arch_lib.block_name(position, block), block_cost(block, shape, arch.se_ratio)))
+  rows.append(("head", head_cost(arch)))
+  return rows
+
+
+def architecture_cost(arch: arch_lib.Architecture) -> Cost:
+  total = Cost()
+  for _, cost in breakdown(arch):
+    total += cost
+  return total
+
+
+@dataclasses.dataclass(frozen=True)
+class SpaceCosts:
+  """Costs of a space's parts: `fixed` (stem + fixed blocks + head) and per candidate."""
+  fixed: Cost
+  candidates: Tuple[Tuple[Cost, ...], ...]   # [choice block][candidate]
+
+  def of_choices(self, choices) -> Cost:
+    total = self.fixed
+    for block_costs, choice in zip(self.candidates, choices):
+      total += block_costs[choice]
+    return total
+
+  def macs_table(self) -> List[List[int]]:
+    return [[c.macs for c in row] for row in self.candidates]
+
+
+def space_costs(space: spaces_lib.SearchSpace, se_ratio: float = 0.0) -> SpaceCosts:
+  skeleton = space.arch_from_choices([0] * len(space))
+  fixed = stem_cost(skeleton) + head_cost(skeleton)
+  for block, shape in zip(space.fixed_blocks, skeleton.block_shapes()):
+    fixed += block_cost(block, shape, se_ratio)
+  candidates = tuple(tuple(block_cost(c, b.shape, se_ratio) for c in b.candidates)
+                     for b in space.choice_blocks)
+  return SpaceCosts(fixed, candidates)
+
+
+def summary(arch: arch_lib.Architecture) -> Dict[str, int]:
+  cost = architecture_cost(arch)
+  return {"macs": cost.macs, "params": cost.params}

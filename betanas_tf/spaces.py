@@ -1,0 +1,185 @@
+"""Search spaces: a fixed skeleton plus choice blocks, each with candidate ops.
+
+A space maps a tuple of choice indices (one per choice block) to an
+Architecture and back. Registered spaces:
+
+* ``proxyless_mobile``: the ProxylessNAS / MNASNet mobile space (DESIGN.md §1):
+  input 224, stem 3x3/2 32ch, fixed MBConv k3e1 32->16, 21 choice blocks in six
+  stages (widths 24,40,80,96,192,320; 4,4,4,4,4,1 blocks; first strides
+  2,2,2,1,2,1), candidates MBConv {k3,k5,k7} x {e3,e6} plus identity where the
+  block keeps its shape (15 blocks), head 1x1 1280. 6^6 * 7^15 ~ 2.2e17 nets.
+* ``cifar_mobile``: the same stages for 32x32 inputs, 10 classes. The stem has
+  stride 1 and the stage strides are 1,2,2,1,2,1 (ImageNet: 2,2,2,1,2,1 after a
+  stride-2 stem), so the feature maps are 32,32,16,8,8,4,4: the last one is 4x4.
+* ``micro``: a tiny space for tests, the demo and rank benchmarks: input 16x16
+  (8x8 digits upsampled), stem 3x3/1 16ch, three choice blocks
+  (16->16 s1, 16->24 s2, 24->24 s1), candidates k3e3, k3e6, k5e3 plus identity
+  in the two shape-keeping blocks, head 1x1 64, 10 classes: 4*3*4 = 48 nets.
+"""
+
+import dataclasses
+import itertools
+import math
+from typing import Iterator, List, Sequence, Tuple
+
+import numpy as np
+
+from betanas_tf import arch as arch_lib
+from betanas_tf.registry import Registry
+
+
+@dataclasses.dataclass(frozen=True)
+class ChoiceBlock:
+  """One searchable position: where it sits and which ops it may hold."""
+  position: int          # index of the block in the Architecture's block list
+  shape: arch_lib.BlockShape
+  stride: int
+  candidates: Tuple[arch_lib.Block, ...]
+
+  @property
+  def labels(self) -> Tuple[str, ...]:
+    return tuple(c.label for c in self.candidates)
+
+  @property
+  def num_candidates(self) -> int:
+    return len(self.candidates)
+
+  def index_of(self, label: str) -> int:
+    try:
+      return self.labels.index(label)
+    except ValueError:
+      raise ValueError(f"block {self.position}: op {label!r} is not a candidate here; "
+                       f"valid: {', '.join(self.labels)}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSpace:
+  """A network skeleton with choice blocks (see module docstring)."""
+  name: str
+  input_size: int
+  num_classes: int
+  stem: arch_lib.Stem
+  fixed_blocks: Tuple[arch_lib.Block, ...]   # before the first choice block
+  choice_blocks: Tuple[ChoiceBlock, ...]
+  head: arch_lib.Head
+  activation: str = "relu6"
+
+  def size(self) -> int:
+    return math.prod(c.num_candidates for c in self.choice_blocks)
+
+  def __len__(self) -> int:
+    return len(self.choice_blocks)
+
+  def _check_choices(self, choices: Sequence[int]) -> Tuple[int, ...]:
+    choices = tuple(int(c) for c in choices)
+    if len(choices) != len(self.choice_blocks):
+      raise ValueError(f"{self.name}: expected {len(self.choice_blocks)} choices, got {len(choices)}")
+    for block, choice in zip(self.choice_blocks, choices):
+      if not 0 <= choice < block.num_candidates:
+        raise ValueError(f"{self.name}: block {block.position} has {block.num_candidates} "
+                         f"candidates, choice {choice} is out of range")
+    return choices
+
+  def arch_from_choices(self, choices: Sequence[int], name: str = "") -> arch_lib.Architecture:
+    choices = self._check_choices(choices)
+    chosen = tuple(block.candidates[c] for block, c in zip(self.choice_blocks, choices))
+    return arch_lib.Architecture(
+        input_size=self.input_size, num_classes=self.num_classes, stem=self.stem,
+        blocks=self.fixed_blocks + chosen, head=self.head, activation=self.activation,
+        name=name)
+
+  def choices_from_arch(self, arch: arch_lib.Architecture) -> Tuple[int, ...]:
+    """Inverse of arch_from_choices; ValueError if `arch` is not in this space."""
+    expected_len = len(self.fixed_blocks) + len(self.choice_blocks)
+    if len(arch.blocks) != expected_len:
+      raise ValueError(f"architecture has {len(arch.blocks)} blocks, {self.name} has {expected_len}")
+    skeleton = self.arch_from_choices([0] * len(self.choice_blocks))
+    if (arch.input_size, arch.stem, arch.head, arch.num_classes, arch.blocks[:len(self.fixed_blocks)]) != (
+        skeleton.input_size, skeleton.stem, skeleton.head, skeleton.num_classes, skeleton.blocks[:len(self.fixed_blocks)]):
+      raise ValueError(f"architecture's input, stem, head or fixed blocks differ from {self.name}")
+    choices = []
+    for block in self.choice_blocks:
+      candidate = arch.blocks[block.position]
+      if candidate not in block.candidates:
+        raise ValueError(f"block {block.position} ({candidate.label}, {candidate.filters}ch, "
+                         f"stride {candidate.stride}) is not a candidate of {self.name}")
+      choices.append(block.candidates.index(candidate))
+    return tuple(choices)
+
+  def sample(self, rng: np.random.Generator) -> Tuple[int, ...]:
+    """Uniformly random choices."""
+    return tuple(int(rng.integers(block.num_candidates)) for block in self.choice_blocks)
+
+  def enumerate(self, limit: int = 100_000) -> Iterator[Tuple[int, ...]]:
+    """Every choice tuple, in lexicographic order (small spaces only)."""
+    if self.size() > limit:
+      raise ValueError(f"{self.name} has {self.size()} architectures; enumeration is limited to {limit}")
+    return itertools.product(*(range(b.num_candidates) for b in self.choice_blocks))
+
+  def choices_to_string(self, choices: Sequence[int]) -> str:
+    """Compact form with widths and strides implied by the space: ``k3e3-id-k5e6``."""
+    choices = self._check_choices(choices)
+    return "-".join(block.labels[c] for block, c in zip(self.choice_blocks, choices))
+
+  def choices_from_string(self, text: str) -> Tuple[int, ...]:
+    labels = text.strip().split("-")
+    if len(labels) != len(self.choice_blocks):
+      raise ValueError(f"{self.name}: expected {len(self.choice_blocks)} ops, got {len(labels)} in {text!r}")
+    return tuple(block.index_of(label) for block, label in zip(self.choice_blocks, labels))
+
+
+SPACES: Registry = Registry("search space")
+
+
+def get_space(name: str) -> SearchSpace:
+  return SPACES.get(name)()
+
+
+def staged_space(name: str, input_size: int, num_classes: int, stem: arch_lib.Stem,
+                 fixed_blocks: Sequence[arch_lib.Block], stages: Sequence[Tuple[int, int, int]],
+                 ops: Sequence[Tuple[int, float]], head: arch_lib.Head,
+                 allow_identity: bool = True) -> SearchSpace:
+  """Builds a space from stages of (width, blocks, first stride); other blocks have stride 1."""
+  size, channels = -(-input_size // stem.stride), stem.filters
+  for block in fixed_blocks:
+    size, channels = -(-size // block.stride), block.filters
+  choice_blocks: List[ChoiceBlock] = []
+  position = len(fixed_blocks)
+  for width, count, first_stride in stages:
+    for i in range(count):
+      stride = first_stride if i == 0 else 1
+      out_size = -(-size // stride)
+      candidates = [arch_lib.mbconv(k, e, width, stride) for k, e in ops]
+      if allow_identity and stride == 1 and channels == width:
+        candidates.append(arch_lib.identity(width))
+      choice_blocks.append(ChoiceBlock(position, arch_lib.BlockShape(size, channels, out_size, width),
+                                       stride, tuple(candidates)))
+      size, channels, position = out_size, width, position + 1
+  return SearchSpace(name=name, input_size=input_size, num_classes=num_classes, stem=stem,
+                     fixed_blocks=tuple(fixed_blocks), choice_blocks=tuple(choice_blocks), head=head)
+
+
+MOBILE_OPS = ((3, 3), (3, 6), (5, 3), (5, 6), (7, 3), (7, 6))
+MOBILE_WIDTHS = (24, 40, 80, 96, 192, 320)
+MOBILE_DEPTHS = (4, 4, 4, 4, 4, 1)
+
+
+@SPACES.decorator("proxyless_mobile")
+def proxyless_mobile() -> SearchSpace:
+  return staged_space(
+      "proxyless_mobile", 224, 1000, arch_lib.Stem(32, 3, 2), [arch_lib.mbconv(3, 1, 16, 1)],
+      list(zip(MOBILE_WIDTHS, MOBILE_DEPTHS, (2, 2, 2, 1, 2, 1))), MOBILE_OPS, arch_lib.Head(1280))
+
+
+@SPACES.decorator("cifar_mobile")
+def cifar_mobile() -> SearchSpace:
+  return staged_space(
+      "cifar_mobile", 32, 10, arch_lib.Stem(32, 3, 1), [arch_lib.mbconv(3, 1, 16, 1)],
+      list(zip(MOBILE_WIDTHS, MOBILE_DEPTHS, (1, 2, 2, 1, 2, 1))), MOBILE_OPS, arch_lib.Head(1280))
+
+
+@SPACES.decorator("micro")
+def micro() -> SearchSpace:
+  return staged_space(
+      "micro", 16, 10, arch_lib.Stem(16, 3, 1), [],
+      [(16, 1, 1), (24, 2, 2)], ((3, 3), (3, 6), (5, 3)), arch_lib.Head(64))

@@ -1,0 +1,83 @@
+"""Analytic cost model vs TensorFlow's profiler and Keras' own parameter count."""
+
+import numpy as np
+import pytest
+
+from betanas_tf import builder
+from betanas_tf import cost
+from betanas_tf import profiler
+from betanas_tf import references
+from betanas_tf import spaces
+
+
+def _trainable(model):
+  return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+
+
+def _check_against_tensorflow(arch):
+  model = builder.build_model(arch)
+  analytic = cost.architecture_cost(arch)
+  assert analytic.params == _trainable(model)
+  measured = profiler.profiled_macs(model)
+  assert abs(analytic.macs - measured) <= 0.001 * measured
+  return analytic, measured
+
+
+def test_mobilenet_v2_golden_numbers():
+  analytic, measured = _check_against_tensorflow(references.mobilenet_v2())
+  assert analytic == cost.Cost(macs=300_774_272, params=3_504_872)
+  assert measured == 300_774_272
+  wide, measured = _check_against_tensorflow(references.mobilenet_v2(1.4))
+  assert wide == cost.Cost(582_195_824, 6_108_776) and measured == 582_195_824
+
+
+@pytest.mark.parametrize("name,golden", [
+    ("proxyless_k3e6", cost.Cost(472_620_800, 4_684_776)),
+    ("proxyless_k7e6", cost.Cost(606_590_720, 5_103_336)),
+    ("proxyless_minimal", cost.Cost(102_528_896, 2_154_984)),
+])
+def test_proxyless_reference_golden_numbers(name, golden):
+  analytic, measured = _check_against_tensorflow(references.get_reference(name))
+  assert analytic == golden and measured == golden.macs
+
+
+def test_random_proxyless_architectures_agree_with_profiler():
+  space = spaces.get_space("proxyless_mobile")
+  rng = np.random.default_rng(7)
+  for _ in range(5):
+    _check_against_tensorflow(space.arch_from_choices(space.sample(rng)))
+
+
+def test_every_micro_architecture_agrees_with_profiler():
+  space = spaces.get_space("micro")
+  for choices in space.enumerate():
+    _check_against_tensorflow(space.arch_from_choices(choices))
+
+
+def test_se_and_swish_counted():
+  space = spaces.get_space("micro")
+  arch = space.arch_from_choices([1, 2, 0]).replace(se_ratio=0.25, activation="swish")
+  analytic, _ = _check_against_tensorflow(arch)
+  plain = cost.architecture_cost(arch.replace(se_ratio=0.0))
+  # SE on mid channels 96, 48, 72: two 1x1 convs each, plus biases.
+  se = [(96, 24), (48, 12), (72, 18)]
+  assert analytic.macs - plain.macs == sum(2 * m * s for m, s in se)
+  assert analytic.params - plain.params == sum(2 * m * s + m + s for m, s in se)
+
+
+def test_space_costs_match_whole_architectures():
+  space = spaces.get_space("proxyless_mobile")
+  table = cost.space_costs(space)
+  assert len(table.candidates) == 21 and len(table.candidates[2]) == 7
+  assert table.candidates[2][6] == cost.Cost(0, 0)  # identity
+  rng = np.random.default_rng(3)
+  for _ in range(20):
+    choices = space.sample(rng)
+    assert table.of_choices(choices) == cost.architecture_cost(space.arch_from_choices(choices))
+  assert references.cheapest_choices(space)[1] == 6  # identity where allowed
+  assert references.cheapest_choices(space)[0] == 0  # k3e3 where not
+
+
+if __name__ == "__main__":
+  import sys
+  sys.exit(pytest.main([__file__, "-q"]))
