@@ -1,0 +1,134 @@
+"""Figures of a search: probability trajectories with drops, training balance, the result.
+
+* `plot_trajectories`: p (softmax over active ops) of every op of every block
+  over the alpha steps, with each selective drop marked where it happened.
+* `plot_training_frequency`: Phase-1 training count of every (block, op) — the
+  paper's Fig. 5: balanced training keeps the alive ops of a block level.
+* `plot_architecture`: the found network as a row of blocks (the paper's Fig.
+  3 style): width grows with the expansion ratio, height with the kernel,
+  colour by kernel; identity blocks are thin grey bars.
+"""
+
+from typing import Dict, List, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import numpy as np
+
+from betanas_tf import arch as arch_lib
+from betanas_tf import io_utils
+
+KERNEL_COLOURS = {3: "#4C72B0", 5: "#55A868", 7: "#C44E52"}
+
+
+def _save(fig, path: str):
+  import io  # pylint: disable=import-outside-toplevel
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+  plt.close(fig)
+  io_utils.atomic_write_bytes(path, buffer.getvalue())
+
+
+def _grid(num_blocks: int):
+  cols = min(7, num_blocks)
+  rows = -(-num_blocks // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.1 * rows), squeeze=False,
+                           sharex=True, sharey=True)
+  return fig, axes.ravel()
+
+
+def plot_trajectories(history: List[Dict], labels: Sequence[Sequence[str]], path: str,
+                      title: str = ""):
+  """p per op over alpha steps, one panel per choice block, drops marked with x."""
+  records = [r for r in history if "p" in r]
+  fig, axes = _grid(len(labels))
+  steps = np.array([r["step"] for r in records])
+  probs = np.array([r["p"] for r in records]) if records else np.zeros((0, len(labels), 1))
+  cmap = plt.get_cmap("tab10")
+  for l, ax in enumerate(axes):
+    if l >= len(labels):
+      ax.axis("off")
+      continue
+    for m, label in enumerate(labels[l]):
+      if len(steps):
+        ax.plot(steps, probs[:, l, m], color=cmap(m), lw=1.3, label=label)
+    for record in records:
+      for drop in record.get("drops", []):
+        if drop["block"] == l:
+          ax.plot(drop["step"], drop["p"], "x", color=cmap(drop["index"]), ms=7, mew=2)
+    ax.set_title(f"block {l}", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+  axes[0].set_ylabel("p", fontsize=8)
+  handles = {}
+  for ax in axes:
+    for handle, label in zip(*ax.get_legend_handles_labels()):
+      handles.setdefault(label, handle)
+  fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=len(handles), fontsize=8,
+             frameon=False, bbox_to_anchor=(0.5, -0.02))
+  fig.suptitle(title or "Architecture probabilities per block (x = selective drop)", fontsize=10)
+  fig.tight_layout(rect=(0, 0.04, 1, 0.97))
+  _save(fig, path)
+
+
+def plot_training_frequency(counts: np.ndarray, active: np.ndarray, labels: Sequence[Sequence[str]],
+                            path: str, title: str = ""):
+  """Heat map of Phase-1 training counts per (block, op); dropped ops hatched."""
+  num_blocks, width = counts.shape
+  all_labels = sorted({lab for row in labels for lab in row}, key=lambda s: (s == "id", s))
+  column = {lab: i for i, lab in enumerate(all_labels)}
+  grid = np.full((len(all_labels), num_blocks), np.nan)
+  for l in range(num_blocks):
+    for m, label in enumerate(labels[l]):
+      grid[column[label], l] = counts[l, m]
+  fig, ax = plt.subplots(figsize=(max(5, 0.55 * num_blocks + 2), 0.45 * len(all_labels) + 1.6))
+  image = ax.imshow(grid, aspect="auto", cmap="viridis")
+  for l in range(num_blocks):
+    for m, label in enumerate(labels[l]):
+      value = int(counts[l, m])
+      dead = not active[l, m]
+      ax.text(l, column[label], f"{value}", ha="center", va="center", fontsize=6,
+              color="white" if not dead else "#ff9999")
+      if dead:
+        ax.add_patch(plt.Rectangle((l - 0.5, column[label] - 0.5), 1, 1, fill=False, hatch="///",
+                                   edgecolor="#ff9999", lw=0))
+  ax.set_xticks(range(num_blocks))
+  ax.set_xticklabels(range(num_blocks), fontsize=7)
+  ax.set_yticks(range(len(all_labels)))
+  ax.set_yticklabels(all_labels, fontsize=8)
+  ax.set_xlabel("choice block")
+  fig.colorbar(image, ax=ax, label="Phase-1 training steps")
+  ax.set_title(title or "Training frequency per op (hatched: dropped)", fontsize=10)
+  fig.tight_layout()
+  _save(fig, path)
+
+
+def plot_architecture(arch: arch_lib.Architecture, path: str, title: str = ""):
+  """The network as a row of blocks: width ~ expansion, height ~ kernel, colour ~ kernel."""
+  fig, ax = plt.subplots(figsize=(max(6, 0.62 * (len(arch.blocks) + 2)), 2.8))
+  x = 0.0
+  def box(width, height, colour, label, sub):
+    nonlocal x
+    ax.add_patch(plt.Rectangle((x, -height / 2), width, height, color=colour, ec="black", lw=0.6))
+    ax.text(x + width / 2, height / 2 + 0.12, label, ha="center", va="bottom", fontsize=7, rotation=90)
+    ax.text(x + width / 2, -height / 2 - 0.12, sub, ha="center", va="top", fontsize=6, rotation=90)
+    x += width + 0.15
+  box(0.5, 1.0, "#999999", "stem", f"{arch.stem_output_size}x{arch.stem.filters}")
+  for block, shape in zip(arch.blocks, arch.block_shapes()):
+    if block.is_identity:
+      box(0.12, 0.5, "#dddddd", "id", "")
+      continue
+    colour = KERNEL_COLOURS.get(block.kernel, "#8172B2")
+    box(0.25 + 0.1 * block.expand, 0.4 + 0.16 * block.kernel, colour, block.label,
+        f"{shape.out_size}x{block.filters}")
+  box(0.5, 1.0, "#999999", "head", f"{arch.head.filters}->{arch.num_classes}")
+  ax.set_xlim(-0.2, x)
+  ax.set_ylim(-2.6, 2.6)
+  ax.axis("off")
+  handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in KERNEL_COLOURS.values()]
+  ax.legend(handles, [f"{k}x{k}" for k in KERNEL_COLOURS], loc="upper right", fontsize=7, ncol=3,
+            frameon=False)
+  ax.set_title(title or arch.name or "architecture", fontsize=10)
+  _save(fig, path)

@@ -1,0 +1,164 @@
+"""BetaNAS search command line.
+
+    python -m betanas_tf.search --flagfile=configs/demo.flags --out_dir=/tmp/demo
+    python -m betanas_tf.search --flagfile=configs/a.flags --out_dir=runs/a
+
+Re-running the same command with the same --out_dir resumes from the last
+checkpoint. Bad flags or data give one clear error and exit status 1.
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from betanas_tf import data as data_lib
+from betanas_tf import engine as engine_lib
+from betanas_tf import io_utils
+from betanas_tf import policies
+from betanas_tf import runner
+from betanas_tf import spaces
+
+FLAGS = flags.FLAGS
+D = engine_lib.EngineConfig()
+
+# What to search, on what.
+flags.DEFINE_enum("space", "micro", spaces.SPACES.names(), "Search space.")
+flags.DEFINE_enum("strategy", "betanas", policies.POLICIES.names(), "Search strategy (policy).")
+flags.DEFINE_enum("dataset", "digits", data_lib.DATASETS.names(), "Dataset.")
+flags.DEFINE_string("data_dir", None, "tensorflow-datasets directory (cifar10, imagenet2012).")
+flags.DEFINE_bool("download", False, "Let tensorflow-datasets download/prepare the dataset.")
+flags.DEFINE_integer("arch_split_size", 50_000, "Examples held out of TRAIN for alpha updates "
+                     "(tfds datasets; paper: 50,000 for ImageNet).", lower_bound=1)
+flags.DEFINE_integer("synthetic_examples", 256, "Training examples of --dataset=synthetic.",
+                     lower_bound=16)
+flags.DEFINE_string("out_dir", None, "Output directory (resumes if it holds a checkpoint).")
+# Phase 1.
+flags.DEFINE_integer("max_steps", D.max_steps, "Phase-1 (weight) steps.", lower_bound=1)
+flags.DEFINE_integer("batch_size", D.batch_size, "Global Phase-1 batch.", lower_bound=1)
+flags.DEFINE_float("lr", D.lr, "Peak SGD learning rate (cosine decay to 0).", lower_bound=0.0)
+flags.DEFINE_integer("lr_warmup_steps", D.lr_warmup_steps, "Linear LR warm-up steps.", lower_bound=0)
+flags.DEFINE_float("momentum", D.momentum, "SGD momentum.", lower_bound=0.0, upper_bound=0.999)
+flags.DEFINE_bool("nesterov", D.nesterov, "Nesterov momentum.")
+flags.DEFINE_float("weight_decay", D.weight_decay, "L2 weight decay of conv/dense kernels.",
+                   lower_bound=0.0)
+flags.DEFINE_float("label_smoothing", D.label_smoothing, "Label smoothing.", lower_bound=0.0,
+                   upper_bound=0.99)
+flags.DEFINE_bool("balanced", True, "Phase 1 samples uniformly among active ops (--nobalanced: by p).")
+# Phase 2.
+flags.DEFINE_integer("arch_update_every", D.arch_update_every, "Phase-1 steps per alpha step.",
+                     lower_bound=1)
+flags.DEFINE_integer("arch_warmup_steps", D.arch_warmup_steps, "Weight-only steps before alpha steps.",
+                     lower_bound=0)
+flags.DEFINE_integer("arch_batch_size", D.arch_batch_size, "Global Phase-2 batch.", lower_bound=1)
+flags.DEFINE_float("arch_lr", D.arch_lr, "Adam learning rate of alpha.", lower_bound=0.0)
+flags.DEFINE_float("arch_beta1", D.arch_beta1, "Adam beta1 of alpha.", lower_bound=0.0, upper_bound=0.999)
+flags.DEFINE_float("arch_beta2", D.arch_beta2, "Adam beta2 of alpha.", lower_bound=0.0, upper_bound=0.99999)
+flags.DEFINE_float("arch_epsilon", D.arch_epsilon, "Adam epsilon of alpha.", lower_bound=0.0)
+flags.DEFINE_enum("gate_mode", D.gate_mode, ["full", "two"], "Binary gates over every active op, "
+                  "or ProxylessNAS' two sampled ops with rescaling.")
+# Cost.
+flags.DEFINE_enum("cost", "macs", ["macs", "latency"], "Cost of the Phase-2 cost term.")
+flags.DEFINE_string("latency_table", None, "Latency lookup table (with --cost=latency).")
+flags.DEFINE_float("beta", D.beta, "Weight of the cost term.", lower_bound=0.0)
+flags.DEFINE_enum("cost_form", D.cost_form, ["linear", "absolute"],
+                  "linear: beta*E[cost]/ref (paper); absolute: beta*|E[cost]/target-1| (TuNAS).")
+flags.DEFINE_float("cost_target", 0.0, "Cost budget (MACs, or ms for latency); 0 = none.",
+                   lower_bound=0.0)
+# Selective drop.
+flags.DEFINE_bool("drop", True, "Selective drop (--nodrop disables it).")
+flags.DEFINE_enum("drop_rule", D.drop_rule, ["prob", "alpha"],
+                  "prob: p < drop_threshold / M' ; alpha: alpha < drop_threshold (paper's th_alpha).")
+flags.DEFINE_float("drop_threshold", D.drop_threshold, "Threshold of the drop rule.")
+flags.DEFINE_integer("drop_warmup_steps", D.drop_warmup_steps, "No drops before this step.",
+                     lower_bound=0)
+# Selection (spos) and evaluation.
+flags.DEFINE_integer("evolution_population", 20, "SPOS evolution population.", lower_bound=2)
+flags.DEFINE_integer("evolution_generations", 5, "SPOS evolution generations.", lower_bound=1)
+flags.DEFINE_integer("eval_batches", 10, "Arch-split batches to score a subnet.", lower_bound=1)
+flags.DEFINE_integer("calibration_batches", 5, "Train batches to recalibrate BN of a subnet.",
+                     lower_bound=1)
+# Running.
+flags.DEFINE_float("se_ratio", 0.0, "Squeeze-excite ratio inside the supernet's candidates.",
+                   lower_bound=0.0, upper_bound=0.99)
+flags.DEFINE_enum("distribution", "default", ["default", "mirrored", "multiworker"],
+                  "tf.distribute strategy.")
+flags.DEFINE_integer("checkpoint_every", 50, "Steps between checkpoints.", lower_bound=1)
+flags.DEFINE_integer("log_every", 10, "Steps between TensorBoard scalars.", lower_bound=1)
+flags.DEFINE_integer("seed", 0, "Random seed (paths, data order, initialisation).")
+flags.DEFINE_bool("deterministic", False, "Enable TF op determinism (bit-identical resumes).")
+flags.DEFINE_bool("progress", True, "Show a progress bar.")
+
+flags.register_validator("drop_threshold", lambda v: v > 0 if FLAGS["drop_rule"].value == "prob" else True,
+                         "--drop_threshold must be > 0 with --drop_rule=prob")
+flags.register_multi_flags_validator(
+    ["cost", "latency_table"], lambda f: f["cost"] != "latency" or bool(f["latency_table"]),
+    "--cost=latency needs --latency_table")
+flags.register_multi_flags_validator(
+    ["cost_form", "cost_target"], lambda f: f["cost_form"] != "absolute" or f["cost_target"] > 0,
+    "--cost_form=absolute needs --cost_target > 0")
+flags.register_multi_flags_validator(
+    ["arch_warmup_steps", "max_steps", "strategy"],
+    lambda f: f["strategy"] not in ("betanas", "proxyless") or f["arch_warmup_steps"] < f["max_steps"],
+    "--arch_warmup_steps must be below --max_steps, or no alpha step ever runs")
+
+
+def engine_config_from_flags() -> engine_lib.EngineConfig:
+  return engine_lib.EngineConfig(
+      batch_size=FLAGS.batch_size, arch_batch_size=FLAGS.arch_batch_size, max_steps=FLAGS.max_steps,
+      lr=FLAGS.lr, lr_warmup_steps=FLAGS.lr_warmup_steps, momentum=FLAGS.momentum,
+      nesterov=FLAGS.nesterov, weight_decay=FLAGS.weight_decay,
+      label_smoothing=FLAGS.label_smoothing, arch_lr=FLAGS.arch_lr, arch_beta1=FLAGS.arch_beta1,
+      arch_beta2=FLAGS.arch_beta2, arch_epsilon=FLAGS.arch_epsilon,
+      arch_update_every=FLAGS.arch_update_every, arch_warmup_steps=FLAGS.arch_warmup_steps,
+      gate_mode=FLAGS.gate_mode, beta=FLAGS.beta, cost_form=FLAGS.cost_form,
+      drop_rule=FLAGS.drop_rule, drop_threshold=FLAGS.drop_threshold,
+      drop_warmup_steps=FLAGS.drop_warmup_steps, se_ratio=FLAGS.se_ratio, seed=FLAGS.seed)
+
+
+def main(argv):
+  if len(argv) > 1:
+    print(f"search: error: unexpected arguments {argv[1:]}", file=sys.stderr)
+    return 1
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  if not FLAGS.is_parsed() or FLAGS["verbosity"].using_default_value:
+    logging.set_verbosity(logging.WARNING)  # TF's checkpoint chatter; -v 0 brings it back
+  if FLAGS.deterministic:
+    tf.config.experimental.enable_op_determinism()
+  os.makedirs(FLAGS.out_dir, exist_ok=True)
+  io_utils.atomic_write_text(os.path.join(FLAGS.out_dir, "flags.txt"), FLAGS.flags_into_string())
+  policy = policies.POLICIES.get(FLAGS.strategy).with_ablations(drop=FLAGS.drop,
+                                                                balanced=FLAGS.balanced)
+  settings = runner.RunSettings(
+      out_dir=FLAGS.out_dir, space=FLAGS.space, dataset=FLAGS.dataset, cost=FLAGS.cost,
+      cost_target=FLAGS.cost_target, checkpoint_every=FLAGS.checkpoint_every,
+      log_every=FLAGS.log_every, eval_batches=FLAGS.eval_batches,
+      calibration_batches=FLAGS.calibration_batches,
+      evolution_population=FLAGS.evolution_population,
+      evolution_generations=FLAGS.evolution_generations, progress=FLAGS.progress,
+      dataset_options={"data_dir": FLAGS.data_dir, "download": FLAGS.download,
+                       "arch_split_size": FLAGS.arch_split_size,
+                       "synthetic_examples": FLAGS.synthetic_examples})
+  try:
+    run = runner.SearchRun(settings, policy, engine_config_from_flags(),
+                           runner.make_strategy(FLAGS.distribution))
+    summary = run.run()
+  except (ValueError, data_lib.DatasetNotPreparedError, runner.CheckpointError) as error:
+    print(f"search: error: {error}", file=sys.stderr)
+    return 1
+  print(f"architecture: {summary['choices_string']}")
+  print(f"MACs {summary['macs'] / 1e6:.2f}M  params {summary['params'] / 1e6:.3f}M  "
+        f"cost {summary['cost']['value']:.3f} {summary['cost']['unit']}"
+        + (f" (target {summary['cost']['target']:.3f}: "
+           f"{'met' if summary['cost']['meets_target'] else 'NOT met'})" if summary['cost']['target'] else ""))
+  if summary["supernet_top1_arch_split"] is not None:
+    print(f"supernet top-1 on the arch split (BN recalibrated): {summary['supernet_top1_arch_split']:.4f}")
+  print(f"drops: {len(summary['drops'])}  outputs in {FLAGS.out_dir}")
+  return 0
+
+
+if __name__ == "__main__":
+  flags.mark_flag_as_required("out_dir")
+  app.run(main)
