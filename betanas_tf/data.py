@@ -137,7 +137,7 @@ class TfdsSplit:
     self.train, self.seed, self.preprocess = train, seed, preprocess
 
   def __len__(self):
-    return self.builder.info.splits[self.split].num_examples
+    return self.builder.info.splits[self.split].num_examples  # e.g. "train[:45000]"
 
   def _records(self):
     read_config = __import__("tensorflow_datasets").ReadConfig(
@@ -160,6 +160,10 @@ class TfdsSplit:
     for images, labels in ds.batch(batch_size).prefetch(2):
       yield images.numpy(), labels.numpy().astype(np.int32)
 
+
+# Official TRAIN sizes, used when the builder's metadata does not list its splits
+# (e.g. under tfds.testing.mock_data).
+TRAIN_SIZES = {"cifar10": 50_000, "imagenet2012": 1_281_167}
 
 MEAN_RGB = tf.constant([0.485, 0.456, 0.406]) * 255.0
 STDDEV_RGB = tf.constant([0.229, 0.224, 0.225]) * 255.0
@@ -207,7 +211,8 @@ def _load_tfds(name: str, eval_split: str, num_classes: int, preprocess: Callabl
   builder = tfds.builder(name, data_dir=data_dir)
   if download:
     builder.download_and_prepare()
-  total = builder.info.splits["train"].num_examples
+  splits = builder.info.splits
+  total = splits["train"].num_examples if "train" in splits else TRAIN_SIZES[name]
   if not 0 < arch_split_size < total:
     raise ValueError(f"arch_split_size must be in (0, {total}) for {name}, got {arch_split_size}")
   make = lambda split, train, s: TfdsSplit(builder, split, input_size, train, s, preprocess)

@@ -66,8 +66,11 @@ def plot_trajectories(history: List[Dict], labels: Sequence[Sequence[str]], path
   for ax in axes:
     for handle, label in zip(*ax.get_legend_handles_labels()):
       handles.setdefault(label, handle)
-  fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=len(handles), fontsize=8,
-             frameon=False, bbox_to_anchor=(0.5, -0.02))
+  if handles:
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=len(handles), fontsize=8,
+               frameon=False, bbox_to_anchor=(0.5, -0.02))
+  else:
+    fig.text(0.5, 0.5, "no alpha steps in this run", ha="center", fontsize=10)
   fig.suptitle(title or "Architecture probabilities per block (x = selective drop)", fontsize=10)
   fig.tight_layout(rect=(0, 0.04, 1, 0.97))
   _save(fig, path)

@@ -1,0 +1,233 @@
+"""The search engine on the micro space: balanced Phase 1, binary-gate Phase 2, drops, BN."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from betanas_tf import arch_params as ap
+from betanas_tf import builder
+from betanas_tf import engine as engine_lib
+from betanas_tf import policies
+from betanas_tf import runner
+from betanas_tf import spaces
+from betanas_tf import supernet as supernet_lib
+
+BATCH = 16
+
+
+def _space():
+  return spaces.get_space("micro")
+
+
+def _engine(policy="betanas", **overrides):
+  space = _space()
+  config = engine_lib.EngineConfig(batch_size=BATCH, arch_batch_size=BATCH, max_steps=50, lr=0.1,
+                                   weight_decay=1e-3, **overrides)
+  return engine_lib.SearchEngine(space, policies.POLICIES.get(policy), config,
+                                 runner.macs_cost_table(space, 0.0))
+
+
+def _batch(seed=0):
+  rng = np.random.default_rng(seed)
+  return (rng.normal(size=(BATCH, 16, 16, 3)).astype(np.float32),
+          rng.integers(10, size=BATCH).astype(np.int32))
+
+
+def _np(v):
+  return keras.ops.convert_to_numpy(v).copy()
+
+
+def test_phase1_leaves_unsampled_candidates_and_their_slots_bit_identical():
+  eng = _engine()
+  # Train until every candidate has been sampled, so that all have non-zero momentum.
+  step = 0
+  while (eng.arch.counts_np()[eng.arch.valid] == 0).any():
+    eng.weight_step(step, *_batch(step))
+    step += 1
+  momenta = {id(v): eng.weight_opt.momentums[eng.weight_opt._get_variable_index(v)]
+             for v in eng.supernet.trainable_variables}
+  assert all(np.abs(_np(m)).max() > 0 for m in momenta.values())
+  before = {id(v): (_np(v), _np(momenta[id(v)])) for v in eng.supernet.trainable_variables}
+  path = eng.phase1_path(step)
+  eng.weight_step(step, *_batch(step))
+  owned = {id(v): (l, m) for l, m, v in eng.supernet.candidate_variables()}
+  changed_shared = 0
+  for v in eng.supernet.trainable_variables:
+    old_value, old_slot = before[id(v)]
+    moved = not np.array_equal(_np(v), old_value)
+    if id(v) in owned:
+      l, m = owned[id(v)]
+      if m == path[l]:
+        assert moved, f"sampled {v.path} did not change"
+      else:
+        assert np.array_equal(_np(v), old_value), v.path
+        assert np.array_equal(_np(momenta[id(v)]), old_slot), v.path
+    else:
+      changed_shared += moved
+  assert changed_shared == len([v for v in eng.supernet.trainable_variables if id(v) not in owned])
+  assert eng.arch.counts_np().sum() == (step + 1) * len(_space())
+
+
+def test_phase1_never_retraces_when_path_or_active_set_change():
+  eng = _engine()
+  eng.weight_step(0, *_batch(0))
+  eng.arch.drop(0, 1)
+  for step in range(1, 5):
+    eng.weight_step(step, *_batch(step))
+  eng.arch_step(4, *_batch(9))
+  eng.arch_step(9, *_batch(10))
+  assert eng._weight_step.experimental_get_tracing_count() == 1
+  assert eng._arch_step.experimental_get_tracing_count() == 1
+
+
+def _independent_alpha_gradient(eng, images, labels, path, gate_set):
+  """Eq. 4 evaluated directly from the candidates' outputs and the upstream gradient."""
+  net = eng.supernet
+  loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1,
+                                                 reduction="none")
+  with tf.GradientTape() as tape:
+    h = net.features(images, training=True)
+    inputs, outputs = [], []
+    for l, choice in enumerate(net.choices):
+      inputs.append(h)
+      h = choice.candidates[path[l]](h, training=True)
+      outputs.append(h)
+    logits = builder.apply_head(net.head, h, training=True)
+    loss = tf.reduce_sum(loss_fn(tf.one_hot(labels, 10), logits)) / len(labels)
+  upstream = tape.gradient(loss, outputs)
+  alpha, active = eng.arch.alpha_np(), eng.arch.active_np()
+  grad = np.zeros_like(alpha, np.float64)
+  for l, choice in enumerate(net.choices):
+    members = [m for m in range(choice.choice.num_candidates) if gate_set[l, m] and active[l, m]]
+    gates = {j: float(tf.reduce_sum(upstream[l] * choice.candidates[j](inputs[l], training=True)))
+             for j in members}
+    z = np.exp([alpha[l, j] for j in members])
+    p = dict(zip(members, z / z.sum()))
+    for m in members:
+      grad[l, m] = sum(gates[j] * p[j] * ((m == j) - p[m]) for j in members)
+  return grad
+
+
+@pytest.mark.parametrize("gate_mode", ["full", "two"])
+def test_gate_gradient_matches_equation_4(gate_mode):
+  eng = _engine(gate_mode=gate_mode, beta=0.0)
+  for step in range(4):
+    eng.weight_step(step, *_batch(step))
+  eng.arch.alpha.assign(np.random.default_rng(1).normal(size=eng.arch.valid.shape).astype(np.float32))
+  eng.arch.drop(2, 0)
+  path, gate_set = eng.phase2_sample(3)
+  if gate_mode == "two":
+    assert (gate_set.sum(axis=1) == 2).all()
+  eng.arch.set_path(path)
+  images, labels = _batch(5)
+  got, _, _, _ = eng._arch_gradient(tf.constant(images), tf.constant(labels), tf.constant(gate_set))
+  want = _independent_alpha_gradient(eng, images, labels, path, gate_set)
+  np.testing.assert_allclose(got.numpy(), want, atol=1e-5)
+  assert np.abs(want).max() > 1e-4  # the comparison is not between zeros
+  assert got.numpy()[2, 0] == 0.0
+
+
+def test_cost_term_alone_moves_alpha_to_the_cheapest_op():
+  eng = _engine(beta=50.0, arch_lr=0.05)
+  table = eng.costs.table
+  cheapest = [int(np.argmin(table[l, :n])) for l, n in enumerate(eng.arch.num_candidates)]
+  weights = [_np(v) for v in eng.supernet.weights]
+  start = eng.arch.probabilities_np()
+  for step in range(15):
+    eng.arch_step(step, *_batch(step))
+  p = eng.arch.probabilities_np()
+  assert list(eng.arch.argmax()) == cheapest
+  for l, m in enumerate(cheapest):
+    assert p[l, m] > start[l, m] + 0.05
+  # Phase 2 changed no weight, BatchNorm statistics included.
+  for v, w in zip(eng.supernet.weights, weights):
+    assert np.array_equal(_np(v), w), v.path
+
+
+def test_dropped_ops_get_no_gradient_probability_or_training():
+  eng = _engine(beta=1.0)
+  eng.arch.drop(1, 2)
+  eng.arch.drop(0, 0)
+  alpha_before = eng.arch.alpha_np()
+  for step in range(40):
+    assert eng.phase1_path(step)[1] != 2 and eng.phase1_path(step)[0] != 0
+    path, gate_set = eng.phase2_sample(step)
+    assert path[1] != 2 and gate_set[1, 2] == 0
+  images, labels = _batch(0)
+  eng.arch.set_path(eng.phase2_sample(0)[0])
+  grad = eng._arch_gradient(tf.constant(images), tf.constant(labels),
+                            tf.constant(eng.arch.active_np().astype(np.float32)))[0].numpy()
+  assert grad[1, 2] == 0.0 and grad[0, 0] == 0.0 and np.abs(grad).max() > 0
+  for step in range(3):
+    eng.arch_step(step, *_batch(step))
+  assert eng.arch.probabilities_np()[1, 2] == 0.0 and eng.arch.probabilities_np()[0, 0] == 0.0
+  assert eng.arch.alpha_np()[1, 2] == alpha_before[1, 2]  # Adam with beta1 = 0: zero grad, no move
+  assert eng.arch.argmax()[1] != 2
+
+
+def test_selective_drop_logs_and_never_empties_a_block():
+  eng = _engine(beta=200.0, arch_lr=0.5, drop_threshold=0.9)
+  drops = []
+  for step in range(30):
+    drops += eng.arch_step(step, *_batch(step))["drops"]
+  active = eng.arch.active_np()
+  assert (active.sum(axis=1) >= 1).all()
+  assert len(drops) == int(eng.arch.valid.sum() - active.sum()) > 0
+  for drop in drops:
+    assert set(drop) == {"step", "block", "op", "index", "p"}
+    assert not active[drop["block"], drop["index"]]
+    assert drop["op"] == _space().choice_blocks[drop["block"]].labels[drop["index"]]
+
+
+def test_proxyless_samples_by_probability_and_spos_uniformly_over_all():
+  proxyless = _engine("proxyless")
+  alpha = np.zeros(proxyless.arch.valid.shape, np.float32)
+  alpha[0, 3] = 3.0
+  proxyless.arch.alpha.assign(alpha)
+  picks = [proxyless.phase1_path(s)[0] for s in range(300)]
+  p = proxyless.arch.probabilities_np()[0, 3]
+  assert abs(picks.count(3) / 300 - p) < 0.08 and p > 0.8
+  spos = _engine("spos")
+  spos.arch.drop(0, 3)  # spos ignores the active mask: every op stays trainable
+  assert {spos.phase1_path(s)[0] for s in range(100)} == {0, 1, 2, 3}
+
+
+def test_supernet_path_equals_standalone_model():
+  eng = _engine()
+  for step in range(3):
+    eng.weight_step(step, *_batch(step))
+  choices = (3, 1, 2)
+  model = builder.build_model(eng.supernet.arch_for(choices))
+  assert supernet_lib.copy_weights_by_name(eng.supernet, model) == len([l for l in model.layers if l.weights])
+  images, _ = _batch(4)
+  np.testing.assert_allclose(np.asarray(model(images, training=False)),
+                             np.asarray(eng.supernet(images, path=tf.constant(choices), training=False)),
+                             atol=1e-5)
+
+
+def test_bn_recalibration_averages_batch_statistics_and_restores():
+  eng = _engine()
+  for step in range(3):
+    eng.weight_step(step, *_batch(step))
+  saved = eng.bn_statistics()
+  batches = [_batch(10 + i) for i in range(3)]
+  eng.recalibrate_bn((0, 0, 0), batches)
+  stem_bn = eng.supernet.stem["bn"]
+  conv = eng.supernet.stem["conv"]
+  means = [np.asarray(conv(images)).mean(axis=(0, 1, 2)) for images, _ in batches]
+  np.testing.assert_allclose(_np(stem_bn.moving_mean), np.mean(means, axis=0), atol=1e-4)
+  # Off-path candidates keep their statistics.
+  off = eng.supernet.choices[1].candidates[2].parts["dw"]["bn"]
+  index = [id(l) for l in eng._batchnorm_layers()].index(id(off))
+  np.testing.assert_allclose(_np(off.moving_mean), saved[2 * index], atol=1e-6)
+  eng.set_bn_statistics(saved)
+  accuracy = eng.evaluate_path((0, 0, 0), [_batch(20)], batches)
+  assert 0.0 <= accuracy <= 1.0
+  for now, before in zip(eng.bn_statistics(), saved):
+    assert np.array_equal(now, before)
+
+
+if __name__ == "__main__":
+  import sys
+  sys.exit(pytest.main([__file__, "-q"]))

@@ -1,0 +1,163 @@
+"""The search CLI end to end: outputs, SIGKILL + resume, corrupt checkpoints, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from betanas_tf import arch as arch_lib
+from betanas_tf import cost
+from betanas_tf import spaces
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = ["--space=micro", "--dataset=digits", "--batch_size=32", "--arch_batch_size=32",
+         "--max_steps=24", "--arch_update_every=2", "--arch_warmup_steps=4", "--arch_lr=0.05",
+         "--beta=0.5", "--drop_warmup_steps=8", "--drop_threshold=0.6", "--eval_batches=2",
+         "--calibration_batches=2", "--noprogress", "--deterministic"]
+
+
+def _command(out_dir, *extra):
+  return [sys.executable, "-m", "betanas_tf.search", f"--out_dir={out_dir}", *SMALL, *extra]
+
+
+def _run(out_dir, *extra, timeout=300):
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  return subprocess.run(_command(out_dir, *extra), cwd=ROOT, env=env, capture_output=True,
+                        text=True, timeout=timeout)
+
+
+def _summary(out_dir):
+  with open(os.path.join(out_dir, "summary.json")) as handle:
+    return json.load(handle)
+
+
+def test_search_writes_every_output(tmp_path):
+  out = str(tmp_path / "run")
+  result = _run(out, "--checkpoint_every=10")
+  assert result.returncode == 0, result.stderr[-3000:]
+  for name in ("flags.txt", "run.json", "arch.json", "summary.json", "history.jsonl",
+               "figures/trajectories.png", "figures/training_frequency.png",
+               "figures/architecture.png"):
+    assert os.path.getsize(os.path.join(out, name)) > 0, name
+  for name in os.listdir(os.path.join(out, "figures")):
+    with open(os.path.join(out, "figures", name), "rb") as handle:
+      assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
+  assert any(n.startswith("events.out.tfevents") for n in os.listdir(os.path.join(out, "tensorboard")))
+  assert "--max_steps=24" in open(os.path.join(out, "flags.txt")).read()
+  space = spaces.get_space("micro")
+  arch = arch_lib.Architecture.load(os.path.join(out, "arch.json"))
+  summary = _summary(out)
+  assert list(space.choices_from_arch(arch.replace(num_classes=10, name=""))) == summary["choices"]
+  assert summary["macs"] == cost.architecture_cost(arch).macs
+  assert summary["cost"]["value"] == pytest.approx(summary["macs"] / 1e6)
+  history = [json.loads(line) for line in open(os.path.join(out, "history.jsonl"))]
+  assert [r["step"] for r in history] == list(range(1, 24, 2))
+  assert [r["type"] for r in history] == ["phase1", "phase1"] + ["phase2"] * 10
+  assert np.array(history[-1]["counts"]).sum() == 24 * 3
+  assert summary["drops"] == [d for r in history for d in r.get("drops", [])]
+  alive = np.array(summary["active"], bool)
+  counts = np.array(summary["counts"])
+  # The result is argmax alpha among the ops that are still alive.
+  alpha = np.where(alive, np.array(summary["alpha"]), -np.inf)
+  assert list(alpha.argmax(axis=1)) == summary["choices"]
+  assert summary["balance_max_min_per_block"] == [[int(counts[l][alive[l]].max()), int(counts[l][alive[l]].min())]
+                                                  for l in range(3)]
+  assert 0.0 <= summary["supernet_top1_arch_split"] <= 1.0
+  assert summary["phase1_images_per_s"] > 0 and summary["wall_time_s"] > 0
+  assert "architecture: " + summary["choices_string"] in result.stdout
+  # Re-running a finished search resumes at the end and reproduces the result.
+  again = _run(out, "--checkpoint_every=10")
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert _summary(out)["choices"] == summary["choices"] and _summary(out)["resumed_from_step"] == 24
+
+
+def test_sigkill_and_resume_equals_uninterrupted_run(tmp_path):
+  straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
+  result = _run(straight, "--checkpoint_every=4")
+  assert result.returncode == 0, result.stderr[-3000:]
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  process = subprocess.Popen(_command(killed, "--checkpoint_every=4"), cwd=ROOT, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  marker = os.path.join(killed, "checkpoints", "ckpt-8.index")
+  deadline = time.time() + 240
+  while not os.path.exists(marker) and process.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+  assert not os.path.exists(os.path.join(killed, "summary.json"))
+  resumed = _run(killed, "--checkpoint_every=4")
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  a, b = _summary(straight), _summary(killed)
+  assert 8 <= b["resumed_from_step"] < 24
+  assert open(os.path.join(straight, "arch.json")).read() == open(os.path.join(killed, "arch.json")).read()
+  np.testing.assert_allclose(np.array(b["alpha"]), np.array(a["alpha"]), atol=1e-6)
+  assert a["drops"] == b["drops"] and a["counts"] == b["counts"]
+  history = lambda d: [json.loads(l)["step"] for l in open(os.path.join(d, "history.jsonl"))]
+  assert history(killed) == history(straight)
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+  out = str(tmp_path / "run")
+  assert _run(out, "--checkpoint_every=12", "--max_steps=12").returncode == 0
+  data = [f for f in os.listdir(os.path.join(out, "checkpoints")) if f.endswith(".index")][0]
+  path = os.path.join(out, "checkpoints", data)
+  with open(path, "wb") as handle:
+    handle.write(b"garbage")
+  result = _run(out, "--checkpoint_every=12", "--max_steps=24")
+  assert result.returncode == 1
+  assert f"search: error: cannot restore checkpoint {path[:-len('.index')]}" in result.stderr
+
+
+def test_other_settings_in_the_same_out_dir_are_refused(tmp_path):
+  out = str(tmp_path / "run")
+  assert _run(out, "--max_steps=4", "--arch_warmup_steps=0").returncode == 0
+  result = _run(out, "--max_steps=4", "--arch_warmup_steps=0", "--seed=3")
+  assert result.returncode == 1
+  assert "holds a search with other settings (engine.seed); use a new --out_dir" in result.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--cost_form=absolute"], "--cost_form=absolute needs --cost_target > 0"),
+    (["--cost=latency"], "--cost=latency needs --latency_table"),
+    (["--strategy=nope"], "value should be one of <betanas|proxyless|random|spos>"),
+    (["--arch_warmup_steps=100"], "--arch_warmup_steps must be below --max_steps"),
+])
+def test_bad_flags(tmp_path, args, message):
+  result = _run(str(tmp_path / "x"), *args, timeout=60)
+  assert result.returncode == 1
+  assert message in result.stderr
+
+
+def test_unprepared_dataset_fails_fast(tmp_path):
+  start = time.time()
+  result = _run(str(tmp_path / "x"), "--dataset=imagenet2012", f"--data_dir={tmp_path}/none",
+                "--space=proxyless_mobile", timeout=60)
+  assert result.returncode == 1
+  assert "search: error: dataset 'imagenet2012' is not prepared in" in result.stderr
+  assert "downloads/manual/" in result.stderr
+  assert time.time() - start < 30
+
+
+@pytest.mark.parametrize("strategy", ["spos", "random"])
+def test_budgeted_baselines_meet_the_target(tmp_path, strategy):
+  out = str(tmp_path / strategy)
+  result = _run(out, f"--strategy={strategy}", "--cost_target=1.0e6", "--max_steps=8",
+                "--evolution_population=6", "--evolution_generations=2")
+  assert result.returncode == 0, result.stderr[-3000:]
+  summary = _summary(out)
+  assert summary["macs"] <= 1_000_000 and summary["cost"]["meets_target"] is True
+  if strategy == "spos":
+    assert [g["generation"] for g in summary["evolution"]] == [0, 1]
+    assert summary["supernet_top1_arch_split"] is not None
+  else:
+    assert summary["steps"] == 0 and summary["supernet_top1_arch_split"] is None
+
+
+if __name__ == "__main__":
+  sys.exit(pytest.main([__file__, "-q"]))
