@@ -79,11 +79,6 @@ def _distribute(strategy: tf.distribute.Strategy, array: np.ndarray):
                                              (ctx.replica_id_in_sync_group + 1) * per]))
 
 
-def _is_decayed(variable) -> bool:
-  """Weight decay on conv and dense kernels only (not BN, not biases)."""
-  return variable.path.endswith("kernel")
-
-
 class SearchEngine:
   """Owns the supernet, alpha state, both optimizers and the two step functions."""
 
@@ -105,7 +100,7 @@ class SearchEngine:
           alpha=0.0, warmup_target=config.lr if config.lr_warmup_steps else None,
           warmup_steps=config.lr_warmup_steps)
       self.weight_opt = path_sgd.PathMaskedSGD(learning_rate=schedule, momentum=config.momentum,
-                                               nesterov=config.nesterov)
+                                               nesterov=config.nesterov, l2=config.weight_decay)
       self.weight_opt.bind(self.supernet.trainable_variables, self.arch.path,
                            self.supernet.candidate_variables())
       self.arch_opt = keras.optimizers.Adam(config.arch_lr, beta_1=config.arch_beta1,
@@ -147,9 +142,7 @@ class SearchEngine:
       logits = self.supernet(images, path=self.arch.path, training=True)
       loss = self._loss(labels, logits, self.config.batch_size)
     grads = tape.gradient(loss, variables)
-    decay = self.config.weight_decay / self.replicas  # gradients are summed over replicas
     grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
-    grads = [g + decay * v if _is_decayed(v) else g for g, v in zip(grads, variables)]
     self.weight_opt.apply_gradients(zip(grads, variables))
     correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels),
                                     tf.float32))

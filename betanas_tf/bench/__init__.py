@@ -1,0 +1,1 @@
+"""Benchmarks: print measured figures (never timed unit tests)."""
