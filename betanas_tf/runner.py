@@ -28,6 +28,7 @@ from betanas_tf import data as data_lib
 from betanas_tf import engine as engine_lib
 from betanas_tf import figures
 from betanas_tf import io_utils
+from betanas_tf import latency as latency_lib
 from betanas_tf import selection
 from betanas_tf import spaces as spaces_lib
 from betanas_tf.policies import Policy
@@ -52,6 +53,7 @@ class RunSettings:
   calibration_batches: int = 5
   evolution_population: int = 20
   evolution_generations: int = 5
+  latency_table: Optional[str] = None
   dataset_options: Optional[Dict] = None
   progress: bool = True
 
@@ -68,6 +70,31 @@ def macs_cost_table(space: spaces_lib.SearchSpace, target_macs: float) -> engine
   uniform = fixed + sum(table[l, :b.num_candidates].mean() for l, b in enumerate(space.choice_blocks))
   target = target_macs / 1e6
   return engine_lib.CostTable(fixed, table, "MMACs", target, target or uniform)
+
+
+def latency_cost_table(space: spaces_lib.SearchSpace, table_path: str,
+                       target_ms: float) -> engine_lib.CostTable:
+  """Per-candidate latency (ms) from a lookup table; missing keys are an error listing them."""
+  table = latency_lib.LatencyTable.load(table_path)
+  needed = latency_lib.space_keys(space)
+  missing = table.missing(needed)
+  if missing:
+    raise ValueError(f"{table_path} lacks {len(missing)} key(s) of {space.name} with "
+                     f"{space.num_classes} classes: {', '.join(missing[:5])}"
+                     + (" ..." if len(missing) > 5 else "") +
+                     "; build one with python -m betanas_tf.latency build")
+  skeleton = space.arch_from_choices([0] * len(space))
+  width = max(b.num_candidates for b in space.choice_blocks)
+  grid = np.zeros((len(space), width))
+  for l, choice in enumerate(space.choice_blocks):
+    for m, candidate in enumerate(choice.candidates):
+      if not candidate.is_identity:
+        grid[l, m] = table.lookup(latency_lib.block_key(skeleton, candidate, choice.shape))
+  fixed = table.lookup(latency_lib.stem_key(skeleton)) + sum(table.lookup(k) for k in latency_lib.head_keys(skeleton))
+  for block, shape in zip(space.fixed_blocks, skeleton.block_shapes()):
+    fixed += table.lookup(latency_lib.block_key(skeleton, block, shape))
+  uniform = fixed + sum(grid[l, :b.num_candidates].mean() for l, b in enumerate(space.choice_blocks))
+  return engine_lib.CostTable(fixed, grid, "ms", target_ms, target_ms or uniform)
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -87,12 +114,18 @@ class SearchRun:
                strategy: Optional[tf.distribute.Strategy] = None):
     self.settings, self.policy, self.config = settings, policy, config
     base = spaces_lib.get_space(settings.space)
+    options = dict(settings.dataset_options or {})
+    if settings.dataset == "synthetic":
+      options.setdefault("num_classes", base.num_classes)  # random labels of the space's classes
     self.dataset = data_lib.load(settings.dataset, input_size=base.input_size, seed=config.seed,
-                                 **(settings.dataset_options or {}))
+                                 **options)
     self.space = dataclasses.replace(base, num_classes=self.dataset.num_classes)
-    if settings.cost != "macs":
-      raise ValueError("--cost=latency needs a latency lookup table, which is not available yet")
-    self.costs = macs_cost_table(self.space, settings.cost_target)
+    if settings.cost == "latency":
+      if not settings.latency_table:
+        raise ValueError("--cost=latency needs --latency_table")
+      self.costs = latency_cost_table(self.space, settings.latency_table, settings.cost_target)
+    else:
+      self.costs = macs_cost_table(self.space, settings.cost_target)
     self.engine = engine_lib.SearchEngine(self.space, policy, config, self.costs, strategy)
     self.out = settings.out_dir
     os.makedirs(os.path.join(self.out, "figures"), exist_ok=True)
@@ -107,7 +140,7 @@ class SearchRun:
     return {"space": self.settings.space, "dataset": self.settings.dataset,
             "strategy": self.policy.name, "policy": dataclasses.asdict(self.policy),
             "engine": dataclasses.asdict(self.config), "cost": self.settings.cost,
-            "cost_target": self.settings.cost_target}
+            "cost_target": self.settings.cost_target, "latency_table": self.settings.latency_table}
 
   def _resume(self) -> int:
     identity_path = os.path.join(self.out, "run.json")
@@ -252,6 +285,8 @@ class SearchRun:
     balance = [(int(counts[l][active[l]].max()), int(counts[l][active[l]].min()))
                for l in range(len(self.space))]
     predicted = self.costs.of_choices(choices)
+    if self.settings.cost == "latency":  # the same figure, from the whole-network prediction
+      predicted = latency_lib.LatencyTable.load(self.settings.latency_table).predict(arch)
     summary = {
         "strategy": self.policy.name, "space": self.space.name, "dataset": self.dataset.name,
         "steps": self.config.max_steps if trained else 0, "resumed_from_step": start,

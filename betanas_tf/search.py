@@ -65,7 +65,7 @@ flags.DEFINE_string("latency_table", None, "Latency lookup table (with --cost=la
 flags.DEFINE_float("beta", D.beta, "Weight of the cost term.", lower_bound=0.0)
 flags.DEFINE_enum("cost_form", D.cost_form, ["linear", "absolute"],
                   "linear: beta*E[cost]/ref (paper); absolute: beta*|E[cost]/target-1| (TuNAS).")
-flags.DEFINE_float("cost_target", 0.0, "Cost budget (MACs, or ms for latency); 0 = none.",
+flags.DEFINE_float("cost_target", 0.0, "Cost budget (MACs, e.g. 315e6, or ms with --cost=latency); 0 = none.",
                    lower_bound=0.0)
 # Selective drop.
 flags.DEFINE_bool("drop", True, "Selective drop (--nodrop disables it).")
@@ -133,7 +133,8 @@ def main(argv):
                                                                 balanced=FLAGS.balanced)
   settings = runner.RunSettings(
       out_dir=FLAGS.out_dir, space=FLAGS.space, dataset=FLAGS.dataset, cost=FLAGS.cost,
-      cost_target=FLAGS.cost_target, checkpoint_every=FLAGS.checkpoint_every,
+      cost_target=FLAGS.cost_target, latency_table=FLAGS.latency_table,
+      checkpoint_every=FLAGS.checkpoint_every,
       log_every=FLAGS.log_every, eval_batches=FLAGS.eval_batches,
       calibration_batches=FLAGS.calibration_batches,
       evolution_population=FLAGS.evolution_population,

@@ -1,0 +1,387 @@
+"""Latency lookup tables: build (host LiteRT or a phone), import ProxylessNAS YAML, predict, validate.
+
+    python -m betanas_tf.latency build --space=proxyless_mobile --out=host_cpu.json [--threads=1] [--android]
+    python -m betanas_tf.latency import --yaml=pixel1_latency_proxyless.yaml --out=pixel1.json
+    python -m betanas_tf.latency predict --lut=host_cpu.json --arch=arch.json
+    python -m betanas_tf.latency validate --lut=host_cpu.json --space=proxyless_mobile --n=20
+
+Table format (JSON, sorted keys)::
+
+    {"format": "betanas_tf.latency_table", "version": 1, "unit": "ms",
+     "target": {"kind": "host" | "android" | "imported", "cpu": ..., "threads": 1, ...},
+     "overhead_ms": <per-invoke cost of an empty model, already subtracted>,
+     "entries": {"<layer key>": {"mean": ms, "std": ms, "count": n}, ...}}
+
+Layer keys follow ProxylessNAS' naming, so its published tables import as they are:
+``Conv-input:224x224x3-output:112x112x32`` (stem),
+``expanded_conv-input:112x112x16-output:56x56x24-expand:3-kernel:3-stride:2-idskip:0``
+(an MBConv; idskip:1 = residual), ``Conv_1-input:7x7x320-output:7x7x1280`` (head conv),
+``Logits-input:7x7x1280-output:1000`` (pool + classifier). Identity blocks cost 0. Networks
+with swish or squeeze-excite get ``-act:swish`` / ``-se:<ratio>`` suffixes.
+The latency of an Architecture is the sum of its layers' entries.
+"""
+
+import json
+import os
+import platform
+import sys
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from betanas_tf import arch as arch_lib
+from betanas_tf import io_utils
+
+FORMAT = "betanas_tf.latency_table"
+VERSION = 1
+
+
+class MissingEntriesError(KeyError):
+  def __str__(self):
+    return str(self.args[0])
+
+
+def _hw(size: int, channels: int) -> str:
+  return f"{size}x{size}x{channels}"
+
+
+def _suffix(arch: arch_lib.Architecture) -> str:
+  suffix = "" if arch.activation == "relu6" else f"-act:{arch.activation}"
+  return suffix + (f"-se:{arch.se_ratio:g}" if arch.se_ratio > 0 else "")
+
+
+def stem_key(arch: arch_lib.Architecture) -> str:
+  return (f"Conv-input:{_hw(arch.input_size, arch.input_channels)}-output:"
+          f"{_hw(arch.stem_output_size, arch.stem.filters)}" + _suffix(arch))
+
+
+def block_key(arch: arch_lib.Architecture, block: arch_lib.Block, shape: arch_lib.BlockShape) -> str:
+  return (f"expanded_conv-input:{_hw(shape.in_size, shape.in_channels)}-output:"
+          f"{_hw(shape.out_size, shape.out_channels)}-expand:{block.expand:g}-kernel:{block.kernel}"
+          f"-stride:{block.stride}-idskip:{int(block.has_residual(shape.in_channels))}" + _suffix(arch))
+
+
+def head_keys(arch: arch_lib.Architecture) -> List[str]:
+  final = arch.final_size
+  return [f"Conv_1-input:{_hw(final, arch.final_channels)}-output:{_hw(final, arch.head.filters)}"
+          + _suffix(arch),
+          f"Logits-input:{_hw(final, arch.head.filters)}-output:{arch.num_classes}"]
+
+
+def layer_keys(arch: arch_lib.Architecture) -> List[str]:
+  """Keys of every layer that costs time, in network order (identity blocks have none)."""
+  keys = [stem_key(arch)]
+  for block, shape in zip(arch.blocks, arch.block_shapes()):
+    if not block.is_identity:
+      keys.append(block_key(arch, block, shape))
+  return keys + head_keys(arch)
+
+
+def space_keys(space) -> List[str]:
+  """Every key a search over `space` can need (all candidates at their input shapes)."""
+  skeleton = space.arch_from_choices([0] * len(space))
+  keys = [stem_key(skeleton)]
+  shapes = skeleton.block_shapes()
+  for block, shape in zip(space.fixed_blocks, shapes):
+    keys.append(block_key(skeleton, block, shape))
+  for choice in space.choice_blocks:
+    keys += [block_key(skeleton, c, choice.shape) for c in choice.candidates if not c.is_identity]
+  keys += head_keys(skeleton)
+  return list(dict.fromkeys(keys))
+
+
+class LatencyTable:
+  """Per-layer latency entries (ms) with the description of where they were measured."""
+
+  def __init__(self, entries: Dict[str, Dict[str, float]], target: Dict, overhead_ms: float = 0.0):
+    self.entries, self.target, self.overhead_ms = dict(entries), dict(target), overhead_ms
+
+  def to_dict(self) -> Dict:
+    return {"format": FORMAT, "version": VERSION, "unit": "ms", "target": self.target,
+            "overhead_ms": self.overhead_ms, "entries": self.entries}
+
+  def save(self, path: str):
+    io_utils.atomic_write_json(path, self.to_dict())
+
+  @classmethod
+  def load(cls, path: str) -> "LatencyTable":
+    """Reads our JSON format, or a ProxylessNAS YAML table (by extension)."""
+    if path.endswith((".yaml", ".yml")):
+      return import_proxyless_yaml(path)
+    try:
+      with open(path) as handle:
+        data = json.load(handle)
+    except (OSError, json.JSONDecodeError) as error:
+      raise ValueError(f"{path}: cannot read latency table ({error})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+      raise ValueError(f"{path}: not a latency table (format must be {FORMAT!r})")
+    if data.get("version") != VERSION or data.get("unit") != "ms":
+      raise ValueError(f"{path}: unsupported latency table version/unit "
+                       f"({data.get('version')!r}, {data.get('unit')!r})")
+    for key, entry in data["entries"].items():
+      if not isinstance(entry, dict) or not isinstance(entry.get("mean"), (int, float)):
+        raise ValueError(f"{path}: entry {key!r} has no numeric 'mean'")
+    return cls(data["entries"], data.get("target", {}), data.get("overhead_ms", 0.0))
+
+  def missing(self, keys: List[str]) -> List[str]:
+    return [k for k in keys if k not in self.entries]
+
+  def lookup(self, key: str) -> float:
+    """The entry's median if it was measured here (robust to noise), else its mean."""
+    entry = self.entries[key]
+    return float(entry.get("median", entry["mean"]))
+
+  def predict(self, arch: arch_lib.Architecture) -> float:
+    """Predicted latency (ms): the sum of the table entries of the network's layers."""
+    keys = layer_keys(arch)
+    missing = list(dict.fromkeys(self.missing(keys)))
+    if missing:
+      raise MissingEntriesError(f"latency table lacks {len(missing)} key(s): {', '.join(missing)}")
+    return sum(self.lookup(k) for k in keys)
+
+
+def import_proxyless_yaml(path: str) -> LatencyTable:
+  """ProxylessNAS' table (key -> {count, mean, var} in ms) in our format (std = sqrt(var))."""
+  import yaml  # pylint: disable=import-outside-toplevel
+  try:
+    with open(path) as handle:
+      data = yaml.safe_load(handle)
+  except (OSError, yaml.YAMLError) as error:
+    raise ValueError(f"{path}: cannot read YAML latency table ({error})") from None
+  if not isinstance(data, dict):
+    raise ValueError(f"{path}: expected a mapping of layer keys")
+  entries = {}
+  for key, entry in data.items():
+    if not isinstance(entry, dict) or "mean" not in entry:
+      raise ValueError(f"{path}: entry {key!r} has no 'mean'")
+    entries[key] = {"mean": float(entry["mean"]), "std": float(np.sqrt(entry.get("var", 0.0))),
+                    "count": int(entry.get("count", 0))}
+  return LatencyTable(entries, {"kind": "imported", "source": os.path.basename(path)})
+
+
+def host_description(threads: int) -> Dict:
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo") as handle:
+      for line in handle:
+        if line.startswith("model name"):
+          cpu = line.split(":", 1)[1].strip()
+          break
+  except OSError:
+    pass
+  try:
+    from importlib import metadata  # pylint: disable=import-outside-toplevel
+    litert = metadata.version("ai-edge-litert")
+  except Exception:  # pylint: disable=broad-except
+    litert = "unknown"
+  return {"kind": "host", "cpu": cpu, "threads": threads, "tensorflow": tf.__version__,
+          "ai_edge_litert": litert, "python": platform.python_version()}
+
+
+# ---- measuring ---------------------------------------------------------------------
+
+def _layer_models(arch: arch_lib.Architecture, keys_wanted=None) -> Dict[str, object]:
+  """{key: zero-argument function building a one-layer Keras model at its exact input shape}."""
+  import keras  # pylint: disable=import-outside-toplevel
+  from betanas_tf import blocks, builder  # pylint: disable=import-outside-toplevel
+
+  def single(input_shape, apply):
+    def make():
+      inputs = keras.Input(input_shape)
+      return keras.Model(inputs, apply(inputs))
+    return make
+
+  layers = keras.layers
+  makers = {stem_key(arch): single(
+      (arch.input_size, arch.input_size, arch.input_channels),
+      lambda x: blocks.apply_conv_bn_act(blocks.conv_bn_act(
+          layers, "stem_conv", arch.stem.filters, arch.stem.kernel, arch.stem.stride, arch.activation), x))}
+  for position, (block, shape) in enumerate(zip(arch.blocks, arch.block_shapes())):
+    if block.is_identity:
+      continue
+    makers[block_key(arch, block, shape)] = single(
+        (shape.in_size, shape.in_size, shape.in_channels),
+        lambda x, b=block, s=shape, p=position: blocks.apply_mbconv(blocks.mbconv_parts(
+            layers, arch_lib.block_name(p, b), s.in_channels, b, arch.activation, arch.se_ratio), x))
+  conv_key, logits_key = head_keys(arch)
+  final = arch.final_size
+  makers[conv_key] = single((final, final, arch.final_channels), lambda x: blocks.apply_conv_bn_act(
+      blocks.conv_bn_act(layers, "head_conv", arch.head.filters, 1, 1, arch.activation), x))
+  makers[logits_key] = single((final, final, arch.head.filters), lambda x: layers.Dense(
+      arch.num_classes, name="classifier")(layers.GlobalAveragePooling2D(name="pool")(x)))
+  return makers
+
+
+def _empty_model():
+  import keras  # pylint: disable=import-outside-toplevel
+  inputs = keras.Input((1, 1, 8))
+  return keras.Model(inputs, keras.layers.Reshape((8,))(inputs))
+
+
+class HostTimer:
+  """Times fp32 TFLite models with the LiteRT interpreter on this machine."""
+
+  def __init__(self, threads: int = 1, warmup: int = 10, runs: int = 50):
+    self.threads, self.warmup, self.runs = threads, warmup, runs
+
+  def time_model(self, model) -> Dict[str, float]:
+    from betanas_tf import tflite  # pylint: disable=import-outside-toplevel
+    stats = tflite.measure_latency(tflite.convert(model), self.threads, self.warmup, self.runs)
+    return {"mean": stats["mean_ms"], "median": stats["median_ms"], "std": stats["std_ms"],
+            "count": stats["runs"]}
+
+  def describe(self) -> Dict:
+    return host_description(self.threads)
+
+
+class AndroidTimer:
+  """Times fp32 TFLite models on a phone with benchmark_model (average over runs)."""
+
+  def __init__(self, bench, threads: int = 1, warmup: int = 10, runs: int = 50, workdir: str = "."):
+    self.bench, self.threads, self.warmup, self.runs, self.workdir = bench, threads, warmup, runs, workdir
+
+  def time_model(self, model) -> Dict[str, float]:
+    import tempfile  # pylint: disable=import-outside-toplevel
+    from betanas_tf import tflite  # pylint: disable=import-outside-toplevel
+    with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:
+      path = os.path.join(tmp, "layer.tflite")
+      with open(path, "wb") as handle:
+        handle.write(tflite.convert(model))
+      avg = self.bench.measure(path, self.threads, self.warmup, self.runs)
+    return {"mean": avg, "median": avg, "std": 0.0, "count": self.runs}
+
+  def describe(self) -> Dict:
+    return {"kind": "android", "serial": self.bench.serial, "threads": self.threads,
+            "binary": self.bench.binary}
+
+
+def build_table(space, timer, out_path: str, progress: bool = True) -> LatencyTable:
+  """Measures every key of `space` not yet in `out_path` (resumable), saving after each."""
+  import tqdm  # pylint: disable=import-outside-toplevel
+  table = LatencyTable.load(out_path) if os.path.exists(out_path) else None
+  if table is None:
+    overhead = timer.time_model(_empty_model())["median"]
+    table = LatencyTable({}, dict(timer.describe(), space=space.name), overhead)
+  skeleton = space.arch_from_choices([0] * len(space))
+  makers = {}
+  for choice in space.choice_blocks:
+    for candidate_index in range(choice.num_candidates):
+      choices = [0] * len(space)
+      choices[space.choice_blocks.index(choice)] = candidate_index
+      makers.update(_layer_models(space.arch_from_choices(choices)))
+  makers.update(_layer_models(skeleton))
+  todo = [k for k in space_keys(space) if k not in table.entries]
+  for key in tqdm.tqdm(todo, desc="latency table", unit="layer", disable=not progress, file=sys.stderr):
+    entry = timer.time_model(makers[key]())
+    for field in ("mean", "median"):
+      entry[field] = max(0.0, entry[field] - table.overhead_ms)
+    table.entries[key] = entry
+    table.save(out_path)
+  if not todo:
+    table.save(out_path)
+  return table
+
+
+def validate(table: LatencyTable, space, n: int, timer, seed: int = 0) -> Dict:
+  """Predicted vs measured whole-network latency for n random architectures of `space`."""
+  from betanas_tf import builder  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(seed)
+  rows = []
+  for _ in range(n):
+    arch = space.arch_from_choices(space.sample(rng))
+    predicted = table.predict(arch)
+    measured = timer.time_model(builder.build_model(arch))["median"] - table.overhead_ms
+    rows.append({"arch": space.choices_to_string(space.choices_from_arch(arch)),
+                 "predicted_ms": predicted, "measured_ms": measured,
+                 "error_pct": 100.0 * (predicted - measured) / measured})
+  errors = np.abs([r["error_pct"] for r in rows])
+  return {"n": n, "rows": rows, "mean_abs_error_pct": float(errors.mean()),
+          "max_abs_error_pct": float(errors.max()), "target": table.target}
+
+
+# ---- command line ---------------------------------------------------------------------
+
+COMMANDS = ("build", "import", "predict", "validate")
+
+
+def _define_flags():
+  """Flags exist only when this module is the program (library users import it freely)."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from betanas_tf import spaces  # pylint: disable=import-outside-toplevel
+  flags.DEFINE_enum("space", "proxyless_mobile", spaces.SPACES.names(), "Search space.")
+  flags.DEFINE_integer("num_classes", None, "Override the space's number of classes.", lower_bound=1)
+  flags.DEFINE_string("out", None, "Output table (build, import).")
+  flags.DEFINE_string("lut", None, "Latency table (predict, validate).")
+  flags.DEFINE_string("yaml", None, "ProxylessNAS YAML table (import).")
+  flags.DEFINE_string("arch", None, "Architecture JSON (predict).")
+  flags.DEFINE_integer("threads", 1, "Threads (1 = one phone core).", lower_bound=1)
+  flags.DEFINE_integer("warmup", 10, "Warm-up invocations per model.", lower_bound=0)
+  flags.DEFINE_integer("runs", 50, "Timed invocations per model.", lower_bound=1)
+  flags.DEFINE_integer("n", 20, "Random architectures to validate.", lower_bound=1)
+  flags.DEFINE_integer("seed", 0, "Seed of the validation architectures.")
+  flags.DEFINE_bool("android", False, "Measure on a phone through adb and benchmark_model.")
+  flags.DEFINE_string("adb", "adb", "adb executable.")
+  flags.DEFINE_string("adb_serial", None, "Phone serial (adb -s).")
+  flags.DEFINE_string("benchmark_binary", "/data/local/tmp/benchmark_model", "benchmark_model on the phone.")
+  flags.DEFINE_bool("progress", True, "Show a progress bar.")
+
+
+def _timer(flags_):
+  if flags_.android:
+    from betanas_tf import android  # pylint: disable=import-outside-toplevel
+    bench = android.AndroidBenchmark(flags_.adb, flags_.adb_serial, flags_.benchmark_binary)
+    bench.serial = bench.check()
+    return AndroidTimer(bench, flags_.threads, flags_.warmup, flags_.runs)
+  return HostTimer(flags_.threads, flags_.warmup, flags_.runs)
+
+
+def main(argv):
+  import dataclasses  # pylint: disable=import-outside-toplevel
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from betanas_tf import android, spaces  # pylint: disable=import-outside-toplevel
+  flags_ = flags.FLAGS
+  if len(argv) != 2 or argv[1] not in COMMANDS:
+    print(f"latency: error: give one command: {' | '.join(COMMANDS)}", file=sys.stderr)
+    return 1
+  command = argv[1]
+  space = spaces.get_space(flags_.space)
+  if flags_.num_classes:
+    space = dataclasses.replace(space, num_classes=flags_.num_classes)
+  try:
+    if command == "build":
+      if not flags_.out:
+        raise ValueError("build needs --out")
+      table = build_table(space, _timer(flags_), flags_.out, flags_.progress)
+      print(f"{len(table.entries)} entries in {flags_.out} (overhead {table.overhead_ms:.4f} ms subtracted)")
+    elif command == "import":
+      if not (flags_.yaml and flags_.out):
+        raise ValueError("import needs --yaml and --out")
+      table = import_proxyless_yaml(flags_.yaml)
+      table.save(flags_.out)
+      print(f"{len(table.entries)} entries imported into {flags_.out}")
+    elif command == "predict":
+      if not (flags_.lut and flags_.arch):
+        raise ValueError("predict needs --lut and --arch")
+      arch = arch_lib.Architecture.load(flags_.arch)
+      print(f"{LatencyTable.load(flags_.lut).predict(arch):.3f} ms")
+    else:
+      if not flags_.lut:
+        raise ValueError("validate needs --lut")
+      report = validate(LatencyTable.load(flags_.lut), space, flags_.n, _timer(flags_), flags_.seed)
+      for row in report["rows"]:
+        print(f"{row['arch']}  predicted {row['predicted_ms']:8.3f} ms  measured "
+              f"{row['measured_ms']:8.3f} ms  error {row['error_pct']:+6.2f} %")
+      print(f"n={report['n']} threads={flags_.threads}: mean abs error "
+            f"{report['mean_abs_error_pct']:.2f} %, max {report['max_abs_error_pct']:.2f} %")
+      print("JSON " + json.dumps({k: v for k, v in report.items() if k != "rows"}))
+  except (ValueError, MissingEntriesError, android.AndroidError) as error:
+    print(f"latency: error: {error}", file=sys.stderr)
+    return 1
+  return 0
+
+
+if __name__ == "__main__":
+  from absl import app  # pylint: disable=g-import-not-at-top
+  _define_flags()
+  app.run(main)
