@@ -125,6 +125,7 @@ def main(argv):
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   if not FLAGS.is_parsed() or FLAGS["verbosity"].using_default_value:
     logging.set_verbosity(logging.WARNING)  # TF's checkpoint chatter; -v 0 brings it back
+    tf.get_logger().setLevel("WARNING")
   if FLAGS.deterministic:
     tf.config.experimental.enable_op_determinism()
   os.makedirs(FLAGS.out_dir, exist_ok=True)

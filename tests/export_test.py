@@ -1,0 +1,133 @@
+"""export/to_tflite.py end to end: files, report, parity, weights, and Android through a fake adb."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from betanas_tf import builder
+from betanas_tf import spaces
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAST = ["--runs=5", "--warmup_runs=1", "--dataset=digits", "--parity_examples=100",
+        "--representative_examples=16"]
+
+
+def _arch_file(tmp_path, choices="k3e6-k5e3-id"):
+  space = spaces.get_space("micro")
+  arch = space.arch_from_choices(space.choices_from_string(choices), name="micro_net")
+  path = tmp_path / "arch.json"
+  arch.save(str(path))
+  return arch, str(path)
+
+
+def _export(*args, env_extra=None, timeout=300):
+  env = dict(os.environ, PYTHONPATH=ROOT, **(env_extra or {}))
+  return subprocess.run([sys.executable, os.path.join(ROOT, "export", "to_tflite.py"), *args],
+                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_export_all_formats_with_trained_weights(tmp_path):
+  arch, arch_path = _arch_file(tmp_path)
+  model = builder.build_model(arch)
+  from betanas_tf import data  # pylint: disable=import-outside-toplevel
+  digits = data.load("digits")
+  import keras  # pylint: disable=import-outside-toplevel
+  model.compile(keras.optimizers.Adam(0.01),
+                keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+  model.fit(digits.train.images, digits.train.labels, epochs=2, batch_size=64, verbose=0)
+  weights = str(tmp_path / "net.weights.h5")
+  model.save_weights(weights)
+  out = tmp_path / "out"
+  result = _export(f"--arch={arch_path}", f"--weights={weights}", "--quantize=fp32,fp16,int8",
+                   f"--out_dir={out}", *FAST)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert sorted(os.listdir(out)) == ["micro_net_fp16.tflite", "micro_net_fp32.tflite",
+                                     "micro_net_int8.tflite", "report.json", "report.md"]
+  report = json.load(open(out / "report.json"))
+  assert report["latency_only"] is False and report["macs"] > 0
+  fp32, fp16, int8 = (report["formats"][f] for f in ("fp32", "fp16", "int8"))
+  assert fp32["max_abs_diff_vs_keras"] <= 1e-4 and fp32["parity_examples"] == 16
+  assert fp16["max_abs_diff_vs_keras"] < 0.05 and fp16["parity_examples"] == 100
+  assert int8["parity_examples"] == 100 and int8["top1_agreement_vs_float"] >= 0.9
+  assert int8["bytes"] < fp32["bytes"] and fp16["bytes"] < fp32["bytes"]
+  assert fp32["bytes"] == os.path.getsize(out / "micro_net_fp32.tflite")
+  assert fp32["ops"] == {"CONV_2D": 5, "DEPTHWISE_CONV_2D": 2, "ADD": 1, "MEAN": 1, "FULLY_CONNECTED": 1}
+  for entry in (fp32, fp16, int8):
+    assert 0 < entry["host_latency"]["median_ms"] <= entry["host_latency"]["p90_ms"]
+  markdown = open(out / "report.md").read()
+  assert "| int8 |" in markdown and "top-1 agreement" in markdown
+
+
+def _fake_adb_dir(tmp_path):
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  shutil.copy(os.path.join(ROOT, "tests", "fake_adb.py"), bin_dir / "adb")
+  os.chmod(bin_dir / "adb", 0o755)
+  return str(bin_dir)
+
+
+def test_android_benchmark_through_fake_adb(tmp_path):
+  _, arch_path = _arch_file(tmp_path)
+  log = tmp_path / "adb.log"
+  env = {"PATH": _fake_adb_dir(tmp_path) + os.pathsep + os.environ["PATH"],
+         "FAKE_ADB_LOG": str(log), "FAKE_ADB_AVG_US": "12345.6"}
+  out = tmp_path / "out"
+  result = _export(f"--arch={arch_path}", "--quantize=fp32,int8", "--android", "--adb_serial=FAKE123",
+                   f"--out_dir={out}", *FAST, env_extra=env)
+  assert result.returncode == 0, result.stderr[-3000:]
+  calls = [json.loads(line) for line in open(log)]
+  assert calls[0] == ["devices"]
+  assert calls[1:] == [
+      ["-s", "FAKE123", "push", str(out / "micro_net_fp32.tflite"), "/data/local/tmp/micro_net_fp32.tflite"],
+      ["-s", "FAKE123", "shell", "/data/local/tmp/benchmark_model",
+       "--graph=/data/local/tmp/micro_net_fp32.tflite", "--num_threads=1", "--warmup_runs=1", "--num_runs=5"],
+      ["-s", "FAKE123", "push", str(out / "micro_net_int8.tflite"), "/data/local/tmp/micro_net_int8.tflite"],
+      ["-s", "FAKE123", "shell", "/data/local/tmp/benchmark_model",
+       "--graph=/data/local/tmp/micro_net_int8.tflite", "--num_threads=1", "--warmup_runs=1", "--num_runs=5"]]
+  report = json.load(open(out / "report.json"))
+  assert report["formats"]["fp32"]["android_avg_ms"] == pytest.approx(12.3456)
+  assert report["formats"]["int8"]["android_avg_ms"] == pytest.approx(12.3456)
+  assert "| 12.346 |" in open(out / "report.md").read()
+
+
+@pytest.mark.parametrize("env,message", [
+    ({"FAKE_ADB_DEVICES": ""}, "device FAKE123 is not attached (attached: none)"),
+    ({"PATH": "/nonexistent"}, "adb not found ('adb')"),
+])
+def test_android_errors_are_clear_and_host_results_still_written(tmp_path, env, message):
+  _, arch_path = _arch_file(tmp_path)
+  env = dict({"PATH": _fake_adb_dir(tmp_path) + os.pathsep + os.environ["PATH"]}, **env)
+  out = tmp_path / "out"
+  result = _export(f"--arch={arch_path}", "--quantize=fp32", "--android", "--adb_serial=FAKE123",
+                   f"--out_dir={out}", *FAST, env_extra=env)
+  assert result.returncode == 1
+  assert message in result.stderr
+  report = json.load(open(out / "report.json"))
+  assert report["formats"]["fp32"]["host_latency"]["median_ms"] > 0 and message in report["android_error"]
+
+
+def test_parse_benchmark_output():
+  from betanas_tf import android  # pylint: disable=import-outside-toplevel
+  text = "Inference timings in us: Init: 2123, First inference: 31540, Warmup (avg): 30055.2, Inference (avg): 29912.4\n"
+  assert android.parse_inference_avg_ms(text) == pytest.approx(29.9124)
+  with pytest.raises(android.AndroidError, match="benchmark_model printed no"):
+    android.parse_inference_avg_ms("ERROR: Could not open '/data/local/tmp/x.tflite'.")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--quantize=fp32,int4"], "--quantize takes a subset of fp32,fp16,int8, got fp32,int4"),
+    (["--weights=/nonexistent.keras"], "/nonexistent.keras: weights file not found"),
+])
+def test_bad_input(tmp_path, args, message):
+  _, arch_path = _arch_file(tmp_path)
+  result = _export(f"--arch={arch_path}", f"--out_dir={tmp_path / 'o'}", *FAST, *args)
+  assert result.returncode == 1 and f"to_tflite: error: {message}" in result.stderr
+
+
+if __name__ == "__main__":
+  sys.exit(pytest.main([__file__, "-q"]))
