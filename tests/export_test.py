@@ -56,7 +56,7 @@ def test_export_all_formats_with_trained_weights(tmp_path):
   assert int8["parity_examples"] == 100 and int8["top1_agreement_vs_float"] >= 0.9
   assert int8["bytes"] < fp32["bytes"] and fp16["bytes"] < fp32["bytes"]
   assert fp32["bytes"] == os.path.getsize(out / "micro_net_fp32.tflite")
-  assert fp32["ops"] == {"CONV_2D": 5, "DEPTHWISE_CONV_2D": 2, "ADD": 1, "MEAN": 1, "FULLY_CONNECTED": 1}
+  assert fp32["ops"] == {"CONV_2D": 6, "DEPTHWISE_CONV_2D": 2, "ADD": 1, "MEAN": 1, "FULLY_CONNECTED": 1}
   for entry in (fp32, fp16, int8):
     assert 0 < entry["host_latency"]["median_ms"] <= entry["host_latency"]["p90_ms"]
   markdown = open(out / "report.md").read()
