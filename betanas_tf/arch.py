@@ -351,6 +351,19 @@ class Architecture:
   def replace(self, **changes) -> "Architecture":
     return dataclasses.replace(self, **changes)
 
+  def for_retraining(self, num_classes: int, se_ratio: Optional[float] = None,
+                     activation: Optional[str] = None, dropout: float = 0.0,
+                     width_multiplier: float = 1.0) -> "Architecture":
+    """The network retraining trains: this spec with the retraining options applied
+    (width first, then classes, dropout and, when given, SE ratio and activation)."""
+    arch = self.with_width(width_multiplier) if width_multiplier != 1.0 else self
+    changes = {"num_classes": num_classes, "dropout": dropout}
+    if se_ratio is not None:
+      changes["se_ratio"] = se_ratio
+    if activation is not None:
+      changes["activation"] = activation
+    return arch.replace(**changes)
+
   def with_width(self, multiplier: float) -> "Architecture":
     """Scales every width with make_divisible(8); the head grows only if multiplier > 1."""
     _check(_is_number(multiplier) and multiplier > 0, "width_multiplier",

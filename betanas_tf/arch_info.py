@@ -27,25 +27,6 @@ flags.DEFINE_float("width_multiplier", 1.0, "Width multiplier (make_divisible 8)
 flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.")
 
 
-def resolve_architecture(arch_path, reference, space, choices, width_multiplier) -> arch_lib.Architecture:
-  """The Architecture named by exactly one of --arch, --reference, --space+--choices."""
-  given = [name for name, value in (("--arch", arch_path), ("--reference", reference),
-                                    ("--space", space)) if value]
-  if len(given) != 1:
-    raise ValueError("give exactly one of --arch, --reference, --space (with --choices); got "
-                     + (", ".join(given) or "none"))
-  if (choices is None) != (space is None):
-    raise ValueError("--space and --choices go together")
-  if arch_path:
-    arch = arch_lib.Architecture.load(arch_path)
-  elif reference:
-    arch = references.get_reference(reference)
-  else:
-    search_space = spaces.get_space(space)
-    arch = search_space.arch_from_choices(search_space.choices_from_string(choices))
-  return arch if width_multiplier == 1.0 else arch.with_width(width_multiplier)
-
-
 def info(arch: arch_lib.Architecture) -> dict:
   total = cost_lib.architecture_cost(arch)
   return {"macs": total.macs, "params": total.params, "blocks": len(arch.blocks),
@@ -80,7 +61,7 @@ def table(arch: arch_lib.Architecture) -> str:
 def main(argv):
   del argv
   try:
-    arch = resolve_architecture(FLAGS.arch, FLAGS.reference, FLAGS.space, FLAGS.choices,
+    arch = references.resolve_architecture(FLAGS.arch, FLAGS.reference, FLAGS.space, FLAGS.choices,
                                 FLAGS.width_multiplier)
   except (ValueError, KeyError) as error:
     print(f"arch_info: error: {error}", file=sys.stderr)

@@ -58,8 +58,13 @@ def apply_conv_bn_act(parts: Dict[str, Any], x, training=None):
 
 def mbconv_parts(layers, prefix: str, in_channels: int, block: arch_lib.Block, activation: str,
                  se_ratio: float = 0.0, bn_momentum: float = BN_MOMENTUM,
-                 bn_epsilon: float = BN_EPSILON, bn_synchronized: bool = False) -> Dict[str, Any]:
-  """Makes the primitive layers of one MBConv, named ``<prefix>_<part>``."""
+                 bn_epsilon: float = BN_EPSILON, bn_synchronized: bool = False,
+                 drop_connect: float = 0.0) -> Dict[str, Any]:
+  """Makes the primitive layers of one MBConv, named ``<prefix>_<part>``.
+
+  `drop_connect` > 0 adds stochastic depth on the residual branch (a whole
+  example's branch is dropped with that probability while training).
+  """
   mid = block.mid_channels(in_channels)
   bn = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, bn_synchronized=bn_synchronized)
   parts: Dict[str, Any] = {}
@@ -80,6 +85,8 @@ def mbconv_parts(layers, prefix: str, in_channels: int, block: arch_lib.Block, a
   parts["project"] = conv_bn_act(layers, prefix + "_project", block.filters, 1, 1, None, **bn)
   if block.has_residual(in_channels):
     parts["add"] = layers.Add(name=prefix + "_add")
+    if drop_connect > 0:
+      parts["drop"] = layers.Dropout(drop_connect, noise_shape=(None, 1, 1, 1), name=prefix + "_drop")
   return parts
 
 
@@ -94,6 +101,8 @@ def apply_mbconv(parts: Dict[str, Any], x, training=None):
     x = se["mul"]([x, gate])
   x = apply_conv_bn_act(parts["project"], x, training)
   if "add" in parts:
+    if "drop" in parts:
+      x = parts["drop"](x, training=training)
     x = parts["add"]([inputs, x])
   return x
 

@@ -15,8 +15,13 @@ from betanas_tf import blocks
 
 
 def build_model(arch: arch_lib.Architecture, backend=keras, name: str = None,
-                bn_momentum: float = blocks.BN_MOMENTUM, bn_epsilon: float = blocks.BN_EPSILON):
-  """Builds `arch` as a functional model of primitive layers from `backend`."""
+                bn_momentum: float = blocks.BN_MOMENTUM, bn_epsilon: float = blocks.BN_EPSILON,
+                drop_connect: float = 0.0):
+  """Builds `arch` as a functional model of primitive layers from `backend`.
+
+  `drop_connect` is the stochastic-depth rate of the last block; block i of n
+  gets drop_connect * i / n (EfficientNet's linear rule), residual blocks only.
+  """
   layers = backend.layers
   bn = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon)
   inputs = backend.Input(shape=(arch.input_size, arch.input_size, arch.input_channels),
@@ -26,7 +31,8 @@ def build_model(arch: arch_lib.Architecture, backend=keras, name: str = None,
     if block.is_identity:
       continue  # Nothing to compute: no layer, no op in the exported graph.
     parts = blocks.mbconv_parts(layers, arch_lib.block_name(position, block), shape.in_channels,
-                                block, arch.activation, arch.se_ratio, **bn)
+                                block, arch.activation, arch.se_ratio, **bn,
+                                drop_connect=drop_connect * position / len(arch.blocks))
     x = blocks.apply_mbconv(parts, x)
   outputs = head_and_apply(layers, arch, x, **bn)
   return backend.Model(inputs, outputs, name=name or arch.name or "betanas_net")

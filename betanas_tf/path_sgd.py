@@ -38,7 +38,8 @@ class PathMaskedSGD(keras.optimizers.SGD):
 
     Args:
       variables: every variable this optimizer will update.
-      path_variable: int32 variable [num choice blocks] holding the current path.
+      path_variable: int32 variable [num choice blocks] holding the current path (None
+        for a standalone model: then this is SGD with coupled L2).
       candidate_variables: (choice block, candidate, variable) triples.
     """
     self.build(variables)

@@ -57,3 +57,22 @@ REFERENCES.register("proxyless_minimal", lambda: minimal(spaces_lib.get_space("p
 def get_reference(name: str, width_multiplier: float = 1.0) -> arch_lib.Architecture:
   arch = REFERENCES.get(name)()
   return arch if width_multiplier == 1.0 else arch.with_width(width_multiplier)
+
+
+def resolve_architecture(arch_path, reference, space, choices, width_multiplier) -> arch_lib.Architecture:
+  """The Architecture named by exactly one of --arch, --reference, --space+--choices."""
+  given = [name for name, value in (("--arch", arch_path), ("--reference", reference),
+                                    ("--space", space)) if value]
+  if len(given) != 1:
+    raise ValueError("give exactly one of --arch, --reference, --space (with --choices); got "
+                     + (", ".join(given) or "none"))
+  if (choices is None) != (space is None):
+    raise ValueError("--space and --choices go together")
+  if arch_path:
+    arch = arch_lib.Architecture.load(arch_path)
+  elif reference:
+    arch = get_reference(reference)
+  else:
+    search_space = spaces_lib.get_space(space)
+    arch = search_space.arch_from_choices(search_space.choices_from_string(choices))
+  return arch if width_multiplier == 1.0 else arch.with_width(width_multiplier)

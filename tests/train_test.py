@@ -1,0 +1,120 @@
+"""Retraining: it learns on real digits, resumes after SIGKILL, and options change cost as predicted."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from betanas_tf import builder
+from betanas_tf import cost
+from betanas_tf import profiler
+from betanas_tf import spaces
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAST = ["--dataset=digits", "--batch_size=64", "--lr=0.2", "--warmup_epochs=1", "--dropout=0.1",
+        "--weight_decay=4e-5", "--verbose=0", "--seed=0"]
+
+
+def _arch(tmp_path):
+  space = spaces.get_space("micro")
+  path = tmp_path / "arch.json"
+  space.arch_from_choices(space.choices_from_string("k3e6-k5e3-k3e3")).save(str(path))
+  return str(path)
+
+
+def _command(arch, out, *extra):
+  return [sys.executable, "-m", "betanas_tf.train", f"--arch={arch}", f"--out_dir={out}", *FAST, *extra]
+
+
+def _run(*command_args, timeout=600):
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  return subprocess.run(_command(*command_args), cwd=ROOT, env=env, capture_output=True, text=True,
+                        timeout=timeout)
+
+
+def test_learns_digits_and_writes_outputs(tmp_path):
+  out = tmp_path / "run"
+  result = _run(_arch(tmp_path), out, "--epochs=8")
+  assert result.returncode == 0, result.stderr[-3000:]
+  evaluation = json.load(open(out / "eval.json"))
+  # Chance is 10 %. P(>= 60 % of 360 test digits right by guessing) = binomial tail
+  # P(X >= 216; n=360, p=0.1) < 1e-100: this bound cannot pass by luck.
+  assert evaluation["top1"] >= 0.6 and evaluation["eval_examples"] == 360
+  assert evaluation["top5"] >= evaluation["top1"]
+  for name in ("model.keras", "model.weights.h5", "arch.json", "flags.txt", "history.json"):
+    assert os.path.getsize(out / name) > 0
+  history = json.load(open(out / "history.json"))
+  assert [e["epoch"] for e in history] == list(range(1, 9))
+  assert history[-1]["lr"] < history[1]["lr"]  # cosine decay after the warm-up
+  import keras  # pylint: disable=import-outside-toplevel
+  model = keras.saving.load_model(str(out / "model.keras"), compile=False)
+  assert model.count_params() > 0 and model.output_shape == (None, 10)
+
+
+def test_resume_after_sigkill_continues_the_schedule(tmp_path):
+  arch = _arch(tmp_path)
+  straight, killed = tmp_path / "straight", tmp_path / "killed"
+  assert _run(arch, straight, "--epochs=5").returncode == 0
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  process = subprocess.Popen(_command(arch, killed, "--epochs=5"), cwd=ROOT, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  history_path = killed / "history.json"
+  deadline = time.time() + 300
+  while time.time() < deadline and process.poll() is None:
+    if history_path.exists() and len(json.load(open(history_path))) >= 2:
+      break
+    time.sleep(0.05)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  assert process.returncode == -signal.SIGKILL, "training finished before it could be killed"
+  done = len(json.load(open(history_path)))
+  assert 2 <= done < 5 and not (killed / "eval.json").exists()
+  resumed = _run(arch, killed, "--epochs=5")
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  a, b = json.load(open(straight / "history.json")), json.load(open(history_path))
+  assert [e["epoch"] for e in b] == [1, 2, 3, 4, 5]
+  # The learning rate of every epoch equals the uninterrupted run's: the schedule resumed
+  # where it was (a restart would have repeated the warm-up).
+  np.testing.assert_allclose([e["lr"] for e in b], [e["lr"] for e in a], rtol=1e-6)
+
+
+def test_se_swish_width_change_params_and_macs_as_predicted():
+  space = spaces.get_space("micro")
+  base = space.arch_from_choices([1, 2, 0])
+  plain = base.for_retraining(10)
+  variants = [base.for_retraining(10, se_ratio=0.0625),
+              base.for_retraining(10, activation="swish"),
+              base.for_retraining(10, width_multiplier=1.4, dropout=0.2)]
+  assert variants[0].se_ratio == 0.0625 and variants[1].activation == "swish"
+  assert variants[2].stem.filters == 24 and variants[2].blocks[1].filters == 32
+  for arch in [plain] + variants:
+    model = builder.build_model(arch, drop_connect=0.2)
+    predicted = cost.architecture_cost(arch)
+    assert predicted.params == sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert predicted.macs == profiler.profiled_macs(model)
+  assert cost.architecture_cost(variants[0]).params > cost.architecture_cost(plain).params
+  assert cost.architecture_cost(variants[1]) == cost.architecture_cost(plain)  # swish is free in MACs
+  assert cost.architecture_cost(variants[2]).macs > 1.5 * cost.architecture_cost(plain).macs
+
+
+def test_drop_connect_is_stochastic_depth_on_residual_blocks_only():
+  space = spaces.get_space("micro")
+  arch = space.arch_from_choices([0, 0, 0])  # blocks 0 and 2 are residual
+  model = builder.build_model(arch, drop_connect=0.3)
+  drops = {l.name: l.rate for l in model.layers if l.name.endswith("_drop")}
+  assert drops == {"block02_k3e3_drop": pytest.approx(0.3 * 2 / 3)}  # block 0 gets rate 0
+  assert "block01_k3e3_drop" not in drops
+
+
+def test_bad_input(tmp_path):
+  result = _run("/nonexistent.json", tmp_path / "x", "--epochs=1", timeout=120)
+  assert result.returncode == 1 and "train: error: /nonexistent.json: cannot read architecture file" in result.stderr
+
+
+if __name__ == "__main__":
+  sys.exit(pytest.main([__file__, "-q"]))
