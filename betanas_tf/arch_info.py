@@ -19,12 +19,15 @@ from betanas_tf import references
 from betanas_tf import spaces
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("arch", None, "Architecture JSON file.")
-flags.DEFINE_enum("reference", None, references.REFERENCES.names(), "A reference architecture.")
-flags.DEFINE_enum("space", None, spaces.SPACES.names(), "A search space (with --choices).")
-flags.DEFINE_string("choices", None, "Ops of the space's choice blocks, e.g. k3e3-k5e6-id.")
-flags.DEFINE_float("width_multiplier", 1.0, "Width multiplier (make_divisible 8).", lower_bound=0.05)
-flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.")
+def define_flags():
+  """Defines this program's flags (only when it runs as a program, so that importing
+  several betanas_tf modules into one process never defines a flag twice)."""
+  flags.DEFINE_string("arch", None, "Architecture JSON file.")
+  flags.DEFINE_enum("reference", None, references.REFERENCES.names(), "A reference architecture.")
+  flags.DEFINE_enum("space", None, spaces.SPACES.names(), "A search space (with --choices).")
+  flags.DEFINE_string("choices", None, "Ops of the space's choice blocks, e.g. k3e3-k5e6-id.")
+  flags.DEFINE_float("width_multiplier", 1.0, "Width multiplier (make_divisible 8).", lower_bound=0.05)
+  flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.")
 
 
 def info(arch: arch_lib.Architecture) -> dict:
@@ -71,4 +74,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

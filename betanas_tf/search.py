@@ -25,84 +25,87 @@ FLAGS = flags.FLAGS
 D = engine_lib.EngineConfig()
 
 # What to search, on what.
-flags.DEFINE_enum("space", "micro", spaces.SPACES.names(), "Search space.")
-flags.DEFINE_enum("strategy", "betanas", policies.POLICIES.names(), "Search strategy (policy).")
-flags.DEFINE_enum("dataset", "digits", data_lib.DATASETS.names(), "Dataset.")
-flags.DEFINE_string("data_dir", None, "tensorflow-datasets directory (cifar10, imagenet2012).")
-flags.DEFINE_bool("download", False, "Let tensorflow-datasets download/prepare the dataset.")
-flags.DEFINE_integer("arch_split_size", 50_000, "Examples held out of TRAIN for alpha updates "
-                     "(tfds datasets; paper: 50,000 for ImageNet).", lower_bound=1)
-flags.DEFINE_integer("synthetic_examples", 256, "Training examples of --dataset=synthetic.",
-                     lower_bound=16)
-flags.DEFINE_string("out_dir", None, "Output directory (resumes if it holds a checkpoint).")
-# Phase 1.
-flags.DEFINE_integer("max_steps", D.max_steps, "Phase-1 (weight) steps.", lower_bound=1)
-flags.DEFINE_integer("batch_size", D.batch_size, "Global Phase-1 batch.", lower_bound=1)
-flags.DEFINE_float("lr", D.lr, "Peak SGD learning rate (cosine decay to 0).", lower_bound=0.0)
-flags.DEFINE_integer("lr_warmup_steps", D.lr_warmup_steps, "Linear LR warm-up steps.", lower_bound=0)
-flags.DEFINE_float("momentum", D.momentum, "SGD momentum.", lower_bound=0.0, upper_bound=0.999)
-flags.DEFINE_bool("nesterov", D.nesterov, "Nesterov momentum.")
-flags.DEFINE_float("weight_decay", D.weight_decay, "L2 weight decay of conv/dense kernels.",
-                   lower_bound=0.0)
-flags.DEFINE_float("label_smoothing", D.label_smoothing, "Label smoothing.", lower_bound=0.0,
-                   upper_bound=0.99)
-flags.DEFINE_bool("balanced", True, "Phase 1 samples uniformly among active ops (--nobalanced: by p).")
-# Phase 2.
-flags.DEFINE_integer("arch_update_every", D.arch_update_every, "Phase-1 steps per alpha step.",
-                     lower_bound=1)
-flags.DEFINE_integer("arch_warmup_steps", D.arch_warmup_steps, "Weight-only steps before alpha steps.",
-                     lower_bound=0)
-flags.DEFINE_integer("arch_batch_size", D.arch_batch_size, "Global Phase-2 batch.", lower_bound=1)
-flags.DEFINE_float("arch_lr", D.arch_lr, "Adam learning rate of alpha.", lower_bound=0.0)
-flags.DEFINE_float("arch_beta1", D.arch_beta1, "Adam beta1 of alpha.", lower_bound=0.0, upper_bound=0.999)
-flags.DEFINE_float("arch_beta2", D.arch_beta2, "Adam beta2 of alpha.", lower_bound=0.0, upper_bound=0.99999)
-flags.DEFINE_float("arch_epsilon", D.arch_epsilon, "Adam epsilon of alpha.", lower_bound=0.0)
-flags.DEFINE_enum("gate_mode", D.gate_mode, ["full", "two"], "Binary gates over every active op, "
-                  "or ProxylessNAS' two sampled ops with rescaling.")
-# Cost.
-flags.DEFINE_enum("cost", "macs", ["macs", "latency"], "Cost of the Phase-2 cost term.")
-flags.DEFINE_string("latency_table", None, "Latency lookup table (with --cost=latency).")
-flags.DEFINE_float("beta", D.beta, "Weight of the cost term.", lower_bound=0.0)
-flags.DEFINE_enum("cost_form", D.cost_form, ["linear", "absolute"],
-                  "linear: beta*E[cost]/ref (paper); absolute: beta*|E[cost]/target-1| (TuNAS).")
-flags.DEFINE_float("cost_target", 0.0, "Cost budget (MACs, e.g. 315e6, or ms with --cost=latency); 0 = none.",
-                   lower_bound=0.0)
-# Selective drop.
-flags.DEFINE_bool("drop", True, "Selective drop (--nodrop disables it).")
-flags.DEFINE_enum("drop_rule", D.drop_rule, ["prob", "alpha"],
-                  "prob: p < drop_threshold / M' ; alpha: alpha < drop_threshold (paper's th_alpha).")
-flags.DEFINE_float("drop_threshold", D.drop_threshold, "Threshold of the drop rule.")
-flags.DEFINE_integer("drop_warmup_steps", D.drop_warmup_steps, "No drops before this step.",
-                     lower_bound=0)
-# Selection (spos) and evaluation.
-flags.DEFINE_integer("evolution_population", 20, "SPOS evolution population.", lower_bound=2)
-flags.DEFINE_integer("evolution_generations", 5, "SPOS evolution generations.", lower_bound=1)
-flags.DEFINE_integer("eval_batches", 10, "Arch-split batches to score a subnet.", lower_bound=1)
-flags.DEFINE_integer("calibration_batches", 5, "Train batches to recalibrate BN of a subnet.",
-                     lower_bound=1)
-# Running.
-flags.DEFINE_float("se_ratio", 0.0, "Squeeze-excite ratio inside the supernet's candidates.",
-                   lower_bound=0.0, upper_bound=0.99)
-flags.DEFINE_enum("distribution", "default", ["default", "mirrored", "multiworker"],
-                  "tf.distribute strategy.")
-flags.DEFINE_integer("checkpoint_every", 50, "Steps between checkpoints.", lower_bound=1)
-flags.DEFINE_integer("log_every", 10, "Steps between TensorBoard scalars.", lower_bound=1)
-flags.DEFINE_integer("seed", 0, "Random seed (paths, data order, initialisation).")
-flags.DEFINE_bool("deterministic", False, "Enable TF op determinism (bit-identical resumes).")
-flags.DEFINE_bool("progress", True, "Show a progress bar.")
+def define_flags():
+  """Defines this program's flags (only when it runs as a program, so that importing
+  several betanas_tf modules into one process never defines a flag twice)."""
+  flags.DEFINE_enum("space", "micro", spaces.SPACES.names(), "Search space.")
+  flags.DEFINE_enum("strategy", "betanas", policies.POLICIES.names(), "Search strategy (policy).")
+  flags.DEFINE_enum("dataset", "digits", data_lib.DATASETS.names(), "Dataset.")
+  flags.DEFINE_string("data_dir", None, "tensorflow-datasets directory (cifar10, imagenet2012).")
+  flags.DEFINE_bool("download", False, "Let tensorflow-datasets download/prepare the dataset.")
+  flags.DEFINE_integer("arch_split_size", 50_000, "Examples held out of TRAIN for alpha updates "
+                       "(tfds datasets; paper: 50,000 for ImageNet).", lower_bound=1)
+  flags.DEFINE_integer("synthetic_examples", 256, "Training examples of --dataset=synthetic.",
+                       lower_bound=16)
+  flags.DEFINE_string("out_dir", None, "Output directory (resumes if it holds a checkpoint).")
+  # Phase 1.
+  flags.DEFINE_integer("max_steps", D.max_steps, "Phase-1 (weight) steps.", lower_bound=1)
+  flags.DEFINE_integer("batch_size", D.batch_size, "Global Phase-1 batch.", lower_bound=1)
+  flags.DEFINE_float("lr", D.lr, "Peak SGD learning rate (cosine decay to 0).", lower_bound=0.0)
+  flags.DEFINE_integer("lr_warmup_steps", D.lr_warmup_steps, "Linear LR warm-up steps.", lower_bound=0)
+  flags.DEFINE_float("momentum", D.momentum, "SGD momentum.", lower_bound=0.0, upper_bound=0.999)
+  flags.DEFINE_bool("nesterov", D.nesterov, "Nesterov momentum.")
+  flags.DEFINE_float("weight_decay", D.weight_decay, "L2 weight decay of conv/dense kernels.",
+                     lower_bound=0.0)
+  flags.DEFINE_float("label_smoothing", D.label_smoothing, "Label smoothing.", lower_bound=0.0,
+                     upper_bound=0.99)
+  flags.DEFINE_bool("balanced", True, "Phase 1 samples uniformly among active ops (--nobalanced: by p).")
+  # Phase 2.
+  flags.DEFINE_integer("arch_update_every", D.arch_update_every, "Phase-1 steps per alpha step.",
+                       lower_bound=1)
+  flags.DEFINE_integer("arch_warmup_steps", D.arch_warmup_steps, "Weight-only steps before alpha steps.",
+                       lower_bound=0)
+  flags.DEFINE_integer("arch_batch_size", D.arch_batch_size, "Global Phase-2 batch.", lower_bound=1)
+  flags.DEFINE_float("arch_lr", D.arch_lr, "Adam learning rate of alpha.", lower_bound=0.0)
+  flags.DEFINE_float("arch_beta1", D.arch_beta1, "Adam beta1 of alpha.", lower_bound=0.0, upper_bound=0.999)
+  flags.DEFINE_float("arch_beta2", D.arch_beta2, "Adam beta2 of alpha.", lower_bound=0.0, upper_bound=0.99999)
+  flags.DEFINE_float("arch_epsilon", D.arch_epsilon, "Adam epsilon of alpha.", lower_bound=0.0)
+  flags.DEFINE_enum("gate_mode", D.gate_mode, ["full", "two"], "Binary gates over every active op, "
+                    "or ProxylessNAS' two sampled ops with rescaling.")
+  # Cost.
+  flags.DEFINE_enum("cost", "macs", ["macs", "latency"], "Cost of the Phase-2 cost term.")
+  flags.DEFINE_string("latency_table", None, "Latency lookup table (with --cost=latency).")
+  flags.DEFINE_float("beta", D.beta, "Weight of the cost term.", lower_bound=0.0)
+  flags.DEFINE_enum("cost_form", D.cost_form, ["linear", "absolute"],
+                    "linear: beta*E[cost]/ref (paper); absolute: beta*|E[cost]/target-1| (TuNAS).")
+  flags.DEFINE_float("cost_target", 0.0, "Cost budget (MACs, e.g. 315e6, or ms with --cost=latency); 0 = none.",
+                     lower_bound=0.0)
+  # Selective drop.
+  flags.DEFINE_bool("drop", True, "Selective drop (--nodrop disables it).")
+  flags.DEFINE_enum("drop_rule", D.drop_rule, ["prob", "alpha"],
+                    "prob: p < drop_threshold / M' ; alpha: alpha < drop_threshold (paper's th_alpha).")
+  flags.DEFINE_float("drop_threshold", D.drop_threshold, "Threshold of the drop rule.")
+  flags.DEFINE_integer("drop_warmup_steps", D.drop_warmup_steps, "No drops before this step.",
+                       lower_bound=0)
+  # Selection (spos) and evaluation.
+  flags.DEFINE_integer("evolution_population", 20, "SPOS evolution population.", lower_bound=2)
+  flags.DEFINE_integer("evolution_generations", 5, "SPOS evolution generations.", lower_bound=1)
+  flags.DEFINE_integer("eval_batches", 10, "Arch-split batches to score a subnet.", lower_bound=1)
+  flags.DEFINE_integer("calibration_batches", 5, "Train batches to recalibrate BN of a subnet.",
+                       lower_bound=1)
+  # Running.
+  flags.DEFINE_float("se_ratio", 0.0, "Squeeze-excite ratio inside the supernet's candidates.",
+                     lower_bound=0.0, upper_bound=0.99)
+  flags.DEFINE_enum("distribution", "default", ["default", "mirrored", "multiworker"],
+                    "tf.distribute strategy.")
+  flags.DEFINE_integer("checkpoint_every", 50, "Steps between checkpoints.", lower_bound=1)
+  flags.DEFINE_integer("log_every", 10, "Steps between TensorBoard scalars.", lower_bound=1)
+  flags.DEFINE_integer("seed", 0, "Random seed (paths, data order, initialisation).")
+  flags.DEFINE_bool("deterministic", False, "Enable TF op determinism (bit-identical resumes).")
+  flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
-flags.register_validator("drop_threshold", lambda v: v > 0 if FLAGS["drop_rule"].value == "prob" else True,
-                         "--drop_threshold must be > 0 with --drop_rule=prob")
-flags.register_multi_flags_validator(
-    ["cost", "latency_table"], lambda f: f["cost"] != "latency" or bool(f["latency_table"]),
-    "--cost=latency needs --latency_table")
-flags.register_multi_flags_validator(
-    ["cost_form", "cost_target"], lambda f: f["cost_form"] != "absolute" or f["cost_target"] > 0,
-    "--cost_form=absolute needs --cost_target > 0")
-flags.register_multi_flags_validator(
-    ["arch_warmup_steps", "max_steps", "strategy"],
-    lambda f: f["strategy"] not in ("betanas", "proxyless") or f["arch_warmup_steps"] < f["max_steps"],
-    "--arch_warmup_steps must be below --max_steps, or no alpha step ever runs")
+  flags.register_validator("drop_threshold", lambda v: v > 0 if FLAGS["drop_rule"].value == "prob" else True,
+                           "--drop_threshold must be > 0 with --drop_rule=prob")
+  flags.register_multi_flags_validator(
+      ["cost", "latency_table"], lambda f: f["cost"] != "latency" or bool(f["latency_table"]),
+      "--cost=latency needs --latency_table")
+  flags.register_multi_flags_validator(
+      ["cost_form", "cost_target"], lambda f: f["cost_form"] != "absolute" or f["cost_target"] > 0,
+      "--cost_form=absolute needs --cost_target > 0")
+  flags.register_multi_flags_validator(
+      ["arch_warmup_steps", "max_steps", "strategy"],
+      lambda f: f["strategy"] not in ("betanas", "proxyless") or f["arch_warmup_steps"] < f["max_steps"],
+      "--arch_warmup_steps must be below --max_steps, or no alpha step ever runs")
 
 
 def engine_config_from_flags() -> engine_lib.EngineConfig:
@@ -162,5 +165,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   flags.mark_flag_as_required("out_dir")
   app.run(main)

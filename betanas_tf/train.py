@@ -31,35 +31,38 @@ from betanas_tf import io_utils
 from betanas_tf import references
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("arch", None, "Architecture JSON (e.g. a search's arch.json).")
-flags.DEFINE_enum("reference", None, references.REFERENCES.names(), "A reference architecture.")
-flags.DEFINE_float("width_multiplier", 1.0, "Width multiplier (BetaNet-A x1.4).", lower_bound=0.05)
-flags.DEFINE_float("se_ratio", None, "Squeeze-excite ratio (paper 0.0625); default: the arch's.",
-                   lower_bound=0.0, upper_bound=0.99)
-flags.DEFINE_enum("activation", None, list(arch_lib.ACTIVATIONS), "Activation; default: the arch's.")
-flags.DEFINE_float("dropout", 0.2, "Dropout before the classifier.", lower_bound=0.0, upper_bound=0.99)
-flags.DEFINE_float("drop_connect", 0.0, "Stochastic depth of the last residual block (paper 0.2).",
-                   lower_bound=0.0, upper_bound=0.99)
-flags.DEFINE_enum("dataset", "digits", data_lib.DATASETS.names(), "Dataset.")
-flags.DEFINE_string("data_dir", None, "tensorflow-datasets directory.")
-flags.DEFINE_bool("download", False, "Let tensorflow-datasets download/prepare the dataset.")
-flags.DEFINE_integer("epochs", 350, "Epochs.", lower_bound=1)
-flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch (default: one pass over TRAIN).",
-                     lower_bound=1)
-flags.DEFINE_integer("batch_size", 2048, "Global batch.", lower_bound=1)
-flags.DEFINE_float("lr", 1.4, "Peak learning rate (for --batch_size).", lower_bound=0.0)
-flags.DEFINE_float("warmup_epochs", 5.0, "Linear warm-up epochs.", lower_bound=0.0)
-flags.DEFINE_float("momentum", 0.9, "SGD nesterov momentum.", lower_bound=0.0, upper_bound=0.999)
-flags.DEFINE_float("weight_decay", 2e-5, "L2 weight decay of conv and dense kernels.", lower_bound=0.0)
-flags.DEFINE_float("label_smoothing", 0.1, "Label smoothing.", lower_bound=0.0, upper_bound=0.99)
-flags.DEFINE_bool("autoaugment", False, "RandAugment (Keras) on training images.")
-flags.DEFINE_bool("ema", False, "Exponential moving average of the weights (used at the end).")
-flags.DEFINE_float("ema_decay", 0.9999, "EMA decay.", lower_bound=0.0, upper_bound=1.0)
-flags.DEFINE_enum("distribution", "default", ["default", "mirrored", "multiworker"], "tf.distribute strategy.")
-flags.DEFINE_string("init_from_supernet", None, "A search's out_dir: start from its supernet weights.")
-flags.DEFINE_integer("seed", 0, "Seed.")
-flags.DEFINE_integer("verbose", 2, "Keras fit verbosity (1 = progress bar).", lower_bound=0, upper_bound=2)
-flags.DEFINE_string("out_dir", None, "Output directory (re-running resumes).")
+def define_flags():
+  """Defines this program's flags (only when it runs as a program, so that importing
+  several betanas_tf modules into one process never defines a flag twice)."""
+  flags.DEFINE_string("arch", None, "Architecture JSON (e.g. a search's arch.json).")
+  flags.DEFINE_enum("reference", None, references.REFERENCES.names(), "A reference architecture.")
+  flags.DEFINE_float("width_multiplier", 1.0, "Width multiplier (BetaNet-A x1.4).", lower_bound=0.05)
+  flags.DEFINE_float("se_ratio", None, "Squeeze-excite ratio (paper 0.0625); default: the arch's.",
+                     lower_bound=0.0, upper_bound=0.99)
+  flags.DEFINE_enum("activation", None, list(arch_lib.ACTIVATIONS), "Activation; default: the arch's.")
+  flags.DEFINE_float("dropout", 0.2, "Dropout before the classifier.", lower_bound=0.0, upper_bound=0.99)
+  flags.DEFINE_float("drop_connect", 0.0, "Stochastic depth of the last residual block (paper 0.2).",
+                     lower_bound=0.0, upper_bound=0.99)
+  flags.DEFINE_enum("dataset", "digits", data_lib.DATASETS.names(), "Dataset.")
+  flags.DEFINE_string("data_dir", None, "tensorflow-datasets directory.")
+  flags.DEFINE_bool("download", False, "Let tensorflow-datasets download/prepare the dataset.")
+  flags.DEFINE_integer("epochs", 350, "Epochs.", lower_bound=1)
+  flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch (default: one pass over TRAIN).",
+                       lower_bound=1)
+  flags.DEFINE_integer("batch_size", 2048, "Global batch.", lower_bound=1)
+  flags.DEFINE_float("lr", 1.4, "Peak learning rate (for --batch_size).", lower_bound=0.0)
+  flags.DEFINE_float("warmup_epochs", 5.0, "Linear warm-up epochs.", lower_bound=0.0)
+  flags.DEFINE_float("momentum", 0.9, "SGD nesterov momentum.", lower_bound=0.0, upper_bound=0.999)
+  flags.DEFINE_float("weight_decay", 2e-5, "L2 weight decay of conv and dense kernels.", lower_bound=0.0)
+  flags.DEFINE_float("label_smoothing", 0.1, "Label smoothing.", lower_bound=0.0, upper_bound=0.99)
+  flags.DEFINE_bool("autoaugment", False, "RandAugment (Keras) on training images.")
+  flags.DEFINE_bool("ema", False, "Exponential moving average of the weights (used at the end).")
+  flags.DEFINE_float("ema_decay", 0.9999, "EMA decay.", lower_bound=0.0, upper_bound=1.0)
+  flags.DEFINE_enum("distribution", "default", ["default", "mirrored", "multiworker"], "tf.distribute strategy.")
+  flags.DEFINE_string("init_from_supernet", None, "A search's out_dir: start from its supernet weights.")
+  flags.DEFINE_integer("seed", 0, "Seed.")
+  flags.DEFINE_integer("verbose", 2, "Keras fit verbosity (1 = progress bar).", lower_bound=0, upper_bound=2)
+  flags.DEFINE_string("out_dir", None, "Output directory (re-running resumes).")
 
 
 def _training_data(dataset, batch_size: int, num_classes: int, autoaugment: bool, seed: int):
@@ -202,5 +205,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   flags.mark_flag_as_required("out_dir")
   app.run(main)

@@ -27,28 +27,31 @@ from betanas_tf import io_utils
 from betanas_tf import references
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("arch", None, "Architecture JSON file.")
-flags.DEFINE_enum("reference", None, references.REFERENCES.names(), "A reference architecture.")
-flags.DEFINE_float("width_multiplier", 1.0, "Width multiplier of --reference.", lower_bound=0.05)
-flags.DEFINE_string("weights", None, "Trained weights: a .keras model or a .weights.h5 file.")
-flags.DEFINE_list("quantize", ["fp32"], "Formats among fp32, fp16, int8.")
-flags.DEFINE_bool("int8_io", False, "int8 model inputs and outputs (with int8).")
-flags.DEFINE_enum("dataset", "synthetic", data_lib.DATASETS.names(),
-                  "Representative / parity data.")
-flags.DEFINE_string("data_dir", None, "tensorflow-datasets directory.")
-flags.DEFINE_integer("parity_examples", 128, "Inputs for the parity checks (>= 100).", lower_bound=16)
-flags.DEFINE_integer("representative_examples", 64, "Calibration inputs for int8.", lower_bound=1)
-flags.DEFINE_integer("threads", 1, "Host interpreter threads (1, as on a phone core).", lower_bound=1)
-flags.DEFINE_integer("warmup_runs", 10, "Warm-up invocations.", lower_bound=0)
-flags.DEFINE_integer("runs", 50, "Timed invocations.", lower_bound=1)
-flags.DEFINE_string("latency_table", None, "Latency table for the predicted latency and its error.")
-flags.DEFINE_bool("android", False, "Also time each .tflite on a phone (adb + benchmark_model).")
-flags.DEFINE_string("adb", "adb", "adb executable.")
-flags.DEFINE_string("adb_serial", None, "Phone serial (adb -s).")
-flags.DEFINE_string("benchmark_binary", "/data/local/tmp/benchmark_model", "benchmark_model on the phone.")
-flags.DEFINE_string("out_dir", None, "Output directory.")
-flags.DEFINE_string("name", None, "File name stem (default: the architecture's name).")
-flags.DEFINE_float("fp32_tolerance", 1e-4, "Largest allowed fp32 max abs difference.", lower_bound=0)
+def define_flags():
+  """Defines this program's flags (only when it runs as a program, so that importing
+  several betanas_tf modules into one process never defines a flag twice)."""
+  flags.DEFINE_string("arch", None, "Architecture JSON file.")
+  flags.DEFINE_enum("reference", None, references.REFERENCES.names(), "A reference architecture.")
+  flags.DEFINE_float("width_multiplier", 1.0, "Width multiplier of --reference.", lower_bound=0.05)
+  flags.DEFINE_string("weights", None, "Trained weights: a .keras model or a .weights.h5 file.")
+  flags.DEFINE_list("quantize", ["fp32"], "Formats among fp32, fp16, int8.")
+  flags.DEFINE_bool("int8_io", False, "int8 model inputs and outputs (with int8).")
+  flags.DEFINE_enum("dataset", "synthetic", data_lib.DATASETS.names(),
+                    "Representative / parity data.")
+  flags.DEFINE_string("data_dir", None, "tensorflow-datasets directory.")
+  flags.DEFINE_integer("parity_examples", 128, "Inputs for the parity checks (>= 100).", lower_bound=16)
+  flags.DEFINE_integer("representative_examples", 64, "Calibration inputs for int8.", lower_bound=1)
+  flags.DEFINE_integer("threads", 1, "Host interpreter threads (1, as on a phone core).", lower_bound=1)
+  flags.DEFINE_integer("warmup_runs", 10, "Warm-up invocations.", lower_bound=0)
+  flags.DEFINE_integer("runs", 50, "Timed invocations.", lower_bound=1)
+  flags.DEFINE_string("latency_table", None, "Latency table for the predicted latency and its error.")
+  flags.DEFINE_bool("android", False, "Also time each .tflite on a phone (adb + benchmark_model).")
+  flags.DEFINE_string("adb", "adb", "adb executable.")
+  flags.DEFINE_string("adb_serial", None, "Phone serial (adb -s).")
+  flags.DEFINE_string("benchmark_binary", "/data/local/tmp/benchmark_model", "benchmark_model on the phone.")
+  flags.DEFINE_string("out_dir", None, "Output directory.")
+  flags.DEFINE_string("name", None, "File name stem (default: the architecture's name).")
+  flags.DEFINE_float("fp32_tolerance", 1e-4, "Largest allowed fp32 max abs difference.", lower_bound=0)
 
 FP32_PARITY_EXAMPLES = 16
 
@@ -235,5 +238,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   flags.mark_flag_as_required("out_dir")
   app.run(main)

@@ -15,9 +15,12 @@ from absl import app
 from absl import flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("runs", 50, "Timed invocations per model.", lower_bound=5)
-flags.DEFINE_integer("threads", 1, "Interpreter threads.", lower_bound=1)
-flags.DEFINE_float("width_multiplier", 1.0, "MobileNetV2 width.")
+def define_flags():
+  """Defines this program's flags (only when it runs as a program, so that importing
+  several betanas_tf modules into one process never defines a flag twice)."""
+  flags.DEFINE_integer("runs", 50, "Timed invocations per model.", lower_bound=5)
+  flags.DEFINE_integer("threads", 1, "Interpreter threads.", lower_bound=1)
+  flags.DEFINE_float("width_multiplier", 1.0, "MobileNetV2 width.")
 
 
 def main(argv):
@@ -60,4 +63,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -19,12 +19,15 @@ from absl import app
 from absl import flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("space", "cifar_mobile", "Search space.")
-flags.DEFINE_integer("batch_size", 32, "Batch size.", lower_bound=1)
-flags.DEFINE_integer("steps", 30, "Timed steps of each kind.", lower_bound=3)
-flags.DEFINE_integer("seed", 0, "Seed of the sampled path.")
-flags.DEFINE_enum("measure", "all", ["all", "memory_supernet", "memory_standalone"],
-                  "Internal: what this process measures.")
+def define_flags():
+  """Defines this program's flags (only when it runs as a program, so that importing
+  several betanas_tf modules into one process never defines a flag twice)."""
+  flags.DEFINE_string("space", "cifar_mobile", "Search space.")
+  flags.DEFINE_integer("batch_size", 32, "Batch size.", lower_bound=1)
+  flags.DEFINE_integer("steps", 30, "Timed steps of each kind.", lower_bound=3)
+  flags.DEFINE_integer("seed", 0, "Seed of the sampled path.")
+  flags.DEFINE_enum("measure", "all", ["all", "memory_supernet", "memory_standalone"],
+                    "Internal: what this process measures.")
 
 
 def _setup(build_supernet: bool = True, build_standalone: bool = True):
@@ -160,4 +163,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

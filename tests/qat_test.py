@@ -1,0 +1,68 @@
+"""Quantization-aware training in its own process, and tfmot never leaking into betanas_tf."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _python(*args, timeout=600):
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                        timeout=timeout)
+
+
+def test_importing_betanas_tf_never_imports_tfmot():
+  code = ("import os, sys\n"
+          "import betanas_tf, betanas_tf.search, betanas_tf.train, betanas_tf.runner, betanas_tf.latency\n"
+          "import betanas_tf.tflite, betanas_tf.builder, betanas_tf.supernet, betanas_tf.arch_info\n"
+          "print('tensorflow_model_optimization' in sys.modules, os.environ.get('TF_USE_LEGACY_KERAS'))\n"
+          "import betanas_tf.qat\n"
+          "print('tensorflow_model_optimization' in sys.modules)\n")
+  result = _python("-c", code, timeout=120)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.split() == ["False", "None", "False"]  # even betanas_tf.qat imports it lazily
+
+
+def test_qat_from_a_retrained_model(tmp_path):
+  from betanas_tf import spaces  # pylint: disable=import-outside-toplevel
+  space = spaces.get_space("micro")
+  arch = tmp_path / "arch.json"
+  space.arch_from_choices(space.choices_from_string("k3e6-k5e3-k3e3"), name="micro_q").save(str(arch))
+  retrain = tmp_path / "retrain"
+  result = _python("-m", "betanas_tf.train", f"--arch={arch}", f"--out_dir={retrain}", "--dataset=digits",
+                   "--epochs=6", "--batch_size=64", "--lr=0.2", "--warmup_epochs=1", "--dropout=0.1",
+                   "--verbose=0")
+  assert result.returncode == 0, result.stderr[-3000:]
+  out = tmp_path / "qat"
+  result = _python("-m", "betanas_tf.qat", f"--model={retrain / 'model.keras'}", f"--out_dir={out}",
+                   "--epochs=1", "--runs=10")
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.load(open(out / "qat_report.json"))
+  assert report["rebuild_max_abs_diff"] <= 1e-5  # tf_keras rebuild == Keras 3 model before quantization
+  assert report["eval_examples"] == 360
+  # Chance is 10 %; >= 60 % of 360 digits cannot happen by guessing (binomial tail < 1e-100).
+  for key in ("float_top1", "ptq_int8_top1", "qat_int8_top1"):
+    assert report[key] >= 0.6, key
+  assert abs(report["qat_int8_top1"] - report["float_top1"]) <= 0.1
+  for name in ("micro_q_int8_qat.tflite", "micro_q_int8_ptq.tflite"):
+    assert os.path.getsize(out / name) > 0
+  from betanas_tf import tflite  # pylint: disable=import-outside-toplevel
+  ops = tflite.op_counts(open(out / "micro_q_int8_qat.tflite", "rb").read())
+  assert ops["CONV_2D"] == 2 + 2 + 2 + 2 and ops["DEPTHWISE_CONV_2D"] == 3
+  assert "QUANTIZE" in ops and "DEQUANTIZE" in ops  # int8 inside, float at the boundary
+  assert "float" in result.stdout and "QAT" in result.stdout
+
+
+def test_bad_model_path(tmp_path):
+  result = _python("-m", "betanas_tf.qat", "--model=/nonexistent/model.keras", f"--arch={tmp_path}/none.json",
+                   f"--out_dir={tmp_path / 'o'}", timeout=120)
+  assert result.returncode == 1 and "qat: error: " in result.stderr and "none.json" in result.stderr
+
+
+if __name__ == "__main__":
+  sys.exit(pytest.main([__file__, "-q"]))
