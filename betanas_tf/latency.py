@@ -93,12 +93,17 @@ def space_keys(space) -> List[str]:
 class LatencyTable:
   """Per-layer latency entries (ms) with the description of where they were measured."""
 
-  def __init__(self, entries: Dict[str, Dict[str, float]], target: Dict, overhead_ms: float = 0.0):
+  def __init__(self, entries: Dict[str, Dict[str, float]], target: Dict, overhead_ms: float = 0.0,
+               scale: Optional[float] = None):
     self.entries, self.target, self.overhead_ms = dict(entries), dict(target), overhead_ms
+    self.scale = scale  # whole-network calibration factor; None = not calibrated (1.0)
 
   def to_dict(self) -> Dict:
-    return {"format": FORMAT, "version": VERSION, "unit": "ms", "target": self.target,
+    data = {"format": FORMAT, "version": VERSION, "unit": "ms", "target": self.target,
             "overhead_ms": self.overhead_ms, "entries": self.entries}
+    if self.scale is not None:
+      data["scale"] = self.scale
+    return data
 
   def save(self, path: str):
     io_utils.atomic_write_json(path, self.to_dict())
@@ -121,7 +126,8 @@ class LatencyTable:
     for key, entry in data["entries"].items():
       if not isinstance(entry, dict) or not isinstance(entry.get("mean"), (int, float)):
         raise ValueError(f"{path}: entry {key!r} has no numeric 'mean'")
-    return cls(data["entries"], data.get("target", {}), data.get("overhead_ms", 0.0))
+    return cls(data["entries"], data.get("target", {}), data.get("overhead_ms", 0.0),
+               data.get("scale"))
 
   def missing(self, keys: List[str]) -> List[str]:
     return [k for k in keys if k not in self.entries]
@@ -131,13 +137,23 @@ class LatencyTable:
     entry = self.entries[key]
     return float(entry.get("median", entry["mean"]))
 
-  def predict(self, arch: arch_lib.Architecture) -> float:
-    """Predicted latency (ms): the sum of the table entries of the network's layers."""
+  def layer_sum(self, arch: arch_lib.Architecture) -> float:
+    """The sum of the table entries of the network's layers (ms)."""
     keys = layer_keys(arch)
     missing = list(dict.fromkeys(self.missing(keys)))
     if missing:
       raise MissingEntriesError(f"latency table lacks {len(missing)} key(s): {', '.join(missing)}")
     return sum(self.lookup(k) for k in keys)
+
+  def predict(self, arch: arch_lib.Architecture) -> float:
+    """Predicted latency (ms): the layer sum times the table's calibration scale (if any).
+
+    A layer timed alone runs with its weights and activations warm in cache; inside a
+    network it does not, so layer sums measured on a host underestimate whole networks
+    by a steady few per cent. `build --calibrate=N` measures N random networks (other
+    than validate's) and stores measured / summed as `scale`; imported tables have none.
+    """
+    return self.layer_sum(arch) * (self.scale if self.scale is not None else 1.0)
 
 
 def import_proxyless_yaml(path: str) -> LatencyTable:
@@ -256,8 +272,13 @@ class AndroidTimer:
             "binary": self.bench.binary}
 
 
-def build_table(space, timer, out_path: str, progress: bool = True) -> LatencyTable:
-  """Measures every key of `space` not yet in `out_path` (resumable), saving after each."""
+CALIBRATION_SEED = 12345  # validate() uses other seeds by default
+
+
+def build_table(space, timer, out_path: str, progress: bool = True, calibrate: int = 0
+                ) -> LatencyTable:
+  """Measures every key of `space` not yet in `out_path` (resumable), saving after each;
+  then, with `calibrate` > 0 and no scale yet, fits the whole-network scale."""
   import tqdm  # pylint: disable=import-outside-toplevel
   table = LatencyTable.load(out_path) if os.path.exists(out_path) else None
   if table is None:
@@ -278,8 +299,17 @@ def build_table(space, timer, out_path: str, progress: bool = True) -> LatencyTa
       entry[field] = max(0.0, entry[field] - table.overhead_ms)
     table.entries[key] = entry
     table.save(out_path)
-  if not todo:
-    table.save(out_path)
+  if calibrate and table.scale is None:
+    from betanas_tf import builder  # pylint: disable=import-outside-toplevel
+    rng = np.random.default_rng(CALIBRATION_SEED)
+    measured = summed = 0.0
+    for _ in range(calibrate):
+      arch = space.arch_from_choices(space.sample(rng))
+      summed += table.layer_sum(arch)
+      measured += timer.time_model(builder.build_model(arch))["median"] - table.overhead_ms
+    table.scale = measured / summed
+    table.target["calibration_networks"] = calibrate
+  table.save(out_path)
   return table
 
 
@@ -325,6 +355,8 @@ def _define_flags():
   flags.DEFINE_string("adb_serial", None, "Phone serial (adb -s).")
   flags.DEFINE_string("benchmark_binary", "/data/local/tmp/benchmark_model", "benchmark_model on the phone.")
   flags.DEFINE_bool("progress", True, "Show a progress bar.")
+  flags.DEFINE_integer("calibrate", 5, "build: random networks to fit the whole-network scale "
+                       "(0 = plain layer sums).", lower_bound=0)
 
 
 def _timer(flags_):
@@ -352,8 +384,9 @@ def main(argv):
     if command == "build":
       if not flags_.out:
         raise ValueError("build needs --out")
-      table = build_table(space, _timer(flags_), flags_.out, flags_.progress)
-      print(f"{len(table.entries)} entries in {flags_.out} (overhead {table.overhead_ms:.4f} ms subtracted)")
+      table = build_table(space, _timer(flags_), flags_.out, flags_.progress, flags_.calibrate)
+      print(f"{len(table.entries)} entries in {flags_.out} (overhead {table.overhead_ms:.4f} ms "
+            f"subtracted, scale {table.scale if table.scale is not None else 1.0:.4f})")
     elif command == "import":
       if not (flags_.yaml and flags_.out):
         raise ValueError("import needs --yaml and --out")

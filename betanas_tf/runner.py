@@ -93,6 +93,8 @@ def latency_cost_table(space: spaces_lib.SearchSpace, table_path: str,
   fixed = table.lookup(latency_lib.stem_key(skeleton)) + sum(table.lookup(k) for k in latency_lib.head_keys(skeleton))
   for block, shape in zip(space.fixed_blocks, skeleton.block_shapes()):
     fixed += table.lookup(latency_lib.block_key(skeleton, block, shape))
+  scale = table.scale if table.scale is not None else 1.0  # same figures as LatencyTable.predict
+  grid, fixed = grid * scale, fixed * scale
   uniform = fixed + sum(grid[l, :b.num_candidates].mean() for l, b in enumerate(space.choice_blocks))
   return engine_lib.CostTable(fixed, grid, "ms", target_ms, target_ms or uniform)
 

@@ -126,7 +126,7 @@ def main(argv):
     print(f"search: error: unexpected arguments {argv[1:]}", file=sys.stderr)
     return 1
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  if not FLAGS.is_parsed() or FLAGS["verbosity"].using_default_value:
+  if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # TF's checkpoint chatter; -v 0 brings it back
     tf.get_logger().setLevel("WARNING")
   if FLAGS.deterministic:

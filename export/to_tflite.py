@@ -34,7 +34,9 @@ def define_flags():
   flags.DEFINE_enum("reference", None, references.REFERENCES.names(), "A reference architecture.")
   flags.DEFINE_float("width_multiplier", 1.0, "Width multiplier of --reference.", lower_bound=0.05)
   flags.DEFINE_string("weights", None, "Trained weights: a .keras model or a .weights.h5 file.")
-  flags.DEFINE_list("quantize", ["fp32"], "Formats among fp32, fp16, int8.")
+  flags.DEFINE_list("quantize", ["fp32"], "Formats among fp32, fp16, int8, int8_qat (QAT needs "
+                    "--weights=<model.keras>; it runs betanas_tf.qat in its own process).")
+  flags.DEFINE_integer("qat_epochs", 2, "Fine-tuning epochs of int8_qat.", lower_bound=1)
   flags.DEFINE_bool("int8_io", False, "int8 model inputs and outputs (with int8).")
   flags.DEFINE_enum("dataset", "synthetic", data_lib.DATASETS.names(),
                     "Representative / parity data.")
@@ -120,9 +122,14 @@ def export(arch, out_dir, name):
   import numpy as np  # pylint: disable=import-outside-toplevel
   from betanas_tf import builder, cost, latency, tflite  # pylint: disable=import-outside-toplevel
   formats = [f.strip() for f in FLAGS.quantize]
-  unknown = sorted(set(formats) - set(tflite.FORMATS))
+  unknown = sorted(set(formats) - set(tflite.FORMATS) - {"int8_qat"})
   if unknown or not formats:
-    raise ValueError(f"--quantize takes a subset of {','.join(tflite.FORMATS)}, got {','.join(FLAGS.quantize)}")
+    raise ValueError(f"--quantize takes a subset of {','.join(tflite.FORMATS)},int8_qat, "
+                     f"got {','.join(FLAGS.quantize)}")
+  if "int8_qat" in formats and not (FLAGS.weights or "").endswith(".keras"):
+    raise ValueError("--quantize=int8_qat needs --weights=<a trained model.keras>")
+  qat = "int8_qat" in formats
+  formats = [f for f in formats if f != "int8_qat"]
   model = builder.build_model(arch)
   parity_images = _images(arch, FLAGS.parity_examples, seed=1)
   if FLAGS.weights:
@@ -185,9 +192,34 @@ def export(arch, out_dir, name):
       if measured:
         entry["lut_error_pct"] = 100.0 * (report["predicted_latency_ms"] - measured) / measured
     report["formats"][fmt] = entry
+  if qat:
+    report["int8_qat"] = _quantization_aware(arch, out_dir, name)
   io_utils.atomic_write_json(os.path.join(out_dir, "report.json"), report)
   io_utils.atomic_write_text(os.path.join(out_dir, "report.md"), markdown(report))
   return report
+
+
+def _quantization_aware(arch, out_dir, name):
+  """Runs betanas_tf.qat in its own process (tfmot flips tf.keras process-wide) and returns
+  its report: float / PTQ int8 / QAT int8 top-1 on the eval split and host latency."""
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import tempfile  # pylint: disable=import-outside-toplevel
+  with tempfile.TemporaryDirectory(dir=out_dir) as work:
+    arch_path = os.path.join(work, "arch.json")
+    arch.replace(name=name).save(arch_path)
+    command = [sys.executable, "-m", "betanas_tf.qat", f"--model={FLAGS.weights}", f"--arch={arch_path}",
+               f"--dataset={FLAGS.dataset}", f"--epochs={FLAGS.qat_epochs}", f"--out_dir={work}",
+               f"--threads={FLAGS.threads}", f"--runs={FLAGS.runs}"]
+    if FLAGS.data_dir:
+      command.append(f"--data_dir={FLAGS.data_dir}")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.environ.get("PYTHONPATH", "")]))
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+      raise ExportError(f"quantization-aware training failed: {result.stderr.strip().splitlines()[-1]}")
+    os.replace(os.path.join(work, f"{name}_int8_qat.tflite"), os.path.join(out_dir, f"{name}_int8_qat.tflite"))
+    with open(os.path.join(work, "qat_report.json")) as handle:
+      return json.load(handle)
 
 
 def markdown(report) -> str:
@@ -213,6 +245,11 @@ def markdown(report) -> str:
     phone = f"{entry['android_avg_ms']:.3f}" if "android_avg_ms" in entry else "-"
     lines.append(f"| {fmt} | {entry['bytes'] / 1024:.1f} | {entry['host_latency']['median_ms']:.3f} | "
                  f"{entry['host_latency']['p90_ms']:.3f} | {parity} | {phone} |")
+  if "int8_qat" in report:
+    q = report["int8_qat"]
+    lines += ["", f"Quantization-aware int8 ({q['qat_epochs']} epochs) on {q['eval_examples']} eval "
+                  f"examples: top-1 float {q['float_top1']:.4f}, int8 PTQ {q['ptq_int8_top1']:.4f}, "
+                  f"int8 QAT {q['qat_int8_top1']:.4f}; host median {q['qat_int8_latency']['median_ms']:.3f} ms."]
   if "android_error" in report:
     lines += ["", f"Android: not measured ({report['android_error']})."]
   return "\n".join(lines) + "\n"

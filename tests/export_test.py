@@ -120,7 +120,8 @@ def test_parse_benchmark_output():
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--quantize=fp32,int4"], "--quantize takes a subset of fp32,fp16,int8, got fp32,int4"),
+    (["--quantize=fp32,int4"], "--quantize takes a subset of fp32,fp16,int8,int8_qat, got fp32,int4"),
+    (["--quantize=int8_qat"], "--quantize=int8_qat needs --weights=<a trained model.keras>"),
     (["--weights=/nonexistent.keras"], "/nonexistent.keras: weights file not found"),
 ])
 def test_bad_input(tmp_path, args, message):

@@ -100,6 +100,15 @@ def test_build_on_host_is_complete_resumable_and_predicts(tmp_path):
   calls.clear()
   latency.build_table(space, timer, out, progress=False)
   assert calls == []  # nothing left to measure
+  assert table.scale is None and table.predict(space.arch_from_choices([0, 0, 0])) == pytest.approx(
+      table.layer_sum(space.arch_from_choices([0, 0, 0])))
+  calls.clear()
+  calibrated = latency.build_table(space, timer, out, progress=False, calibrate=2)
+  assert len(calls) == 2 and 0.2 < calibrated.scale < 5.0  # two whole networks timed, no layer
+  arch = space.arch_from_choices([1, 2, 3])
+  reloaded = latency.LatencyTable.load(out)
+  assert reloaded.scale == calibrated.scale and reloaded.target["calibration_networks"] == 2
+  assert reloaded.predict(arch) == pytest.approx(reloaded.layer_sum(arch) * reloaded.scale)
   report = latency.validate(latency.LatencyTable.load(out), space, 2, timer)
   assert report["n"] == 2 and len(report["rows"]) == 2
   for row in report["rows"]:

@@ -56,6 +56,17 @@ def test_qat_from_a_retrained_model(tmp_path):
   assert ops["CONV_2D"] == 2 + 2 + 2 + 2 and ops["DEPTHWISE_CONV_2D"] == 3
   assert "QUANTIZE" in ops and "DEQUANTIZE" in ops  # int8 inside, float at the boundary
   assert "float" in result.stdout and "QAT" in result.stdout
+  # The exporter's int8_qat runs the same module in its own process and reports QAT vs PTQ.
+  exported = tmp_path / "export"
+  result = _python(os.path.join(ROOT, "export", "to_tflite.py"), f"--arch={retrain / 'arch.json'}",
+                   f"--weights={retrain / 'model.keras'}", "--quantize=int8,int8_qat", "--dataset=digits",
+                   "--qat_epochs=1", "--runs=5", "--parity_examples=100", f"--out_dir={exported}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  export_report = json.load(open(exported / "report.json"))
+  assert export_report["int8_qat"]["qat_int8_top1"] >= 0.6
+  assert export_report["int8_qat"]["ptq_int8_top1"] >= 0.6
+  assert os.path.getsize(exported / "micro_q_int8_qat.tflite") > 0
+  assert "Quantization-aware int8" in open(exported / "report.md").read()
 
 
 def test_bad_model_path(tmp_path):
