@@ -116,8 +116,8 @@ class SearchEngine:
   # ---- checkpointable state -----------------------------------------------
 
   def checkpoint(self) -> tf.train.Checkpoint:
-    return tf.train.Checkpoint(supernet=self.supernet, weight_opt=self.weight_opt,
-                               arch_opt=self.arch_opt, step=self.step,
+    return tf.train.Checkpoint(weight_opt=self.weight_opt, arch_opt=self.arch_opt, step=self.step,
+                               **supernet_lib.checkpoint_items(self.supernet),
                                **self.arch.checkpoint_items())
 
   # ---- Phase 1 ---------------------------------------------------------------

@@ -114,6 +114,16 @@ class Supernet(keras.Model):
         se_ratio=self.skeleton.se_ratio, dropout=self.skeleton.dropout)
 
 
+def checkpoint_items(net: "Supernet"):
+  """What a tf.train.Checkpoint must hold to save the supernet's weights.
+
+  A Keras 3 model is not traversed by tf.train.Checkpoint, so its variables
+  (trainable and BatchNorm statistics alike) are listed explicitly, in the
+  deterministic order the same space always builds them in.
+  """
+  return {"supernet_weights": list(net.weights)}
+
+
 def copy_weights_by_name(source: keras.Model, target: keras.Model) -> int:
   """Copies weights between models by structural leaf-layer name; returns layers copied.
 

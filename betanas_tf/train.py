@@ -114,7 +114,12 @@ def _init_from_supernet(model, search_dir: str, num_classes: int) -> int:
   latest = tf.train.latest_checkpoint(os.path.join(search_dir, "checkpoints"))
   if latest is None:
     raise ValueError(f"{search_dir}: no supernet checkpoint")
-  tf.train.Checkpoint(supernet=net).restore(latest).expect_partial()
+  status = tf.train.Checkpoint(**supernet.checkpoint_items(net)).restore(latest)
+  status.expect_partial()  # the optimizers and alpha stay behind
+  try:
+    status.assert_existing_objects_matched()
+  except AssertionError as error:
+    raise ValueError(f"{latest}: not a checkpoint of this supernet ({str(error)[:200]})") from None
   return supernet.copy_weights_by_name(net, model)
 
 

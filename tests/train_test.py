@@ -111,6 +111,35 @@ def test_drop_connect_is_stochastic_depth_on_residual_blocks_only():
   assert "block01_k3e3_drop" not in drops
 
 
+def test_init_from_supernet_copies_the_searched_path(tmp_path):
+  import dataclasses  # pylint: disable=import-outside-toplevel
+  import keras  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from betanas_tf import arch as arch_lib, supernet, train  # pylint: disable=import-outside-toplevel
+  search = tmp_path / "search"
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  result = subprocess.run([sys.executable, "-m", "betanas_tf.search", f"--out_dir={search}",
+                           "--flagfile=configs/demo.flags", "--max_steps=6", "--arch_warmup_steps=0",
+                           "--noprogress"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  arch = arch_lib.Architecture.load(str(search / "arch.json"))
+  model = builder.build_model(arch)
+  copied = train._init_from_supernet(model, str(search), 10)  # pylint: disable=protected-access
+  assert copied == len([l for l in model.layers if l.weights])
+  net = supernet.Supernet(dataclasses.replace(spaces.get_space("micro"), num_classes=10))
+  reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(search / "checkpoints")))
+  for i, variable in enumerate(net.weights):  # every supernet weight, BN statistics included, is saved
+    variable.assign(reader.get_tensor(f"supernet_weights/{i}/.ATTRIBUTES/VARIABLE_VALUE"))
+  leaves = {l.name: l for l in net._flatten_layers(include_self=False, recursive=True)}  # pylint: disable=protected-access
+  for layer in model.layers:
+    for mine, theirs in zip(layer.weights, leaves[layer.name].weights if layer.weights else []):
+      np.testing.assert_array_equal(keras.ops.convert_to_numpy(mine), keras.ops.convert_to_numpy(theirs))
+  assert not np.allclose(keras.ops.convert_to_numpy(model.get_layer("stem_conv").kernel),
+                         keras.ops.convert_to_numpy(builder.build_model(arch).get_layer("stem_conv").kernel))
+  with pytest.raises(ValueError, match="not a search output directory"):
+    train._init_from_supernet(model, str(tmp_path / "none"), 10)  # pylint: disable=protected-access
+
+
 def test_bad_input(tmp_path):
   result = _run("/nonexistent.json", tmp_path / "x", "--epochs=1", timeout=120)
   assert result.returncode == 1 and "train: error: /nonexistent.json: cannot read architecture file" in result.stderr
