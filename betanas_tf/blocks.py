@@ -29,22 +29,16 @@ def activation_layer(layers, activation: str, name: str):
 
 def conv_bn_act(layers, prefix: str, filters: int, kernel: int, stride: int,
                 activation: Optional[str], depthwise: bool = False,
-                bn_momentum: float = BN_MOMENTUM, bn_epsilon: float = BN_EPSILON,
-                bn_synchronized: bool = False) -> Dict[str, Any]:
-  """Conv (or depthwise conv) without bias, BN, and optionally an activation.
-
-  `bn_synchronized` computes BN batch statistics over the global batch of all
-  replicas (so a distributed step equals a single-device step).
-  """
+                bn_momentum: float = BN_MOMENTUM, bn_epsilon: float = BN_EPSILON) -> Dict[str, Any]:
+  """Conv (or depthwise conv) without bias, BN, and optionally an activation."""
   if depthwise:
     conv = layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False,
                                   name=prefix)
   else:
     conv = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False,
                          name=prefix)
-  sync = {"synchronized": True} if bn_synchronized else {}
   parts = {"conv": conv, "bn": layers.BatchNormalization(
-      momentum=bn_momentum, epsilon=bn_epsilon, name=prefix + "_bn", **sync)}
+      momentum=bn_momentum, epsilon=bn_epsilon, name=prefix + "_bn")}
   if activation is not None:
     parts["act"] = activation_layer(layers, activation, prefix + "_act")
   return parts
@@ -58,15 +52,14 @@ def apply_conv_bn_act(parts: Dict[str, Any], x, training=None):
 
 def mbconv_parts(layers, prefix: str, in_channels: int, block: arch_lib.Block, activation: str,
                  se_ratio: float = 0.0, bn_momentum: float = BN_MOMENTUM,
-                 bn_epsilon: float = BN_EPSILON, bn_synchronized: bool = False,
-                 drop_connect: float = 0.0) -> Dict[str, Any]:
+                 bn_epsilon: float = BN_EPSILON, drop_connect: float = 0.0) -> Dict[str, Any]:
   """Makes the primitive layers of one MBConv, named ``<prefix>_<part>``.
 
   `drop_connect` > 0 adds stochastic depth on the residual branch (a whole
   example's branch is dropped with that probability while training).
   """
   mid = block.mid_channels(in_channels)
-  bn = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, bn_synchronized=bn_synchronized)
+  bn = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon)
   parts: Dict[str, Any] = {}
   if block.expand != 1:
     parts["expand"] = conv_bn_act(layers, prefix + "_expand", mid, 1, 1, activation, **bn)
@@ -117,16 +110,15 @@ class MBConv(keras.layers.Layer):
 
   def __init__(self, in_channels: int, filters: int, kernel: int, expand: float, stride: int = 1,
                activation: str = "relu6", se_ratio: float = 0.0, bn_momentum: float = BN_MOMENTUM,
-               bn_epsilon: float = BN_EPSILON, bn_synchronized: bool = False, **kwargs):
+               bn_epsilon: float = BN_EPSILON, **kwargs):
     super().__init__(**kwargs)
     self.in_channels, self.filters, self.kernel = in_channels, filters, kernel
     self.expand, self.stride, self.activation = expand, stride, activation
     self.se_ratio, self.bn_momentum, self.bn_epsilon = se_ratio, bn_momentum, bn_epsilon
-    self.bn_synchronized = bn_synchronized
     self.block = arch_lib.mbconv(kernel, expand, filters, stride)
     self.block.validate(in_channels, self.name)
     self.parts = mbconv_parts(keras.layers, self.name, in_channels, self.block, activation,
-                              se_ratio, bn_momentum, bn_epsilon, bn_synchronized)
+                              se_ratio, bn_momentum, bn_epsilon)
 
   def build(self, input_shape):
     # Keras 3 must see every weight created in build() to restore a saved model.
@@ -158,8 +150,7 @@ class MBConv(keras.layers.Layer):
     config = super().get_config()
     config.update(in_channels=self.in_channels, filters=self.filters, kernel=self.kernel,
                   expand=self.expand, stride=self.stride, activation=self.activation,
-                  se_ratio=self.se_ratio, bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
-                  bn_synchronized=self.bn_synchronized)
+                  se_ratio=self.se_ratio, bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
     return config
 
 
@@ -175,10 +166,10 @@ class Identity(keras.layers.Layer):
 
 
 def make_block_layer(position: int, in_channels: int, block: arch_lib.Block, activation: str,
-                     se_ratio: float = 0.0, bn_synchronized: bool = False) -> keras.layers.Layer:
+                     se_ratio: float = 0.0) -> keras.layers.Layer:
   """The Keras 3 layer for one block (used by the supernet's candidates)."""
   name = arch_lib.block_name(position, block)
   if block.is_identity:
     return Identity(name=name)
   return MBConv(in_channels, block.filters, block.kernel, block.expand, block.stride,
-                activation=activation, se_ratio=se_ratio, bn_synchronized=bn_synchronized, name=name)
+                activation=activation, se_ratio=se_ratio, name=name)

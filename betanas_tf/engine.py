@@ -9,8 +9,7 @@ replica runs the same path and a resumed run replays the same paths.
 """
 
 import dataclasses
-import math
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import keras
 import numpy as np

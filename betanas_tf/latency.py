@@ -200,7 +200,7 @@ def host_description(threads: int) -> Dict:
 def _layer_models(arch: arch_lib.Architecture, keys_wanted=None) -> Dict[str, object]:
   """{key: zero-argument function building a one-layer Keras model at its exact input shape}."""
   import keras  # pylint: disable=import-outside-toplevel
-  from betanas_tf import blocks, builder  # pylint: disable=import-outside-toplevel
+  from betanas_tf import blocks  # pylint: disable=import-outside-toplevel
 
   def single(input_shape, apply):
     def make():

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from betanas_tf import arch_params as ap
 from betanas_tf import builder
 from betanas_tf import engine as engine_lib
 from betanas_tf import policies
