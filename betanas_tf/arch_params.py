@@ -23,8 +23,23 @@ from betanas_tf import spaces as spaces_lib
 NEG_INF = -1e9  # masked logits: exp() underflows to exactly 0 in float32
 
 
+STREAM_PHASE1, STREAM_PHASE2, STREAM_SELECTION = 1, 2, 3
+NEVER = -1  # dropped_at of an op that is still alive
+
+
+def _state(value, name, dtype="float32"):
+  # Every replica computes the same update (same seed, same path), so the first
+  # replica's write is the truth: "sum" would compound, "none" would diverge.
+  return keras.Variable(value, dtype=dtype, trainable=False, name=name,
+                        aggregation="only_first_replica")
+
+
 class ArchParameters:
-  """alpha, active mask, Phase-1 counts and the current path, as Keras variables."""
+  """alpha, active mask, Phase-1 counts, the current path, the step and the drop log.
+
+  All of it lives on the device as Keras variables; sampling and dropping are
+  graph ops over them (below), so a search step never reads them back to the host.
+  """
 
   def __init__(self, space: spaces_lib.SearchSpace):
     self.num_blocks = len(space)
@@ -33,15 +48,20 @@ class ArchParameters:
     self.valid = np.arange(width)[None, :] < self.num_candidates[:, None]
     shape = (self.num_blocks, width)
     self.alpha = keras.Variable(np.zeros(shape, np.float32), name="alpha")
-    self.active = keras.Variable(self.valid.astype(np.float32), trainable=False, name="active")
-    self.counts = keras.Variable(np.zeros(shape, np.float32), trainable=False, name="counts")
-    self.path = keras.Variable(np.zeros(self.num_blocks, np.int32), trainable=False, name="path",
-                               dtype="int32")
+    self.active = _state(self.valid.astype(np.float32), "active")
+    self.counts = _state(np.zeros(shape, np.float32), "counts")
+    self.path = _state(np.zeros(self.num_blocks, np.int32), "path", "int32")
+    self.step = _state(0, "step", "int64")
+    self.dropped_at = _state(np.full(shape, NEVER, np.int64), "dropped_at", "int64")
+    self.p_at_drop = _state(np.zeros(shape, np.float32), "p_at_drop")
+    # Where the current fit() stops (set by the host once per fit; not checkpointed).
+    self.stop_step = _state(0, "stop_step", "int64")
 
   def checkpoint_items(self) -> Dict[str, keras.Variable]:
-    return {"alpha": self.alpha, "active": self.active, "counts": self.counts, "path": self.path}
+    return {"alpha": self.alpha, "active": self.active, "counts": self.counts, "path": self.path,
+            "step": self.step, "dropped_at": self.dropped_at, "p_at_drop": self.p_at_drop}
 
-  # numpy views (host side decisions: sampling, dropping, logging) --------------
+  # numpy views (read at log intervals and at the end) ---------------------------
 
   def alpha_np(self) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(self.alpha))
@@ -55,15 +75,19 @@ class ArchParameters:
   def probabilities_np(self) -> np.ndarray:
     return softmax_np(self.alpha_np(), self.active_np())
 
-  def add_counts(self, path: Sequence[int]):
-    counts = keras.ops.convert_to_numpy(self.counts).copy()
-    counts[np.arange(self.num_blocks), np.asarray(path)] += 1
-    self.counts.assign(counts)
+  def step_np(self) -> int:
+    return int(keras.ops.convert_to_numpy(self.step))
 
-  def set_path(self, path: Sequence[int]):
-    self.path.assign(np.asarray(path, np.int32))
+  def drop_log(self, labels: Sequence[Sequence[str]]) -> List[Dict]:
+    """Every drop so far, in (step, block, op) order, from the on-device log."""
+    at = np.asarray(keras.ops.convert_to_numpy(self.dropped_at))
+    p = np.asarray(keras.ops.convert_to_numpy(self.p_at_drop))
+    drops = [{"step": int(at[l, m]), "block": int(l), "op": labels[l][m], "index": int(m),
+              "p": float(p[l, m])} for l, m in zip(*np.nonzero(at != NEVER))]
+    return sorted(drops, key=lambda d: (d["step"], d["block"], d["index"]))
 
   def drop(self, block: int, candidate: int):
+    """Removes one op by hand (tests, ablations); the search drops in the graph."""
     active = keras.ops.convert_to_numpy(self.active).copy()
     active[block, candidate] = 0.0
     self.active.assign(active)
@@ -111,54 +135,68 @@ def cost_penalty(expected, form: str, beta: float, target: float, reference: flo
   raise ValueError(f"cost form must be linear or absolute, got {form!r}")
 
 
-# Host-side sampling ------------------------------------------------------------
+# In-graph sampling: stateless, keyed by (seed, stream, step) ----------------------
 
-def rng_for(seed: int, step: int, stream: int) -> np.random.Generator:
-  """A generator that depends only on (seed, step, stream): same path on every replica
-  and after a resume."""
-  return np.random.default_rng([seed, stream, step])
-
-
-def sample_uniform(mask: np.ndarray, rng: np.random.Generator) -> Tuple[int, ...]:
-  """One op per block, uniform over the ops where mask is True (balanced training)."""
-  return tuple(int(rng.choice(np.flatnonzero(row))) for row in mask)
+def stream_seed(seed: int, stream: int, step):
+  """A stateless-RNG seed that depends only on (seed, stream, step): the same path
+  on every replica and worker, and after a resume."""
+  base = tf.constant([seed, stream], tf.int64)
+  return tf.random.experimental.stateless_fold_in(base, tf.cast(step, tf.int64))
 
 
-def sample_by_probability(probs: np.ndarray, rng: np.random.Generator) -> Tuple[int, ...]:
-  return tuple(int(rng.choice(len(row), p=row / row.sum())) for row in probs)
+def _masked_logits(logits, mask):
+  return tf.where(mask > 0.5, logits, tf.fill(tf.shape(logits), tf.constant(NEG_INF, logits.dtype)))
 
 
-def sample_pairs(probs: np.ndarray, rng: np.random.Generator) -> List[Tuple[int, ...]]:
-  """Per block, two distinct ops drawn by probability without replacement (one if
-  only one op is left)."""
-  pairs = []
-  for row in probs:
-    alive = int((row > 0).sum())
-    pairs.append(tuple(int(i) for i in rng.choice(len(row), size=min(2, alive), replace=False,
-                                                  p=row / row.sum())))
-  return pairs
+def sample_uniform(mask, seed):
+  """One op per block, uniform over the ops where mask == 1 (balanced training)."""
+  mask = tf.convert_to_tensor(mask, tf.float32)
+  return tf.cast(tf.random.stateless_categorical(
+      _masked_logits(tf.zeros_like(mask), mask), 1, seed)[:, 0], tf.int32)
+
+
+def sample_by_probability(alpha, mask, seed):
+  """One op per block with probability softmax(alpha) over the mask."""
+  return tf.cast(tf.random.stateless_categorical(
+      _masked_logits(tf.convert_to_tensor(alpha, tf.float32), mask), 1, seed)[:, 0], tf.int32)
+
+
+def sample_pairs(alpha, mask, seed):
+  """Per block, two distinct ops drawn by probability without replacement (Gumbel
+  top-2), or the one op left; returns the [L, M] 0/1 gate set."""
+  logits = _masked_logits(tf.convert_to_tensor(alpha, tf.float32), mask)
+  uniform = tf.random.stateless_uniform(tf.shape(logits), seed, minval=1e-12, maxval=1.0)
+  keys = logits - tf.math.log(-tf.math.log(uniform))
+  width = tf.shape(logits)[1]
+  top = tf.math.top_k(keys, k=2).indices
+  pair = tf.one_hot(top[:, 0], width) + tf.one_hot(top[:, 1], width)
+  return pair * tf.cast(tf.convert_to_tensor(mask) > 0.5, tf.float32)
 
 
 # Selective drop ------------------------------------------------------------------
 
-def ops_to_drop(alpha: np.ndarray, active: np.ndarray, rule: str, threshold: float
-                ) -> List[Tuple[int, int, float]]:
-  """(block, op, p) of every op the rule removes; a block never loses its last op.
+DROP_RULES = ("prob", "alpha")
+
+
+def drop_mask(alpha, active, rule: str, threshold: float):
+  """[L, M] 1.0 where the rule removes an op; a block never loses its last op.
 
   prob:  p_m < threshold / M'  (M' = ops still active in the block)
   alpha: alpha_m < threshold   (the paper's literal th_alpha)
   """
-  probs = softmax_np(alpha, active)
-  dropped = []
-  for l in range(alpha.shape[0]):
-    alive = np.flatnonzero(active[l])
-    if rule == "prob":
-      below = [m for m in alive if probs[l, m] < threshold / len(alive)]
-    elif rule == "alpha":
-      below = [m for m in alive if alpha[l, m] < threshold]
-    else:
-      raise ValueError(f"drop rule must be prob or alpha, got {rule!r}")
-    if len(below) == len(alive):  # keep the strongest of the block
-      below.remove(max(alive, key=lambda m: alpha[l, m]))
-    dropped.extend((l, int(m), float(probs[l, m])) for m in below)
-  return dropped
+  alpha = tf.convert_to_tensor(alpha, tf.float32)
+  alive = tf.convert_to_tensor(active, tf.float32) > 0.5
+  if rule == "prob":
+    probs = masked_softmax(alpha, tf.cast(alive, tf.float32))
+    count = tf.reduce_sum(tf.cast(alive, tf.float32), axis=1, keepdims=True)
+    below = probs < threshold / tf.maximum(count, 1.0)
+  elif rule == "alpha":
+    below = alpha < threshold
+  else:
+    raise ValueError(f"drop rule must be one of {DROP_RULES}, got {rule!r}")
+  below = tf.logical_and(below, alive)
+  emptied = tf.reduce_all(tf.logical_or(below, tf.logical_not(alive)), axis=1, keepdims=True)
+  strongest = tf.one_hot(tf.argmax(_masked_logits(alpha, tf.cast(alive, tf.float32)), axis=1),
+                         tf.shape(alpha)[1]) > 0.5
+  keep = tf.logical_and(emptied, strongest)
+  return tf.cast(tf.logical_and(below, tf.logical_not(keep)), tf.float32)

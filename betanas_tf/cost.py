@@ -14,6 +14,8 @@ counted separately.
 import dataclasses
 from typing import Dict, List, Tuple
 
+import numpy as np
+
 from betanas_tf import arch as arch_lib
 from betanas_tf import spaces as spaces_lib
 
@@ -110,7 +112,7 @@ class SpaceCosts:
 
 
 def space_costs(space: spaces_lib.SearchSpace, se_ratio: float = 0.0) -> SpaceCosts:
-  skeleton = space.arch_from_choices([0] * len(space))
+  skeleton = space.skeleton()
   fixed = stem_cost(skeleton) + head_cost(skeleton)
   for block, shape in zip(space.fixed_blocks, skeleton.block_shapes()):
     fixed += block_cost(block, shape, se_ratio)
@@ -122,3 +124,34 @@ def space_costs(space: spaces_lib.SearchSpace, se_ratio: float = 0.0) -> SpaceCo
 def summary(arch: arch_lib.Architecture) -> Dict[str, int]:
   cost = architecture_cost(arch)
   return {"macs": cost.macs, "params": cost.params}
+
+
+@dataclasses.dataclass(frozen=True)
+class CostTable:
+  """The Phase-2 cost of every candidate of every choice block ([blocks, max
+  candidates], 0 where padded) plus the fixed parts, in `unit` (MMACs or ms)."""
+  fixed: float
+  table: np.ndarray
+  unit: str
+  target: float = 0.0      # 0: no target
+  reference: float = 1.0   # normaliser of the linear cost term
+
+  def of_choices(self, choices) -> float:
+    return float(self.fixed + sum(self.table[l, c] for l, c in enumerate(choices)))
+
+
+def cost_table(space: spaces_lib.SearchSpace, rows, fixed: float, unit: str,
+               target: float) -> CostTable:
+  """A CostTable from per-block rows; the linear term is normalised by the target,
+  or else by the expected cost at uniform p."""
+  table = space.pad_table(rows)
+  uniform = fixed + sum(float(np.mean(row)) for row in rows)
+  return CostTable(float(fixed), table, unit, target, target or uniform)
+
+
+def macs_cost_table(space: spaces_lib.SearchSpace, target_macs: float = 0.0,
+                    se_ratio: float = 0.0) -> CostTable:
+  """Per-candidate MACs in millions (squeeze-excite included when se_ratio > 0)."""
+  costs = space_costs(space, se_ratio)
+  rows = [[c.macs / 1e6 for c in row] for row in costs.candidates]
+  return cost_table(space, rows, costs.fixed.macs / 1e6, "MMACs", target_macs / 1e6)

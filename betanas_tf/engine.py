@@ -1,32 +1,35 @@
-"""The search engine: one loop, every strategy (see policies.py).
+"""The search engine: one Keras supernet, every strategy (see policies.py).
 
-Phase 1 (weights) and Phase 2 (alpha) are separate tf.functions, each wrapping
-`strategy.run`, alternated from Python: a Python flag inside one train_step is
-frozen at trace time, and `tf.cond` around `apply_gradients` fails under any
-tf.distribute strategy (DESIGN.md §3). Paths are sampled on the host from a
-generator seeded by (seed, step) and written to a mirrored variable, so every
-replica runs the same path and a resumed run replays the same paths.
+Phase 1 is `Supernet.train_step` under `fit()`, `arch_update_every` steps per
+execution. Phase 2 (alpha) runs between two executions, from the `AlphaSteps`
+callback, as its own `tf.function` around `strategy.run`: `tf.cond` around
+`apply_gradients` fails under every tf.distribute strategy, and a Python flag
+inside one train step is frozen at trace time (docs/design.md). Everything a
+step decides is decided in the graph from device state: the Phase-2 path and
+gate set come from a stateless RNG keyed by (seed, step), the two-path
+rescaling and selective drop are tensor ops on alpha and the active mask, and
+the drop log is kept on the device. The host reads state at log intervals only.
 """
 
 import dataclasses
-from typing import Dict, List, Optional, Sequence, Tuple
+import math
+from typing import Callable, Iterable, List, Optional, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from betanas_tf import arch_params as ap
+from betanas_tf import cost as cost_lib
 from betanas_tf import path_sgd
 from betanas_tf import spaces as spaces_lib
 from betanas_tf import supernet as supernet_lib
 from betanas_tf.policies import Policy
 
-STREAM_PHASE1, STREAM_PHASE2 = 1, 2
-
 
 @dataclasses.dataclass(frozen=True)
 class EngineConfig:
-  """Training settings of the supernet (defaults: ProxylessNAS, DESIGN.md §1)."""
+  """Training settings of the supernet (defaults: ProxylessNAS, docs/design.md)."""
   batch_size: int = 64
   arch_batch_size: int = 64
   max_steps: int = 100
@@ -51,38 +54,32 @@ class EngineConfig:
   se_ratio: float = 0.0
   seed: int = 0
 
-
-@dataclasses.dataclass(frozen=True)
-class CostTable:
-  """Per-candidate cost of every choice block, plus the fixed parts, in `unit`."""
-  fixed: float
-  table: np.ndarray      # [L, M_max], 0 where padded
-  unit: str              # "MMACs" or "ms"
-  target: float = 0.0    # 0: no target
-  reference: float = 1.0  # normaliser of the linear term
-
-  def of_choices(self, choices: Sequence[int]) -> float:
-    return float(self.fixed + sum(self.table[l, c] for l, c in enumerate(choices)))
+  def arch_steps_before(self, step: int) -> int:
+    """How many alpha steps a search runs before Phase-1 step `step` (alpha steps
+    follow the steps s with (s + 1) % arch_update_every == 0 and s >= arch_warmup_steps)."""
+    every, warmup = self.arch_update_every, self.arch_warmup_steps
+    return max(0, step // every - warmup // every) if step > warmup else 0
 
 
-def _distribute(strategy: tf.distribute.Strategy, array: np.ndarray):
-  """Splits a global batch across replicas (every replica gets an equal slice)."""
-  replicas = strategy.num_replicas_in_sync
-  if replicas == 1:
-    return tf.convert_to_tensor(array)
-  if len(array) % replicas:
-    raise ValueError(f"global batch {len(array)} is not divisible by {replicas} replicas")
-  per = len(array) // replicas
-  return strategy.experimental_distribute_values_from_function(
-      lambda ctx: tf.convert_to_tensor(array[ctx.replica_id_in_sync_group * per:
-                                             (ctx.replica_id_in_sync_group + 1) * per]))
+def _alpha_step_at(config: EngineConfig, step: int) -> bool:
+  return (step + 1) % config.arch_update_every == 0 and step >= config.arch_warmup_steps
 
 
 class SearchEngine:
-  """Owns the supernet, alpha state, both optimizers and the two step functions."""
+  """Builds the supernet, its two optimizers and the Phase-2 step inside `strategy`.
+
+  Args:
+    space, policy, config: what to search and how.
+    costs: the Phase-2 cost table (cost.macs_cost_table or latency.latency_cost_table).
+    strategy: a tf.distribute strategy (default: the current one).
+    input_mean, input_std: the dataset's per-channel pixel normalisation, applied
+      on the device (batches arrive as uint8).
+  """
 
   def __init__(self, space: spaces_lib.SearchSpace, policy: Policy, config: EngineConfig,
-               costs: CostTable, strategy: Optional[tf.distribute.Strategy] = None):
+               costs: cost_lib.CostTable, strategy: Optional[tf.distribute.Strategy] = None,
+               input_mean: Sequence[float] = (0.0, 0.0, 0.0),
+               input_std: Sequence[float] = (1.0, 1.0, 1.0)):
     self.space, self.policy, self.config, self.costs = space, policy, config, costs
     self.strategy = strategy or tf.distribute.get_strategy()
     self.replicas = self.strategy.num_replicas_in_sync
@@ -91,9 +88,11 @@ class SearchEngine:
         raise ValueError(f"{name} {size} is not divisible by {self.replicas} replicas")
     keras.utils.set_random_seed(config.seed)
     with self.strategy.scope():
-      self.supernet = supernet_lib.Supernet(space, se_ratio=config.se_ratio)
-      self.arch = ap.ArchParameters(space)
-      self.step = keras.Variable(0, dtype="int64", trainable=False, name="step")
+      self.supernet = supernet_lib.Supernet(
+          space, se_ratio=config.se_ratio,
+          phase1=policy.phase1 if policy.phase1 != "none" else "uniform_all", seed=config.seed,
+          label_smoothing=config.label_smoothing, input_mean=input_mean, input_std=input_std)
+      self.arch = self.supernet.arch
       schedule = keras.optimizers.schedules.CosineDecay(
           0.0 if config.lr_warmup_steps else config.lr, max(1, config.max_steps - config.lr_warmup_steps),
           alpha=0.0, warmup_target=config.lr if config.lr_warmup_steps else None,
@@ -102,80 +101,76 @@ class SearchEngine:
                                                nesterov=config.nesterov, l2=config.weight_decay)
       self.weight_opt.bind(self.supernet.trainable_variables, self.arch.path,
                            self.supernet.candidate_variables())
+      self.supernet.compile(optimizer=self.weight_opt, steps_per_execution=config.arch_update_every)
       self.arch_opt = keras.optimizers.Adam(config.arch_lr, beta_1=config.arch_beta1,
                                             beta_2=config.arch_beta2, epsilon=config.arch_epsilon)
       self.arch_opt.build([self.arch.alpha])
-    self.loss_fn = keras.losses.CategoricalCrossentropy(
-        from_logits=True, label_smoothing=config.label_smoothing, reduction="none")
+      self.arch_ce = keras.metrics.Mean(name="arch_ce")
+      self.arch_accuracy = keras.metrics.SparseCategoricalAccuracy(name="arch_accuracy")
+      self.expected_cost = keras.metrics.Mean(name="expected_cost")
     self._cost_table = tf.constant(costs.table, tf.float32)
-    self._weight_step = tf.function(self._weight_step_fn)
     self._arch_step = tf.function(self._arch_step_fn)
     self._forward = tf.function(self._forward_fn)
 
-  # ---- checkpointable state -----------------------------------------------
+  # ---- data and state -------------------------------------------------------------
+
+  def distribute(self, dataset_fn: Callable[[tf.distribute.InputContext], tf.data.Dataset]):
+    """Per-worker input: `dataset_fn(input_context)` gives this worker's shard in
+    per-replica batches; the strategy prefetches it to the devices."""
+    return self.strategy.distribute_datasets_from_function(
+        dataset_fn, tf.distribute.InputOptions(experimental_fetch_to_device=True))
 
   def checkpoint(self) -> tf.train.Checkpoint:
-    return tf.train.Checkpoint(weight_opt=self.weight_opt, arch_opt=self.arch_opt, step=self.step,
-                               **supernet_lib.checkpoint_items(self.supernet),
-                               **self.arch.checkpoint_items())
+    return tf.train.Checkpoint(weight_opt=self.weight_opt, arch_opt=self.arch_opt,
+                               **self.supernet.checkpoint_items())
 
-  # ---- Phase 1 ---------------------------------------------------------------
+  def metrics(self) -> dict:
+    """Running means since the last `reset_metrics` (a read of the device: call it
+    at log intervals, on every worker at once under multi-worker)."""
+    values = {"phase1/loss": self.supernet.phase1_loss, "phase1/accuracy": self.supernet.phase1_accuracy,
+              "phase2/ce": self.arch_ce, "phase2/accuracy": self.arch_accuracy,
+              "phase2/expected_cost": self.expected_cost}
+    return {name: float(m.result()) for name, m in values.items()}
 
-  def phase1_path(self, step: int) -> Tuple[int, ...]:
-    rng = ap.rng_for(self.config.seed, step, STREAM_PHASE1)
-    if self.policy.phase1 == "uniform_active":
-      return ap.sample_uniform(self.arch.active_np(), rng)
-    if self.policy.phase1 == "uniform_all":
-      return ap.sample_uniform(self.arch.valid, rng)
-    if self.policy.phase1 == "probability":
-      return ap.sample_by_probability(self.arch.probabilities_np(), rng)
-    raise ValueError(f"policy {self.policy.name} trains no weights")
+  def reset_metrics(self):
+    for metric in (self.supernet.phase1_loss, self.supernet.phase1_accuracy, self.arch_ce,
+                   self.arch_accuracy, self.expected_cost):
+      metric.reset_state()
 
-  def _loss(self, labels, logits, global_batch):
-    onehot = tf.one_hot(labels, self.space.num_classes)
-    return tf.reduce_sum(self.loss_fn(onehot, logits)) / global_batch
+  # ---- the search loop --------------------------------------------------------------
 
-  def _weight_replica(self, images, labels):
-    variables = self.supernet.trainable_variables
-    with tf.GradientTape() as tape:
-      logits = self.supernet(images, path=self.arch.path, training=True)
-      loss = self._loss(labels, logits, self.config.batch_size)
-    grads = tape.gradient(loss, variables)
-    grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
-    self.weight_opt.apply_gradients(zip(grads, variables))
-    correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels),
-                                    tf.float32))
-    return loss, correct
+  def search(self, train, arch_dataset_fn, start: int, callbacks: Sequence[keras.callbacks.Callback] = ()):
+    """Runs Phase 1 from `start` to `config.max_steps` under `fit()`, with alpha steps
+    between executions (policy permitting).
 
-  def _weight_step_fn(self, images, labels):
-    loss, correct = self.strategy.run(self._weight_replica, args=(images, labels))
-    reduce = lambda v: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
-    return reduce(loss), reduce(correct)
+    Args:
+      train: the distributed Phase-1 dataset, positioned at `start` (`distribute(...)`).
+      arch_dataset_fn: arch_step_index -> an InputContext function of the arch split,
+        positioned there; only called when the first alpha step is due.
+      start: the step the state (and `train`) is at.
+      callbacks: more Keras callbacks; they run after the alpha step of a boundary.
+    """
+    config = self.config
+    if start >= config.max_steps:
+      return
+    self.arch.stop_step.assign(config.max_steps)
+    executions = math.ceil((config.max_steps - start) / config.arch_update_every)
+    alpha = AlphaSteps(self, arch_dataset_fn, start)
+    self.supernet.fit(train, epochs=1, steps_per_epoch=executions * config.arch_update_every,
+                      verbose=0, shuffle=False, callbacks=[alpha, *callbacks])
 
-  def weight_step(self, step: int, images: np.ndarray, labels: np.ndarray) -> Dict[str, float]:
-    """One Phase-1 step on the sampled path; returns loss, accuracy and the path."""
-    path = self.phase1_path(step)
-    self.arch.set_path(path)
-    loss, correct = self._weight_step(_distribute(self.strategy, images),
-                                      _distribute(self.strategy, labels))
-    self.arch.add_counts(path)
-    return {"loss": float(loss), "acc": float(correct) / len(labels), "path": path}
+  # ---- Phase 2 -------------------------------------------------------------------------
 
-  # ---- Phase 2 ---------------------------------------------------------------
-
-  def phase2_sample(self, step: int) -> Tuple[Tuple[int, ...], np.ndarray]:
-    """The forward path and the gate set S (all active ops, or a sampled pair)."""
-    rng = ap.rng_for(self.config.seed, step, STREAM_PHASE2)
-    probs = self.arch.probabilities_np()
+  def phase2_sample(self, step):
+    """The forward path and the gate set S (every active op, or a sampled pair)."""
+    seed = ap.stream_seed(self.config.seed, ap.STREAM_PHASE2, step)
+    alpha, active = tf.convert_to_tensor(self.arch.alpha), tf.convert_to_tensor(self.arch.active)
     if self.config.gate_mode == "full":
-      return ap.sample_by_probability(probs, rng), self.arch.active_np().astype(np.float32)
-    gate_set = np.zeros_like(probs, np.float32)
-    path = []
-    for l, pair in enumerate(ap.sample_pairs(probs, rng)):
-      gate_set[l, list(pair)] = 1.0
-      pair_probs = probs[l, list(pair)] / probs[l, list(pair)].sum()
-      path.append(int(pair[rng.choice(len(pair), p=pair_probs)]))
-    return tuple(path), gate_set
+      return ap.sample_by_probability(alpha, active, seed), active
+    pair_seed = tf.random.experimental.stateless_fold_in(seed, 0)
+    pick_seed = tf.random.experimental.stateless_fold_in(seed, 1)
+    gate_set = ap.sample_pairs(alpha, active, pair_seed)
+    return ap.sample_by_probability(alpha, gate_set, pick_seed), gate_set
 
   def _gate_gradients(self, block_io, upstream, gate_set, training=True):
     """G[l, m] = <dL/dO_l, o_m(x_l)> for m in the gate set, 0 elsewhere."""
@@ -195,14 +190,17 @@ class SearchEngine:
       rows.append(tf.stack(row))
     return tf.stack(rows)
 
-  def _arch_gradient(self, images, labels, gate_set):
-    """(dL/dalpha, CE, expected cost, correct) on one replica's share of the batch."""
+  def arch_gradient(self, images, labels, gate_set):
+    """(dL/dalpha, per-example CE, expected cost, logits) on one replica's share of
+    the batch, on the path in `arch.path`; images are raw pixels."""
     with tf.GradientTape() as tape:
-      logits, block_io = self.supernet.forward_with_block_io(images, self.arch.path, training=True)
-      ce = self._loss(labels, logits, self.config.arch_batch_size)
+      logits, block_io = self.supernet.forward_with_block_io(
+          self.supernet.normalize(images), self.arch.path, training=True)
+      per_example = self.supernet.cross_entropy(labels, logits)
+      ce = tf.reduce_mean(per_example) / self.replicas
     upstream = tape.gradient(ce, [out for _, out in block_io])
     gates = self._gate_gradients(block_io, upstream, gate_set)
-    alpha, active = self.arch.alpha.value, self.arch.active.value
+    alpha, active = tf.convert_to_tensor(self.arch.alpha), tf.convert_to_tensor(self.arch.active)
     with tf.GradientTape() as cost_tape:
       cost_tape.watch(alpha)
       expected = ap.expected_cost(alpha, active, self._cost_table, self.costs.fixed)
@@ -211,73 +209,69 @@ class SearchEngine:
     cost_grad = cost_tape.gradient(penalty, alpha) / self.replicas
     probs_in_set = ap.masked_softmax(alpha, gate_set * active)
     grad = (ap.gate_alpha_gradient(gates, probs_in_set) + cost_grad) * active
-    correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels),
-                                    tf.float32))
-    return grad, ce, expected, correct
+    return grad, per_example, expected, logits
 
-  def _arch_replica(self, images, labels, gate_set):
-    grad, ce, expected, correct = self._arch_gradient(images, labels, gate_set)
+  def _arch_replica(self, data, gate_set):
+    images, labels = data
+    grad, per_example, expected, logits = self.arch_gradient(images, labels, gate_set)
     self.arch_opt.apply_gradients([(grad, self.arch.alpha)])
-    return ce, expected / self.replicas, correct
+    self.arch_ce.update_state(per_example)
+    self.arch_accuracy.update_state(labels, logits)
+    self.expected_cost.update_state(expected)
 
-  def _arch_step_fn(self, images, labels, gate_set):
+  def _bn_statistics_variables(self) -> List[keras.Variable]:
+    return [v for layer in self._batchnorm_layers() for v in (layer.moving_mean, layer.moving_variance)]
+
+  def _arch_step_fn(self, iterator, step):
+    arch = self.arch
+    path, gate_set = self.phase2_sample(step)
+    arch.path.assign(path)
+    before = tf.convert_to_tensor(arch.alpha)
     # Weights are frozen in Phase 2, BatchNorm statistics included: BN runs in
     # training mode (batch statistics), and its moving averages are restored.
-    frozen = [v.value.read_value() for v in self.supernet.non_trainable_variables]
-    ce, expected, correct = self.strategy.run(self._arch_replica, args=(images, labels, gate_set))
-    for variable, value in zip(self.supernet.non_trainable_variables, frozen):
+    statistics = self._bn_statistics_variables()
+    frozen = [tf.identity(tf.convert_to_tensor(v)) for v in statistics]
+    with tf.control_dependencies(frozen):
+      self.strategy.run(self._arch_replica, args=(next(iterator), gate_set))
+    for variable, value in zip(statistics, frozen):
       variable.assign(value)
-    reduce = lambda v: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
-    return reduce(ce), reduce(expected), reduce(correct)
-
-  def arch_step(self, step: int, images: np.ndarray, labels: np.ndarray) -> Dict[str, object]:
-    """One Phase-2 alpha update, the two-path rescale, then selective drop."""
-    path, gate_set = self.phase2_sample(step)
-    self.arch.set_path(path)
-    before = self.arch.alpha_np()
-    ce, expected, correct = self._arch_step(_distribute(self.strategy, images),
-                                            _distribute(self.strategy, labels),
-                                            tf.constant(gate_set))
     if self.config.gate_mode == "two":
-      self._rescale_pairs(before, gate_set > 0.5)
-    drops = []
-    if self.policy.drop and step >= self.config.drop_warmup_steps:
-      for block, op, prob in ap.ops_to_drop(self.arch.alpha_np(), self.arch.active_np(),
-                                            self.config.drop_rule, self.config.drop_threshold):
-        self.arch.drop(block, op)
-        drops.append({"step": step, "block": block, "op": self.space.choice_blocks[block].labels[op],
-                      "index": op, "p": prob})
-    return {"ce": float(ce), "expected_cost": float(expected), "acc": float(correct) / len(labels),
-            "path": path, "drops": drops}
+      # ProxylessNAS two-path: shift the pair's alphas so the pair keeps its total mass.
+      after = tf.convert_to_tensor(arch.alpha)
+      pair = gate_set * tf.convert_to_tensor(arch.active) > 0.5
+      logsumexp = lambda a: tf.reduce_logsumexp(tf.where(pair, a, ap.NEG_INF), axis=1, keepdims=True)
+      arch.alpha.assign(tf.where(pair, after - (logsumexp(after) - logsumexp(before)), after))
+    if self.policy.drop:
+      alpha, active = tf.convert_to_tensor(arch.alpha), tf.convert_to_tensor(arch.active)
+      due = tf.cast(step >= self.config.drop_warmup_steps, tf.float32)
+      dropped = ap.drop_mask(alpha, active, self.config.drop_rule, self.config.drop_threshold) * due
+      now = dropped > 0.5
+      arch.p_at_drop.assign(tf.where(now, ap.masked_softmax(alpha, active), arch.p_at_drop))
+      arch.dropped_at.assign(tf.where(now, tf.cast(step, tf.int64), arch.dropped_at))
+      arch.active.assign(active * (1.0 - dropped))
 
-  def _rescale_pairs(self, before: np.ndarray, in_pair: np.ndarray):
-    """ProxylessNAS two-path: shift the pair's alphas so the pair keeps its total mass."""
-    after = self.arch.alpha_np()
-    for l in range(after.shape[0]):
-      pair = in_pair[l]
-      offset = (np.log(np.exp(after[l, pair]).sum()) - np.log(np.exp(before[l, pair]).sum()))
-      after[l, pair] -= offset
-    self.arch.alpha.assign(after.astype(np.float32))
+  def arch_step(self, iterator, step: int):
+    """One Phase-2 alpha update on the next batch of `iterator` (a distributed
+    iterator of the arch split), the two-path rescale, then selective drop."""
+    self._arch_step(iterator, tf.constant(step, tf.int64))
 
-  # ---- evaluation --------------------------------------------------------------
+  # ---- evaluation ---------------------------------------------------------------------
 
   def _forward_fn(self, images, path, training):
-    return self.supernet(images, path=path, training=training)
+    return self.supernet(self.supernet.normalize(images), path=path, training=training)
 
   def _batchnorm_layers(self) -> List[keras.layers.BatchNormalization]:
     return [layer for layer in self.supernet._flatten_layers(include_self=False, recursive=True)
             if isinstance(layer, keras.layers.BatchNormalization)]
 
   def bn_statistics(self) -> List[np.ndarray]:
-    return [keras.ops.convert_to_numpy(v) for layer in self._batchnorm_layers()
-            for v in (layer.moving_mean, layer.moving_variance)]
+    return [keras.ops.convert_to_numpy(v) for v in self._bn_statistics_variables()]
 
   def set_bn_statistics(self, values: List[np.ndarray]):
-    variables = [v for layer in self._batchnorm_layers() for v in (layer.moving_mean, layer.moving_variance)]
-    for variable, value in zip(variables, values):
+    for variable, value in zip(self._bn_statistics_variables(), values):
       variable.assign(value)
 
-  def recalibrate_bn(self, choices: Sequence[int], batches) -> None:
+  def recalibrate_bn(self, choices: Sequence[int], batches: Iterable) -> None:
     """Sets every BN moving statistic on the path to its average over `batches` (SPOS).
 
     Keras BN keeps m <- mu m + (1 - mu) b; from the values before and after a
@@ -289,13 +283,14 @@ class SearchEngine:
     averages = None
     for k, (images, _) in enumerate(batches, start=1):
       before = self.bn_statistics()
-      self._forward(tf.constant(images), path, True)
+      self._forward(tf.convert_to_tensor(images), path, True)
       after = self.bn_statistics()
       stats = [(a - mu * b) / (1 - mu) for a, b, mu in zip(after, before, momentum)]
       averages = stats if averages is None else [avg + (s - avg) / k for avg, s in zip(averages, stats)]
       self.set_bn_statistics(averages)
 
-  def evaluate_path(self, choices: Sequence[int], eval_batches, calibration_batches=None) -> float:
+  def evaluate_path(self, choices: Sequence[int], eval_batches: Iterable,
+                    calibration_batches: Optional[Iterable] = None) -> float:
     """Top-1 of the subnet `choices` (BN recalibrated first if batches are given);
     BN statistics are restored afterwards."""
     saved = self.bn_statistics()
@@ -305,9 +300,35 @@ class SearchEngine:
       path = tf.constant(choices, tf.int32)
       correct = total = 0
       for images, labels in eval_batches:
-        logits = self._forward(tf.constant(images), path, False)
-        correct += int(np.sum(np.argmax(np.asarray(logits), -1) == labels))
+        logits = self._forward(tf.convert_to_tensor(images), path, False)
+        correct += int(np.sum(np.argmax(np.asarray(logits), -1) == np.asarray(labels)))
         total += len(labels)
       return correct / max(1, total)
     finally:
       self.set_bn_statistics(saved)
+
+
+class AlphaSteps(keras.callbacks.Callback):
+  """Runs the Phase-2 alpha step after every execution of `arch_update_every`
+  Phase-1 steps, once past `arch_warmup_steps`. The step number comes from the
+  run's start and Keras' batch counter, never from the device; the arch split's
+  iterator is made when the first alpha step is due, positioned at the number of
+  alpha steps already taken."""
+
+  def __init__(self, engine: SearchEngine, arch_dataset_fn, start: int):
+    super().__init__()
+    self.engine, self.arch_dataset_fn, self.start = engine, arch_dataset_fn, start
+    self.iterator = None
+
+  def steps_done(self, batch: int) -> int:
+    return min(self.start + batch + 1, self.engine.config.max_steps)
+
+  def on_train_batch_end(self, batch, logs=None):
+    engine = self.engine
+    step = self.steps_done(batch) - 1
+    if not engine.policy.phase2 or not _alpha_step_at(engine.config, step):
+      return
+    if self.iterator is None:
+      position = engine.config.arch_steps_before(step)
+      self.iterator = iter(engine.distribute(self.arch_dataset_fn(position)))
+    engine.arch_step(self.iterator, step)

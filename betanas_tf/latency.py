@@ -30,6 +30,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from betanas_tf import arch as arch_lib
+from betanas_tf import cost as cost_lib
 from betanas_tf import io_utils
 
 FORMAT = "betanas_tf.latency_table"
@@ -79,7 +80,7 @@ def layer_keys(arch: arch_lib.Architecture) -> List[str]:
 
 def space_keys(space) -> List[str]:
   """Every key a search over `space` can need (all candidates at their input shapes)."""
-  skeleton = space.arch_from_choices([0] * len(space))
+  skeleton = space.skeleton()
   keys = [stem_key(skeleton)]
   shapes = skeleton.block_shapes()
   for block, shape in zip(space.fixed_blocks, shapes):
@@ -272,6 +273,27 @@ class AndroidTimer:
             "binary": self.bench.binary}
 
 
+def latency_cost_table(space, table_path: str, target_ms: float = 0.0):
+  """The Phase-2 cost table (ms) of `space` from a lookup table, with the table's
+  calibration scale applied (the same figures as `LatencyTable.predict`); a missing
+  key is an error listing them."""
+  table = LatencyTable.load(table_path)
+  missing = table.missing(space_keys(space))
+  if missing:
+    raise ValueError(f"{table_path} lacks {len(missing)} key(s) of {space.name} with "
+                     f"{space.num_classes} classes: {', '.join(missing[:5])}"
+                     + (" ..." if len(missing) > 5 else "") +
+                     "; build one with python -m betanas_tf.latency build")
+  skeleton = space.skeleton()
+  scale = table.scale if table.scale is not None else 1.0
+  rows = [[0.0 if c.is_identity else scale * table.lookup(block_key(skeleton, c, choice.shape))
+           for c in choice.candidates] for choice in space.choice_blocks]
+  fixed = table.lookup(stem_key(skeleton)) + sum(table.lookup(k) for k in head_keys(skeleton))
+  for block, shape in zip(space.fixed_blocks, skeleton.block_shapes()):
+    fixed += table.lookup(block_key(skeleton, block, shape))
+  return cost_lib.cost_table(space, rows, fixed * scale, "ms", target_ms)
+
+
 CALIBRATION_SEED = 12345  # validate() uses other seeds by default
 
 
@@ -284,7 +306,7 @@ def build_table(space, timer, out_path: str, progress: bool = True, calibrate: i
   if table is None:
     overhead = timer.time_model(_empty_model())["median"]
     table = LatencyTable({}, dict(timer.describe(), space=space.name), overhead)
-  skeleton = space.arch_from_choices([0] * len(space))
+  skeleton = space.skeleton()
   makers = {}
   for choice in space.choice_blocks:
     for candidate_index in range(choice.num_candidates):

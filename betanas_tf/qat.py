@@ -61,7 +61,9 @@ def run_qat(model_path: str, arch_path: str, out_dir: str):
   eval_y = np.concatenate([b[1] for b in eval_batches])
   if FLAGS.eval_examples:
     eval_x, eval_y = eval_x[:FLAGS.eval_examples], eval_y[:FLAGS.eval_examples]
-  train_x, train_y = next(dataset.train.batches(len(dataset.train)))
+  train_batches = list(dataset.train.eval_batches(256))
+  train_x = np.concatenate([b[0] for b in train_batches])
+  train_y = np.concatenate([b[1] for b in train_batches])
   name = arch.name or "model"
   report = {"model": model_path, "architecture": arch.to_compact(), "eval_examples": len(eval_y),
             "qat_epochs": FLAGS.epochs, "threads": FLAGS.threads}

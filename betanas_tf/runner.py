@@ -1,10 +1,10 @@
-"""Runs a search end to end: resume, alternate phases, checkpoint, select, write outputs.
+"""Runs a search end to end: resume, fit() with alpha steps, checkpoint, select, write outputs.
 
-Output directory:
+Output directory (written by the chief alone under multi-worker training):
   flags.txt        resolved flags (written by the CLI at start)
   run.json         the settings that must match for a resume
-  checkpoints/     weights, alpha, active masks, counts, both optimizers, step
-  history.jsonl    one line per alpha step (alpha, p, active, counts, drops, CE, cost)
+  checkpoints/     weights, alpha, active mask, counts, drop log, both optimizers, step
+  history.jsonl    one line per log interval (alpha, p, active, counts, drops, metrics)
   tensorboard/     scalars
   arch.json        the found Architecture
   summary.json     MACs, params, cost vs target, supernet accuracy, wall time, images/s, drops
@@ -14,10 +14,12 @@ Output directory:
 import dataclasses
 import json
 import os
+import shutil
 import sys
 import time
 from typing import Dict, List, Optional
 
+import keras
 import numpy as np
 import tensorflow as tf
 import tqdm
@@ -25,6 +27,7 @@ import tqdm
 from betanas_tf import arch_params as ap
 from betanas_tf import cost as cost_lib
 from betanas_tf import data as data_lib
+from betanas_tf import distribution
 from betanas_tf import engine as engine_lib
 from betanas_tf import figures
 from betanas_tf import io_utils
@@ -33,11 +36,12 @@ from betanas_tf import selection
 from betanas_tf import spaces as spaces_lib
 from betanas_tf.policies import Policy
 
-STREAM_SELECTION = 3
+CALIBRATION_SEED_OFFSET = 7919  # calibration reads TRAIN in an order of its own
+MAX_CACHED_EVAL_BYTES = 512 << 20
 
 
 class CheckpointError(RuntimeError):
-  """A checkpoint that cannot be restored; the message names the file."""
+  """No checkpoint that can be restored; the message names the file."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,55 +62,8 @@ class RunSettings:
   progress: bool = True
 
 
-def macs_cost_table(space: spaces_lib.SearchSpace, target_macs: float) -> engine_lib.CostTable:
-  """Per-candidate MACs in millions; the linear term is normalised by the target, or
-  else by the expected cost at uniform p."""
-  costs = cost_lib.space_costs(space)
-  width = max(b.num_candidates for b in space.choice_blocks)
-  table = np.zeros((len(space), width))
-  for l, row in enumerate(costs.candidates):
-    table[l, :len(row)] = [c.macs / 1e6 for c in row]
-  fixed = costs.fixed.macs / 1e6
-  uniform = fixed + sum(table[l, :b.num_candidates].mean() for l, b in enumerate(space.choice_blocks))
-  target = target_macs / 1e6
-  return engine_lib.CostTable(fixed, table, "MMACs", target, target or uniform)
-
-
-def latency_cost_table(space: spaces_lib.SearchSpace, table_path: str,
-                       target_ms: float) -> engine_lib.CostTable:
-  """Per-candidate latency (ms) from a lookup table; missing keys are an error listing them."""
-  table = latency_lib.LatencyTable.load(table_path)
-  needed = latency_lib.space_keys(space)
-  missing = table.missing(needed)
-  if missing:
-    raise ValueError(f"{table_path} lacks {len(missing)} key(s) of {space.name} with "
-                     f"{space.num_classes} classes: {', '.join(missing[:5])}"
-                     + (" ..." if len(missing) > 5 else "") +
-                     "; build one with python -m betanas_tf.latency build")
-  skeleton = space.arch_from_choices([0] * len(space))
-  width = max(b.num_candidates for b in space.choice_blocks)
-  grid = np.zeros((len(space), width))
-  for l, choice in enumerate(space.choice_blocks):
-    for m, candidate in enumerate(choice.candidates):
-      if not candidate.is_identity:
-        grid[l, m] = table.lookup(latency_lib.block_key(skeleton, candidate, choice.shape))
-  fixed = table.lookup(latency_lib.stem_key(skeleton)) + sum(table.lookup(k) for k in latency_lib.head_keys(skeleton))
-  for block, shape in zip(space.fixed_blocks, skeleton.block_shapes()):
-    fixed += table.lookup(latency_lib.block_key(skeleton, block, shape))
-  scale = table.scale if table.scale is not None else 1.0  # same figures as LatencyTable.predict
-  grid, fixed = grid * scale, fixed * scale
-  uniform = fixed + sum(grid[l, :b.num_candidates].mean() for l, b in enumerate(space.choice_blocks))
-  return engine_lib.CostTable(fixed, grid, "ms", target_ms, target_ms or uniform)
-
-
-def make_strategy(name: str) -> tf.distribute.Strategy:
-  if name == "default":
-    return tf.distribute.get_strategy()
-  if name == "mirrored":
-    return tf.distribute.MirroredStrategy()
-  if name == "multiworker":
-    return tf.distribute.MultiWorkerMirroredStrategy()
-  raise ValueError(f"distribution must be default, mirrored or multiworker, got {name!r}")
+def _crossed(before: int, after: int, every: int) -> bool:
+  return after // every > before // every
 
 
 class SearchRun:
@@ -115,6 +72,9 @@ class SearchRun:
   def __init__(self, settings: RunSettings, policy: Policy, config: engine_lib.EngineConfig,
                strategy: Optional[tf.distribute.Strategy] = None):
     self.settings, self.policy, self.config = settings, policy, config
+    self.out = settings.out_dir
+    if os.path.exists(self.out) and not os.path.isdir(self.out):
+      raise ValueError(f"--out_dir {self.out} is an existing file, not a directory")
     base = spaces_lib.get_space(settings.space)
     options = dict(settings.dataset_options or {})
     if settings.dataset == "synthetic":
@@ -125,16 +85,20 @@ class SearchRun:
     if settings.cost == "latency":
       if not settings.latency_table:
         raise ValueError("--cost=latency needs --latency_table")
-      self.costs = latency_cost_table(self.space, settings.latency_table, settings.cost_target)
+      self.costs = latency_lib.latency_cost_table(self.space, settings.latency_table,
+                                                  settings.cost_target)
     else:
-      self.costs = macs_cost_table(self.space, settings.cost_target)
-    self.engine = engine_lib.SearchEngine(self.space, policy, config, self.costs, strategy)
-    self.out = settings.out_dir
-    os.makedirs(os.path.join(self.out, "figures"), exist_ok=True)
+      self.costs = cost_lib.macs_cost_table(self.space, settings.cost_target, config.se_ratio)
+    self.strategy = strategy or tf.distribute.get_strategy()
+    self.chief = distribution.is_chief(self.strategy)
+    self.engine = engine_lib.SearchEngine(self.space, policy, config, self.costs, self.strategy,
+                                          self.dataset.mean, self.dataset.std)
     self.checkpoint = self.engine.checkpoint()
-    self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(self.out, "checkpoints"),
-                                              max_to_keep=2)
+    self.checkpoint_dir = distribution.scratch_dir(os.path.join(self.out, "checkpoints"), self.strategy)
+    self.manager = tf.train.CheckpointManager(self.checkpoint, self.checkpoint_dir, max_to_keep=2)
     self.history_path = os.path.join(self.out, "history.jsonl")
+    self.labels = [b.labels for b in self.space.choice_blocks]
+    self.notes: List[str] = []
 
   # ---- state --------------------------------------------------------------------
 
@@ -144,7 +108,7 @@ class SearchRun:
             "engine": dataclasses.asdict(self.config), "cost": self.settings.cost,
             "cost_target": self.settings.cost_target, "latency_table": self.settings.latency_table}
 
-  def _resume(self) -> int:
+  def _check_identity(self):
     identity_path = os.path.join(self.out, "run.json")
     identity = self._run_identity()
     if os.path.exists(identity_path):
@@ -152,166 +116,212 @@ class SearchRun:
         previous = json.load(handle)
       changed = sorted(k for k in identity if k != "engine" and previous.get(k) != identity[k])
       changed += sorted(f"engine.{k}" for k in identity["engine"]
-                        if k != "max_steps" and previous["engine"].get(k) != identity["engine"][k])
+                        if previous["engine"].get(k) != identity["engine"][k])
       if changed:
         raise ValueError(f"{self.out} holds a search with other settings ({', '.join(changed)}); "
                          "use a new --out_dir")
-    io_utils.atomic_write_json(identity_path, identity)
-    latest = self.manager.latest_checkpoint
-    if latest is None:
-      io_utils.atomic_write_text(self.history_path, "")
-      return 0
-    try:
-      self.checkpoint.restore(latest).assert_existing_objects_matched()
-    except (tf.errors.OpError, ValueError, AssertionError) as error:
-      raise CheckpointError(f"cannot restore checkpoint {latest}: {type(error).__name__}: "
-                            f"{str(error).splitlines()[0] if str(error) else ''}") from None
-    step = int(self.engine.step.numpy())
-    self._truncate_history(step)
-    return step
+    if self.chief:
+      os.makedirs(self.out, exist_ok=True)
+      io_utils.atomic_write_json(identity_path, identity)
 
-  def _truncate_history(self, step: int):
-    """Drops history written after the checkpoint we resume from."""
-    kept = [line for line in self._read_history() if line["step"] < step]
-    io_utils.atomic_write_text(self.history_path, "".join(json.dumps(r) + "\n" for r in kept))
+  def _restore(self) -> int:
+    """Restores the newest intact checkpoint (falling back to the one before, saying
+    so); returns its step, 0 for a fresh run."""
+    candidates = list(reversed(self.manager.checkpoints))
+    failures = []
+    for path in candidates:
+      try:
+        self.checkpoint.restore(path).assert_existing_objects_matched()
+      except (tf.errors.OpError, ValueError, AssertionError, IndexError) as error:
+        reason = str(error).splitlines()[0] if str(error) else ""
+        failures.append(f"{path} ({type(error).__name__}: {reason})")
+        continue
+      if failures:
+        note = f"checkpoint {failures[0]} is unreadable; resumed from {path}"
+        self.notes.append(note)
+        print(f"search: warning: {note}", file=sys.stderr)
+      return self.engine.arch.step_np()
+    if failures:
+      raise CheckpointError(f"cannot restore checkpoint {failures[0]}"
+                            + (f"; the previous one {failures[1]} is unreadable too" if len(failures) > 1 else ""))
+    return 0
 
-  def _read_history(self) -> List[Dict]:
+  def _history(self) -> List[Dict]:
     if not os.path.exists(self.history_path):
       return []
     with open(self.history_path) as handle:
       return [json.loads(line) for line in handle if line.strip()]
 
-  def _append_history(self, record: Dict):
-    with open(self.history_path, "a") as handle:
-      handle.write(json.dumps(record) + "\n")
-
-  def _save(self, step: int):
-    self.engine.step.assign(step)
-    self.manager.save(checkpoint_number=step)
+  def _record(self, step: int, since: int) -> Dict:
+    """The state at `step` (a read of the device: at log intervals only)."""
+    arch = self.engine.arch
+    metrics = self.engine.metrics()
+    self.engine.reset_metrics()
+    drops = [d for d in arch.drop_log(self.labels) if since <= d["step"] < step]
+    return {"step": step, "alpha": arch.alpha_np().round(6).tolist(),
+            "p": arch.probabilities_np().round(6).tolist(), "active": arch.active_np().astype(int).tolist(),
+            "counts": arch.counts_np().tolist(), "drops": drops,
+            **{k: round(v, 6) for k, v in metrics.items()}}
 
   # ---- the loop -------------------------------------------------------------------
 
   def run(self) -> Dict:
     start_time = time.time()
-    start = self._resume()
+    self._check_identity()
+    start = self._restore()
+    if self.chief:
+      kept = [r for r in self._history() if r["step"] <= start]
+      io_utils.atomic_write_text(self.history_path, "".join(json.dumps(r) + "\n" for r in kept))
     config, engine = self.config, self.engine
-    writer = tf.summary.create_file_writer(os.path.join(self.out, "tensorboard"))
     trains = self.policy.phase1 != "none"
     steps = config.max_steps if trains else 0
-    train_batches = self.dataset.train.batches(config.batch_size, start)
-    arch_batches = self.dataset.arch.batches(config.arch_batch_size, start // config.arch_update_every)
-    phase1_time, phase1_images = 0.0, 0
-    bar = tqdm.tqdm(total=steps, initial=start, desc=f"search {self.policy.name}", unit="step",
-                    disable=not self.settings.progress, file=sys.stderr, mininterval=1.0)
-    metrics = {}
-    for step in range(start, steps):
-      images, labels = next(train_batches)
-      tick = time.time()
-      metrics = engine.weight_step(step, images, labels)
-      phase1_time += time.time() - tick
-      phase1_images += len(labels)
-      record = None
-      if (step + 1) % config.arch_update_every == 0:
-        arch_images, arch_labels = next(arch_batches)
-        record = {"step": step, "type": "phase1"}
-        if self.policy.phase2 and step >= config.arch_warmup_steps:
-          record = self._arch_update(step, arch_images, arch_labels)
-        record.update(self._state_record())
-        self._append_history(record)
-      if (step + 1) % self.settings.log_every == 0 or step + 1 == steps:
-        with writer.as_default(step=step):
-          tf.summary.scalar("phase1/loss", metrics["loss"])
-          tf.summary.scalar("phase1/accuracy", metrics["acc"])
-          if record and "ce" in record:
-            tf.summary.scalar("phase2/ce", record["ce"])
-            tf.summary.scalar("phase2/expected_cost", record["expected_cost"])
-            tf.summary.scalar("phase2/active_ops", float(np.sum(record["active"])))
-      bar.update(1)
-      bar.set_postfix(loss=f"{metrics['loss']:.3f}", alive=int(engine.arch.active_np().sum()))
-      if (step + 1) % self.settings.checkpoint_every == 0 or step + 1 == steps:
-        self._save(step + 1)
-    bar.close()
-    writer.flush()
-    return self._finish(start, phase1_time, phase1_images, time.time() - start_time)
+    dataset = self.dataset
+    train = engine.distribute(lambda ctx: dataset.train.train_dataset(config.batch_size, start,
+                                                                      input_context=ctx))
+    arch_fn = lambda position: (lambda ctx: dataset.arch.train_dataset(
+        config.arch_batch_size, position, input_context=ctx))
+    logger = _LogCallback(self, start, steps)
+    phase1_time = time.time()
+    if trains:
+      engine.search(train, arch_fn, start, callbacks=[logger])
+    phase1_time = time.time() - phase1_time
+    logger.close()
+    if start < steps or self.manager.latest_checkpoint is None:
+      self._save(steps)
+    images = (steps - start) * config.batch_size
+    return self._finish(start, images / phase1_time if images else None, time.time() - start_time)
 
-  def _arch_update(self, step: int, images, labels) -> Dict:
-    result = self.engine.arch_step(step, images, labels)
-    for drop in result["drops"]:
-      tqdm.tqdm.write(f"drop: step {drop['step']} block {drop['block']} op {drop['op']} "
-                      f"p={drop['p']:.4f}", file=sys.stderr)
-    return {"step": step, "type": "phase2", "ce": result["ce"], "acc": result["acc"],
-            "expected_cost": result["expected_cost"], "drops": result["drops"]}
-
-  def _state_record(self) -> Dict:
-    arch = self.engine.arch
-    return {"alpha": arch.alpha_np().round(6).tolist(), "p": arch.probabilities_np().round(6).tolist(),
-            "active": arch.active_np().astype(int).tolist(), "counts": arch.counts_np().tolist()}
+  def _save(self, step: int):
+    self.manager.save(checkpoint_number=step)
+    if not self.chief:  # the others' copies were only for the collective save
+      shutil.rmtree(os.path.dirname(self.checkpoint_dir), ignore_errors=True)
 
   # ---- result -----------------------------------------------------------------------
+
+  def _eval_batches(self):
+    """The first `eval_batches` batches of the arch split, in order (own iterator)."""
+    ds = self.dataset.arch.eval_dataset(self.config.arch_batch_size).take(self.settings.eval_batches)
+    return self._maybe_cached(ds, self.config.arch_batch_size * self.settings.eval_batches)
+
+  def _calibration(self):
+    """Training batches for BN recalibration, from their own iterator and seed."""
+    seed = self.config.seed + CALIBRATION_SEED_OFFSET
+    ds = self.dataset.train.train_dataset(self.config.batch_size, 0, seed=seed).take(
+        self.settings.calibration_batches)
+    return self._maybe_cached(ds, self.config.batch_size * self.settings.calibration_batches)
+
+  def _maybe_cached(self, ds, examples: int):
+    size = self.space.input_size
+    return ds.cache() if examples * size * size * 3 <= MAX_CACHED_EVAL_BYTES else ds
 
   def _select(self):
     engine, settings = self.engine, self.settings
     budget = self.costs.target or None
     cost_of = self.costs.of_choices
-    rng = ap.rng_for(self.config.seed, 0, STREAM_SELECTION)
+    rng = np.random.default_rng([self.config.seed, ap.STREAM_SELECTION])
     num_candidates = [b.num_candidates for b in self.space.choice_blocks]
     if self.policy.selection == "argmax":
       return engine.arch.argmax(), {}
     if self.policy.selection == "random":
       return selection.random_within_budget(num_candidates, cost_of, budget, rng), {}
-    score = lambda choices: engine.evaluate_path(choices, self._eval_batches(), self._calibration())
+    eval_batches, calibration = self._eval_batches(), self._calibration()
+    score = lambda choices: engine.evaluate_path(choices, eval_batches, calibration)
     best, best_score, log = selection.evolutionary_search(
         num_candidates, score, cost_of, budget, rng, settings.evolution_population,
         settings.evolution_generations)
     return best, {"evolution": log, "evolution_best_score": best_score}
 
-  def _eval_batches(self):
-    batches = self.dataset.arch.eval_batches(self.config.arch_batch_size)
-    return [b for _, b in zip(range(self.settings.eval_batches), batches)]
-
-  def _calibration(self):
-    batches = self.dataset.train.batches(self.config.batch_size, 10**6)
-    return [next(batches) for _ in range(self.settings.calibration_batches)]
-
-  def _finish(self, start: int, phase1_time: float, phase1_images: int, wall: float) -> Dict:
+  def _finish(self, start: int, images_per_s: Optional[float], wall: float) -> Dict:
     choices, extra = self._select()
     arch = self.engine.supernet.arch_for(choices, name=f"{self.space.name}_{self.policy.name}")
-    arch.save(os.path.join(self.out, "arch.json"))
-    total = cost_lib.architecture_cost(arch)
     trained = self.policy.phase1 != "none"
     accuracy = (self.engine.evaluate_path(choices, self._eval_batches(), self._calibration())
                 if trained else None)
-    history = self._read_history()
-    drops = [d for r in history for d in r.get("drops", [])]
     counts, active = self.engine.arch.counts_np(), self.engine.arch.active_np()
-    balance = [(int(counts[l][active[l]].max()), int(counts[l][active[l]].min()))
-               for l in range(len(self.space))]
-    predicted = self.costs.of_choices(choices)
-    if self.settings.cost == "latency":  # the same figure, from the whole-network prediction
-      predicted = latency_lib.LatencyTable.load(self.settings.latency_table).predict(arch)
     summary = {
         "strategy": self.policy.name, "space": self.space.name, "dataset": self.dataset.name,
         "steps": self.config.max_steps if trained else 0, "resumed_from_step": start,
         "choices": list(choices), "choices_string": self.space.choices_to_string(choices),
-        "architecture": arch.to_compact(), "macs": total.macs, "params": total.params,
-        "cost": {"kind": self.settings.cost, "unit": self.costs.unit, "value": predicted,
-                 "target": self.costs.target or None,
-                 "meets_target": (predicted <= self.costs.target) if self.costs.target else None},
-        "supernet_top1_arch_split": accuracy,
+        "architecture": arch.to_compact(), "supernet_top1_arch_split": accuracy,
         "wall_time_s": round(wall, 3),
-        "phase1_images_per_s": round(phase1_images / phase1_time, 2) if phase1_time else None,
-        "drops": drops, "balance_max_min_per_block": balance,
+        "phase1_images_per_s": round(images_per_s, 2) if images_per_s else None,
+        "drops": self.engine.arch.drop_log(self.labels),
+        "balance_max_min_per_block": [(int(counts[l][active[l]].max()), int(counts[l][active[l]].min()))
+                                      for l in range(len(self.space))],
         "alpha": self.engine.arch.alpha_np().round(6).tolist(),
         "p": self.engine.arch.probabilities_np().round(6).tolist(),
-        "active": active.astype(int).tolist(), "counts": counts.tolist(), **extra,
+        "active": active.astype(int).tolist(), "counts": counts.tolist(),
+        "distribution": distribution.cluster_description(self.strategy), "notes": self.notes, **extra,
     }
+    summary.update(self._cost_summary(arch, choices))
+    if self.chief:
+      self._write_outputs(arch, summary)
+    return summary
+
+  def _cost_summary(self, arch, choices) -> Dict:
+    total = cost_lib.architecture_cost(arch)
+    predicted = self.costs.of_choices(choices)
+    if self.settings.cost == "latency":  # the same figure, from the whole-network prediction
+      predicted = latency_lib.LatencyTable.load(self.settings.latency_table).predict(arch)
+    target = self.costs.target
+    return {"macs": total.macs, "params": total.params,
+            "cost": {"kind": self.settings.cost, "unit": self.costs.unit, "value": predicted,
+                     "target": target or None, "meets_target": (predicted <= target) if target else None}}
+
+  def _write_outputs(self, arch, summary: Dict):
+    arch.save(os.path.join(self.out, "arch.json"))
     io_utils.atomic_write_json(os.path.join(self.out, "summary.json"), summary)
-    labels = [b.labels for b in self.space.choice_blocks]
+    counts, active = np.array(summary["counts"]), np.array(summary["active"], bool)
     figs = os.path.join(self.out, "figures")
-    figures.plot_trajectories(history, labels, os.path.join(figs, "trajectories.png"),
+    os.makedirs(figs, exist_ok=True)
+    figures.plot_trajectories(self._history(), self.labels, os.path.join(figs, "trajectories.png"),
                               f"{self.policy.name} on {self.space.name}: p per block (x = drop)")
-    figures.plot_training_frequency(counts, active, labels, os.path.join(figs, "training_frequency.png"),
+    figures.plot_training_frequency(counts, active, self.labels,
+                                    os.path.join(figs, "training_frequency.png"),
                                     f"{self.policy.name}: Phase-1 steps per op (hatched = dropped)")
     figures.plot_architecture(arch, os.path.join(figs, "architecture.png"),
-                              f"{arch.name}: {total.macs / 1e6:.1f}M MACs, {total.params / 1e6:.2f}M params")
-    return summary
+                              f"{arch.name}: {summary['macs'] / 1e6:.1f}M MACs, "
+                              f"{summary['params'] / 1e6:.2f}M params")
+
+
+class _LogCallback(keras.callbacks.Callback):
+  """At log intervals: history line, TensorBoard scalars, progress bar; at checkpoint
+  intervals: a checkpoint. Steps come from the run's start and Keras' batch counter."""
+
+  def __init__(self, run: SearchRun, start: int, steps: int):
+    super().__init__()
+    self.run, self.start, self.steps, self.last = run, start, steps, start
+    self.last_log = start
+    self.writer = (tf.summary.create_file_writer(os.path.join(run.out, "tensorboard"))
+                   if run.chief else tf.summary.create_noop_writer())
+    self.bar = tqdm.tqdm(total=steps, initial=start, desc=f"search {run.policy.name}", unit="step",
+                         disable=not (run.settings.progress and run.chief), file=sys.stderr,
+                         mininterval=1.0)
+
+  def on_train_batch_end(self, batch, logs=None):
+    done = min(self.start + batch + 1, self.steps)
+    before, self.last = self.last, done
+    settings = self.run.settings
+    if _crossed(before, done, settings.log_every) or done == self.steps:
+      record = self.run._record(done, self.last_log)  # pylint: disable=protected-access
+      self.last_log = done
+      if self.run.chief:
+        with open(self.run.history_path, "a") as handle:
+          handle.write(json.dumps(record) + "\n")
+        with self.writer.as_default(step=done):
+          for name in ("phase1/loss", "phase1/accuracy", "phase2/ce", "phase2/accuracy",
+                       "phase2/expected_cost"):
+            tf.summary.scalar(name, record[name])
+          tf.summary.scalar("phase2/active_ops", float(np.sum(record["active"])))
+        for drop in record["drops"]:
+          tqdm.tqdm.write(f"drop: step {drop['step']} block {drop['block']} op {drop['op']} "
+                          f"p={drop['p']:.4f}", file=sys.stderr)
+      self.bar.set_postfix(loss=f"{record['phase1/loss']:.3f}",
+                           alive=int(np.sum(record["active"])))
+      self.bar.update(done - self.bar.n)
+    if _crossed(before, done, settings.checkpoint_every) and done < self.steps:
+      self.run._save(done)  # pylint: disable=protected-access
+
+  def close(self):
+    self.bar.close()
+    self.writer.flush()

@@ -7,6 +7,7 @@ Re-running the same command with the same --out_dir resumes from the last
 checkpoint. Bad flags or data give one clear error and exit status 1.
 """
 
+import dataclasses
 import os
 import sys
 
@@ -14,7 +15,9 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from betanas_tf import arch_params
 from betanas_tf import data as data_lib
+from betanas_tf import distribution
 from betanas_tf import engine as engine_lib
 from betanas_tf import io_utils
 from betanas_tf import policies
@@ -33,8 +36,9 @@ def define_flags():
   flags.DEFINE_enum("dataset", "digits", data_lib.DATASETS.names(), "Dataset.")
   flags.DEFINE_string("data_dir", None, "tensorflow-datasets directory (cifar10, imagenet2012).")
   flags.DEFINE_bool("download", False, "Let tensorflow-datasets download/prepare the dataset.")
-  flags.DEFINE_integer("arch_split_size", 50_000, "Examples held out of TRAIN for alpha updates "
-                       "(tfds datasets; paper: 50,000 for ImageNet).", lower_bound=1)
+  flags.DEFINE_integer("arch_split_size", None, "Examples held out of TRAIN for alpha updates "
+                       "(tfds datasets; default: 50,000 for ImageNet as in the paper, 5,000 for "
+                       "CIFAR-10).", lower_bound=1)
   flags.DEFINE_integer("synthetic_examples", 256, "Training examples of --dataset=synthetic.",
                        lower_bound=16)
   flags.DEFINE_string("out_dir", None, "Output directory (resumes if it holds a checkpoint).")
@@ -72,7 +76,7 @@ def define_flags():
                      lower_bound=0.0)
   # Selective drop.
   flags.DEFINE_bool("drop", True, "Selective drop (--nodrop disables it).")
-  flags.DEFINE_enum("drop_rule", D.drop_rule, ["prob", "alpha"],
+  flags.DEFINE_enum("drop_rule", D.drop_rule, list(arch_params.DROP_RULES),
                     "prob: p < drop_threshold / M' ; alpha: alpha < drop_threshold (paper's th_alpha).")
   flags.DEFINE_float("drop_threshold", D.drop_threshold, "Threshold of the drop rule.")
   flags.DEFINE_integer("drop_warmup_steps", D.drop_warmup_steps, "No drops before this step.",
@@ -86,16 +90,19 @@ def define_flags():
   # Running.
   flags.DEFINE_float("se_ratio", 0.0, "Squeeze-excite ratio inside the supernet's candidates.",
                      lower_bound=0.0, upper_bound=0.99)
-  flags.DEFINE_enum("distribution", "default", ["default", "mirrored", "multiworker"],
-                    "tf.distribute strategy.")
+  flags.DEFINE_enum("distribution", "default", list(distribution.STRATEGIES),
+                    "tf.distribute strategy (multiworker reads TF_CONFIG).")
   flags.DEFINE_integer("checkpoint_every", 50, "Steps between checkpoints.", lower_bound=1)
   flags.DEFINE_integer("log_every", 10, "Steps between TensorBoard scalars.", lower_bound=1)
   flags.DEFINE_integer("seed", 0, "Random seed (paths, data order, initialisation).")
   flags.DEFINE_bool("deterministic", False, "Enable TF op determinism (bit-identical resumes).")
   flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
-  flags.register_validator("drop_threshold", lambda v: v > 0 if FLAGS["drop_rule"].value == "prob" else True,
-                           "--drop_threshold must be > 0 with --drop_rule=prob")
+  flags.register_multi_flags_validator(
+      ["drop_threshold", "drop_rule"],
+      lambda f: f["drop_rule"] != "prob" or 0 < f["drop_threshold"] < 1,
+      "--drop_threshold must be in (0, 1) with --drop_rule=prob (p < threshold / M'; "
+      ">= 1 would drop every op of a balanced block)")
   flags.register_multi_flags_validator(
       ["cost", "latency_table"], lambda f: f["cost"] != "latency" or bool(f["latency_table"]),
       "--cost=latency needs --latency_table")
@@ -109,16 +116,9 @@ def define_flags():
 
 
 def engine_config_from_flags() -> engine_lib.EngineConfig:
-  return engine_lib.EngineConfig(
-      batch_size=FLAGS.batch_size, arch_batch_size=FLAGS.arch_batch_size, max_steps=FLAGS.max_steps,
-      lr=FLAGS.lr, lr_warmup_steps=FLAGS.lr_warmup_steps, momentum=FLAGS.momentum,
-      nesterov=FLAGS.nesterov, weight_decay=FLAGS.weight_decay,
-      label_smoothing=FLAGS.label_smoothing, arch_lr=FLAGS.arch_lr, arch_beta1=FLAGS.arch_beta1,
-      arch_beta2=FLAGS.arch_beta2, arch_epsilon=FLAGS.arch_epsilon,
-      arch_update_every=FLAGS.arch_update_every, arch_warmup_steps=FLAGS.arch_warmup_steps,
-      gate_mode=FLAGS.gate_mode, beta=FLAGS.beta, cost_form=FLAGS.cost_form,
-      drop_rule=FLAGS.drop_rule, drop_threshold=FLAGS.drop_threshold,
-      drop_warmup_steps=FLAGS.drop_warmup_steps, se_ratio=FLAGS.se_ratio, seed=FLAGS.seed)
+  """Every EngineConfig field comes from the flag of the same name."""
+  return engine_lib.EngineConfig(**{field.name: FLAGS[field.name].value
+                                    for field in dataclasses.fields(engine_lib.EngineConfig)})
 
 
 def main(argv):
@@ -131,8 +131,18 @@ def main(argv):
     tf.get_logger().setLevel("WARNING")
   if FLAGS.deterministic:
     tf.config.experimental.enable_op_determinism()
-  os.makedirs(FLAGS.out_dir, exist_ok=True)
-  io_utils.atomic_write_text(os.path.join(FLAGS.out_dir, "flags.txt"), FLAGS.flags_into_string())
+  if os.path.exists(FLAGS.out_dir) and not os.path.isdir(FLAGS.out_dir):
+    print(f"search: error: --out_dir {FLAGS.out_dir} is an existing file, not a directory",
+          file=sys.stderr)
+    return 1
+  try:
+    strategy = distribution.make_strategy(FLAGS.distribution)
+  except (ValueError, RuntimeError) as error:
+    print(f"search: error: {error}", file=sys.stderr)
+    return 1
+  if distribution.is_chief(strategy):
+    os.makedirs(FLAGS.out_dir, exist_ok=True)
+    io_utils.atomic_write_text(os.path.join(FLAGS.out_dir, "flags.txt"), FLAGS.flags_into_string())
   policy = policies.POLICIES.get(FLAGS.strategy).with_ablations(drop=FLAGS.drop,
                                                                 balanced=FLAGS.balanced)
   settings = runner.RunSettings(
@@ -144,11 +154,10 @@ def main(argv):
       evolution_population=FLAGS.evolution_population,
       evolution_generations=FLAGS.evolution_generations, progress=FLAGS.progress,
       dataset_options={"data_dir": FLAGS.data_dir, "download": FLAGS.download,
-                       "arch_split_size": FLAGS.arch_split_size,
-                       "synthetic_examples": FLAGS.synthetic_examples})
+                       "synthetic_examples": FLAGS.synthetic_examples,
+                       **({"arch_split_size": FLAGS.arch_split_size} if FLAGS.arch_split_size else {})})
   try:
-    run = runner.SearchRun(settings, policy, engine_config_from_flags(),
-                           runner.make_strategy(FLAGS.distribution))
+    run = runner.SearchRun(settings, policy, engine_config_from_flags(), strategy)
     summary = run.run()
   except (ValueError, data_lib.DatasetNotPreparedError, runner.CheckpointError) as error:
     print(f"search: error: {error}", file=sys.stderr)

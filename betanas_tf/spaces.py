@@ -88,12 +88,28 @@ class SearchSpace:
         blocks=self.fixed_blocks + chosen, head=self.head, activation=self.activation,
         name=name)
 
+  def pad_table(self, rows: Sequence[Sequence[float]], fill: float = 0.0) -> np.ndarray:
+    """Per-block rows of per-candidate values -> one [blocks, max candidates] array
+    (`fill` where a block has fewer candidates): the layout of alpha and the cost tables."""
+    width = max(b.num_candidates for b in self.choice_blocks)
+    table = np.full((len(self.choice_blocks), width), fill, np.float64)
+    for l, (row, block) in enumerate(zip(rows, self.choice_blocks)):
+      if len(row) != block.num_candidates:
+        raise ValueError(f"row {l} has {len(row)} values, block {l} has {block.num_candidates} candidates")
+      table[l, :len(row)] = row
+    return table
+
+  def skeleton(self) -> arch_lib.Architecture:
+    """The network with the first candidate everywhere: the stem, fixed blocks, head
+    and block shapes every candidate shares (shapes do not depend on the choices)."""
+    return self.arch_from_choices([0] * len(self.choice_blocks))
+
   def choices_from_arch(self, arch: arch_lib.Architecture) -> Tuple[int, ...]:
     """Inverse of arch_from_choices; ValueError if `arch` is not in this space."""
     expected_len = len(self.fixed_blocks) + len(self.choice_blocks)
     if len(arch.blocks) != expected_len:
       raise ValueError(f"architecture has {len(arch.blocks)} blocks, {self.name} has {expected_len}")
-    skeleton = self.arch_from_choices([0] * len(self.choice_blocks))
+    skeleton = self.skeleton()
     if (arch.input_size, arch.stem, arch.head, arch.num_classes, arch.blocks[:len(self.fixed_blocks)]) != (
         skeleton.input_size, skeleton.stem, skeleton.head, skeleton.num_classes, skeleton.blocks[:len(self.fixed_blocks)]):
       raise ValueError(f"architecture's input, stem, head or fixed blocks differ from {self.name}")

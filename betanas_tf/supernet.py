@@ -8,14 +8,27 @@ A path is an int32 tensor with one candidate index per choice block. Each
 choice block runs only the chosen candidate with `tf.switch_case` (measured:
 1.01x the lone block; a one-hot gate sum runs every branch, 4.35x), and the
 path is a tensor argument, so changing it or the active set never retraces.
+
+`Supernet.train_step` is the Phase-1 (weight) step, so a search is `fit()`:
+the path is sampled in the graph from a stateless RNG keyed by (seed, step)
+over the active mask on the device, every replica draws the same path, the
+Phase-1 counts and the step advance on the device, and nothing is read back
+to the host. `make_train_function` runs `steps_per_execution` such steps in
+one `tf.function` (Keras' own multi-step loop fails under every
+tf.distribute strategy, keras-team/keras#19246; docs/design.md), and stops at
+`stop_step` so the last execution of a run may be shorter. The Phase-2 alpha
+step runs between executions (`engine.py`).
 """
 
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
 
 import keras
 import tensorflow as tf
 
 from betanas_tf import arch as arch_lib
+from betanas_tf import arch_params as ap
 from betanas_tf import blocks
 from betanas_tf import builder
 from betanas_tf import spaces as spaces_lib
@@ -49,13 +62,30 @@ class ChoiceBlock(keras.layers.Layer):
 
 
 class Supernet(keras.Model):
-  """Stem, fixed blocks, choice blocks, head; `call(images, path)` runs one path."""
+  """Stem, fixed blocks, choice blocks, head; `call(images, path)` runs one path.
+
+  Args:
+    space: the search space.
+    se_ratio, dropout: applied to every candidate / the head, as in the result.
+    phase1: how `train_step` samples its path: "uniform_active" (balanced),
+      "probability" (by softmax(alpha)) or "uniform_all" (SPOS).
+    seed: seed of the path sampling.
+    label_smoothing: of the cross-entropy.
+    input_mean, input_std: per-channel normalisation applied on the device to
+      the (uint8 or float) images of a batch; the model itself takes normalised
+      float images, as the standalone and exported networks do.
+  """
 
   def __init__(self, space: spaces_lib.SearchSpace, se_ratio: float = 0.0, dropout: float = 0.0,
-               **kwargs):
+               phase1: str = "uniform_active", seed: int = 0, label_smoothing: float = 0.0,
+               input_mean: Sequence[float] = (0.0, 0.0, 0.0),
+               input_std: Sequence[float] = (1.0, 1.0, 1.0), **kwargs):
     super().__init__(name=kwargs.pop("name", f"supernet_{space.name}"), **kwargs)
     self.space = space
-    skeleton = space.arch_from_choices([0] * len(space)).replace(se_ratio=se_ratio, dropout=dropout)
+    self.phase1, self.seed = phase1, int(seed)
+    self.input_mean = tf.constant(np.asarray(input_mean, np.float32))
+    self.input_std = tf.constant(np.asarray(input_std, np.float32))
+    skeleton = space.skeleton().replace(se_ratio=se_ratio, dropout=dropout)
     self.skeleton = skeleton
     self.stem = blocks.conv_bn_act(keras.layers, "stem_conv", skeleton.stem.filters,
                                    skeleton.stem.kernel, skeleton.stem.stride, skeleton.activation)
@@ -64,7 +94,14 @@ class Supernet(keras.Model):
                   for i, b in enumerate(space.fixed_blocks)]
     self.choices = [ChoiceBlock(c, skeleton.activation, se_ratio) for c in space.choice_blocks]
     self.head = builder.head_layers(keras.layers, skeleton)
+    self.phase1_loss = keras.metrics.Mean(name="loss")
+    self.phase1_accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
     self.build((None, space.input_size, space.input_size, skeleton.input_channels))
+    # A plain object, so Keras does not track its variables as the model's weights:
+    # alpha is no weight of Phase 1, and the checkpoint lists the state explicitly.
+    self.arch = ap.ArchParameters(space)
+    self.loss_fn = keras.losses.CategoricalCrossentropy(
+        from_logits=True, label_smoothing=label_smoothing, reduction="none")
 
   def build(self, input_shape):
     batch = input_shape[0]
@@ -86,8 +123,77 @@ class Supernet(keras.Model):
       x = layer(x, training=training)
     return x
 
-  def call(self, images, path, training=None):
+  def call(self, images, path=None, training=None):
+    if path is None:
+      path = self.arch.path
     return self.forward_with_block_io(images, path, training)[0]
+
+  # ---- Phase 1 as a Keras train step ------------------------------------------------
+
+  @property
+  def metrics(self):
+    return [self.phase1_loss, self.phase1_accuracy]
+
+  def normalize(self, images):
+    """uint8 (or float) pixels -> the normalised float input of the network."""
+    return (tf.cast(images, tf.float32) - self.input_mean) / self.input_std
+
+  def phase1_path(self, step):
+    """The path Phase 1 trains at `step`, sampled in the graph (same on every replica)."""
+    seed = ap.stream_seed(self.seed, ap.STREAM_PHASE1, step)
+    if self.phase1 == "uniform_active":
+      return ap.sample_uniform(self.arch.active, seed)
+    if self.phase1 == "uniform_all":
+      return ap.sample_uniform(self.arch.valid.astype(np.float32), seed)
+    if self.phase1 == "probability":
+      return ap.sample_by_probability(self.arch.alpha, self.arch.active, seed)
+    raise ValueError(f"phase1 sampling {self.phase1!r} trains no weights")
+
+  def cross_entropy(self, labels, logits):
+    """Per-example cross-entropy (label smoothing as configured)."""
+    onehot = tf.one_hot(tf.cast(labels, tf.int32), self.space.num_classes)
+    return self.loss_fn(onehot, logits)
+
+  def train_step(self, data):
+    images, labels = data
+    path = self.phase1_path(self.arch.step)
+    self.arch.path.assign(path)
+    variables = self.trainable_variables
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    with tf.GradientTape() as tape:
+      logits = self(self.normalize(images), path=path, training=True)
+      per_example = self.cross_entropy(labels, logits)
+      # Mean over the GLOBAL batch: the all-reduce sums the replicas' gradients.
+      loss = tf.reduce_mean(per_example) / replicas
+    grads = tape.gradient(loss, variables)
+    grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
+    self.optimizer.apply_gradients(zip(grads, variables))
+    self.arch.counts.assign_add(tf.one_hot(path, self.arch.valid.shape[1]))
+    self.arch.step.assign_add(1)
+    self.phase1_loss.update_state(per_example)
+    self.phase1_accuracy.update_state(labels, logits)
+    return {}
+
+  def make_train_function(self, force=False):
+    """Runs up to `steps_per_execution` Phase-1 steps per call, never past `stop_step`.
+
+    Returns no logs: metrics are read by the callbacks at their log interval
+    only, so a call never waits on the device.
+    """
+    if self.train_function is not None and not force:
+      return self.train_function
+    strategy = self.distribute_strategy
+    per_execution = int(self.steps_per_execution)
+
+    @tf.function
+    def train_function(iterator):
+      steps = tf.clip_by_value(self.arch.stop_step - self.arch.step, 0, per_execution)
+      for _ in tf.range(steps):
+        strategy.run(self.train_step, args=(next(iterator),))
+      return {}
+
+    self.train_function = train_function
+    return train_function
 
   def forward_with_block_io(self, images, path, training=None
                             ) -> Tuple[tf.Tensor, List[Tuple[tf.Tensor, tf.Tensor]]]:
@@ -109,19 +215,16 @@ class Supernet(keras.Model):
         owned.extend((l, m, v) for v in candidate.trainable_variables)
     return owned
 
+  def checkpoint_items(self):
+    """What a tf.train.Checkpoint must hold: the weights (a Keras 3 model is not
+    traversed by tf.train.Checkpoint, so its variables, trainable and BatchNorm
+    statistics alike, are listed in the order the same space always builds them)
+    and the architecture state."""
+    return {"supernet_weights": list(self.weights), **self.arch.checkpoint_items()}
+
   def arch_for(self, choices: Sequence[int], name: str = "") -> arch_lib.Architecture:
     return self.space.arch_from_choices(choices, name=name).replace(
         se_ratio=self.skeleton.se_ratio, dropout=self.skeleton.dropout)
-
-
-def checkpoint_items(net: "Supernet"):
-  """What a tf.train.Checkpoint must hold to save the supernet's weights.
-
-  A Keras 3 model is not traversed by tf.train.Checkpoint, so its variables
-  (trainable and BatchNorm statistics alike) are listed explicitly, in the
-  deterministic order the same space always builds them in.
-  """
-  return {"supernet_weights": list(net.weights)}
 
 
 def copy_weights_by_name(source: keras.Model, target: keras.Model) -> int:

@@ -66,28 +66,19 @@ def define_flags():
 
 
 def _training_data(dataset, batch_size: int, num_classes: int, autoaugment: bool, seed: int):
-  """TRAIN (the search's arch split included) as a batched tf.data pipeline of one-hot labels."""
-  import numpy as np  # pylint: disable=import-outside-toplevel
+  """TRAIN (the search's arch split included) as a batched tf.data pipeline of normalised
+  images and one-hot labels, in the data layer's (seed, step) order."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  if isinstance(dataset.train, data_lib.ArraySplit):
-    images = np.concatenate([dataset.train.images, dataset.arch.images])
-    labels = np.concatenate([dataset.train.labels, dataset.arch.labels])
-    ds = tf.data.Dataset.from_tensor_slices((images, labels)).shuffle(len(labels), seed=seed)
-    count = len(labels)
-  else:
-    whole = data_lib.TfdsSplit(dataset.train.builder, "train", dataset.input_size, True, seed,
-                               dataset.train.preprocess)
-    ds = whole._records().shuffle(10 * batch_size, seed=seed).map(  # pylint: disable=protected-access
-        lambda x, y: (whole.preprocess(x, whole.input_size, True, seed), y),
-        num_parallel_calls=tf.data.AUTOTUNE)
-    count = len(whole)
-  ds = ds.batch(batch_size, drop_remainder=True)
+  split = dataset.full_train
+  mean, std = tf.constant(split.mean, tf.float32), tf.constant(split.std, tf.float32)
+  ds = split.train_dataset(batch_size, 0, seed=seed).map(
+      lambda x, y: ((tf.cast(x, tf.float32) - mean) / std, y), num_parallel_calls=tf.data.AUTOTUNE)
   if autoaugment:
     import keras  # pylint: disable=import-outside-toplevel
     augment = keras.layers.RandAugment(value_range=(-3.0, 3.0), num_ops=2, factor=0.5, seed=seed)
     ds = ds.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.map(lambda x, y: (x, tf.one_hot(y, num_classes)))
-  return ds.repeat().prefetch(tf.data.AUTOTUNE), max(1, count // batch_size)
+  return ds.prefetch(tf.data.AUTOTUNE), max(1, len(split) // batch_size)
 
 
 def _eval_data(dataset, batch_size: int, num_classes: int):
@@ -114,7 +105,7 @@ def _init_from_supernet(model, search_dir: str, num_classes: int) -> int:
   latest = tf.train.latest_checkpoint(os.path.join(search_dir, "checkpoints"))
   if latest is None:
     raise ValueError(f"{search_dir}: no supernet checkpoint")
-  status = tf.train.Checkpoint(**supernet.checkpoint_items(net)).restore(latest)
+  status = tf.train.Checkpoint(supernet_weights=list(net.weights)).restore(latest)
   status.expect_partial()  # the optimizers and alpha stay behind
   try:
     status.assert_existing_objects_matched()
@@ -142,7 +133,7 @@ def _epoch_log(optimizer, path: str):
 def train(arch: arch_lib.Architecture, out_dir: str):
   import keras  # pylint: disable=import-outside-toplevel
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  from betanas_tf import builder, path_sgd, runner  # pylint: disable=import-outside-toplevel
+  from betanas_tf import builder, distribution, path_sgd  # pylint: disable=import-outside-toplevel
   keras.utils.set_random_seed(FLAGS.seed)
   dataset = data_lib.load(FLAGS.dataset, input_size=arch.input_size, seed=FLAGS.seed,
                           **({"data_dir": FLAGS.data_dir, "download": FLAGS.download}
@@ -154,7 +145,7 @@ def train(arch: arch_lib.Architecture, out_dir: str):
   train_ds, steps = _training_data(dataset, FLAGS.batch_size, dataset.num_classes,
                                    FLAGS.autoaugment, FLAGS.seed)
   steps = FLAGS.steps_per_epoch or steps
-  strategy = runner.make_strategy(FLAGS.distribution)
+  strategy = distribution.make_strategy(FLAGS.distribution)
   with strategy.scope():
     model = builder.build_model(arch, drop_connect=FLAGS.drop_connect)
     if FLAGS.init_from_supernet:

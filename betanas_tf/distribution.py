@@ -1,0 +1,60 @@
+"""tf.distribute strategies by name, and who writes files under multi-worker training.
+
+Under MultiWorkerMirroredStrategy every worker runs the same program: saving a
+checkpoint is collective (every worker must call it), but only the chief's copy
+is kept; the others write to a private scratch directory they delete afterwards
+(TensorFlow's multi-worker guide). History, summary, figures and TensorBoard are
+written by the chief alone.
+"""
+
+import json
+import os
+
+import tensorflow as tf
+
+STRATEGIES = ("default", "mirrored", "multiworker")
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+  if name == "default":
+    return tf.distribute.get_strategy()
+  if name == "mirrored":
+    return tf.distribute.MirroredStrategy()
+  if name == "multiworker":
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  raise ValueError(f"distribution must be one of {', '.join(STRATEGIES)}, got {name!r}")
+
+
+def worker(strategy: tf.distribute.Strategy):
+  """(task type, task id) of this process; ("chief"/"worker", 0) when single-worker."""
+  resolver = getattr(strategy, "cluster_resolver", None)
+  if resolver is None or not resolver.cluster_spec().as_dict():
+    return "worker", 0
+  return resolver.task_type, resolver.task_id
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+  """The chief, or worker 0 when the cluster has no chief task."""
+  resolver = getattr(strategy, "cluster_resolver", None)
+  if resolver is None or not resolver.cluster_spec().as_dict():
+    return True
+  task_type, task_id = resolver.task_type, resolver.task_id
+  if task_type == "chief":
+    return True
+  return task_type == "worker" and task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
+
+
+def scratch_dir(directory: str, strategy: tf.distribute.Strategy) -> str:
+  """`directory` for the chief; a per-worker scratch directory beside it for the others."""
+  if is_chief(strategy):
+    return directory
+  task_type, task_id = worker(strategy)
+  return os.path.join(os.path.dirname(directory.rstrip("/")), f".scratch_{task_type}_{task_id}",
+                      os.path.basename(directory.rstrip("/")))
+
+
+def cluster_description(strategy: tf.distribute.Strategy) -> dict:
+  task_type, task_id = worker(strategy)
+  spec = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+  return {"workers": sum(len(v) for v in spec.values()) or 1, "task": f"{task_type}:{task_id}",
+          "replicas": strategy.num_replicas_in_sync}
