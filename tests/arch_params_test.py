@@ -53,39 +53,47 @@ def test_cost_term_gradient_points_to_the_cheapest_op():
     ap.cost_penalty(tf.constant(1.0), "square", 1.0, 1.0, 1.0)
 
 
+def _dropped(alpha, active, rule, threshold):
+  mask = ap.drop_mask(tf.constant(alpha, tf.float32), tf.constant(active, tf.float32), rule, threshold)
+  return [tuple(int(i) for i in x) for x in np.argwhere(mask.numpy() > 0.5)]
+
+
 def test_drop_rules_and_last_op_survives():
   active = np.array([[True, True, True, True], [True, True, False, False], [True, False, False, False]])
   alpha = np.array([[2.0, 0.0, -1.5, 1.0], [0.0, -5.0, 0.0, 0.0], [-9.0, 0.0, 0.0, 0.0]])
-  p = ap.softmax_np(alpha, active)
-  dropped = ap.ops_to_drop(alpha, active, "prob", 0.3)
   # block 0: threshold 0.3/4 = 0.075; p = [.61, .08, .02, .22] -> only op 2
-  assert [(l, m) for l, m, _ in dropped] == [(0, 2), (1, 1)]
-  assert dropped[0][2] == pytest.approx(p[0, 2])
-  by_alpha = ap.ops_to_drop(alpha, active, "alpha", -1.0)
-  assert [(l, m) for l, m, _ in by_alpha] == [(0, 2), (1, 1)]  # block 2's last op stays
-  everything = ap.ops_to_drop(alpha, active, "alpha", 100.0)
-  assert sorted((l, m) for l, m, _ in everything) == [(0, 1), (0, 2), (0, 3), (1, 1)]
-  with pytest.raises(ValueError, match="drop rule must be prob or alpha, got 'x'"):
-    ap.ops_to_drop(alpha, active, "x", 0.1)
+  assert _dropped(alpha, active, "prob", 0.3) == [(0, 2), (1, 1)]
+  assert _dropped(alpha, active, "alpha", -1.0) == [(0, 2), (1, 1)]  # block 2's last op stays
+  assert _dropped(alpha, active, "alpha", 100.0) == [(0, 1), (0, 2), (0, 3), (1, 1)]
+  # Every op of a balanced block below the threshold: the strongest (first on ties) stays.
+  assert _dropped(np.zeros((1, 4)), np.ones((1, 4), bool), "prob", 1.5) == [(0, 1), (0, 2), (0, 3)]
+  with pytest.raises(ValueError, match=r"drop rule must be one of \('prob', 'alpha'\), got 'x'"):
+    ap.drop_mask(alpha, active, "x", 0.1)
 
 
-def test_sampling_respects_the_active_mask():
-  active = np.array([[True, False, True, True], [False, True, False, False]])
+def test_sampling_respects_the_active_mask_and_is_stateless():
+  active = tf.constant([[1.0, 0.0, 1.0, 1.0], [0.0, 1.0, 0.0, 0.0]])
   seen = np.zeros((2, 4), int)
   for step in range(900):
-    path = ap.sample_uniform(active, ap.rng_for(3, step, 1))
+    path = ap.sample_uniform(active, ap.stream_seed(3, ap.STREAM_PHASE1, step)).numpy()
     seen[0, path[0]] += 1
     seen[1, path[1]] += 1
   assert seen[0, 1] == 0 and seen[1].tolist() == [0, 900, 0, 0]
   assert all(250 < seen[0, m] < 350 for m in (0, 2, 3))  # uniform: 300 each
-  assert ap.sample_uniform(active, ap.rng_for(3, 7, 1)) == ap.sample_uniform(active, ap.rng_for(3, 7, 1))
-  probs = ap.softmax_np(np.array([[3.0, 0, 0, 0]]), np.ones((1, 4), bool))
-  picks = [ap.sample_by_probability(probs, ap.rng_for(0, s, 2))[0] for s in range(500)]
-  assert abs(picks.count(0) / 500 - probs[0, 0]) < 0.06
-  for s in range(50):
-    pair = ap.sample_pairs(ap.softmax_np(np.zeros((1, 4)), active[:1]), ap.rng_for(0, s, 2))[0]
-    assert len(set(pair)) == 2 and 1 not in pair
-  assert ap.sample_pairs(ap.softmax_np(np.zeros((1, 4)), active[1:]), ap.rng_for(0, 0, 2)) == [(1,)]
+  same = lambda: ap.sample_uniform(active, ap.stream_seed(3, 1, 7)).numpy().tolist()
+  assert same() == same()
+  assert ap.stream_seed(3, 1, 7).numpy().tolist() != ap.stream_seed(3, 2, 7).numpy().tolist()
+  alpha = tf.constant([[3.0, 0, 0, 0]])
+  p = ap.softmax_np(alpha.numpy(), np.ones((1, 4), bool))
+  picks = [int(ap.sample_by_probability(alpha, tf.ones((1, 4)), ap.stream_seed(0, 2, s))[0])
+           for s in range(500)]
+  assert abs(picks.count(0) / 500 - p[0, 0]) < 0.06
+  pairs = [ap.sample_pairs(tf.zeros((1, 4)), active[:1], ap.stream_seed(0, 2, s)).numpy()[0]
+           for s in range(200)]
+  assert all(pair.sum() == 2 and pair[1] == 0 for pair in pairs)
+  counts = np.sum(pairs, axis=0)
+  assert all(110 < counts[m] < 157 for m in (0, 2, 3))  # each op in 2/3 of the pairs: 133
+  assert ap.sample_pairs(tf.zeros((1, 4)), active[1:], ap.stream_seed(0, 2, 0)).numpy().tolist() == [[0, 1, 0, 0]]
 
 
 if __name__ == "__main__":

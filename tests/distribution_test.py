@@ -1,5 +1,6 @@
-"""MirroredStrategy over 2 logical CPU devices: same path on both replicas, and one
-distributed step equals a single-device step on the same global batch.
+"""MirroredStrategy over 2 logical CPU devices: a search through fit() takes the same
+path on both replicas, and equals the single-device search on the same global batches
+(weights, alpha, counts, drops), with only the path's gradients all-reduced.
 
 BatchNorm statistics are per replica (synchronised BN cannot run inside
 tf.switch_case under a strategy), so the global batch here is two identical
@@ -12,6 +13,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,35 +26,49 @@ tf.config.set_logical_device_configuration(
     cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
 import keras
 import numpy as np
-from betanas_tf import engine as engine_lib, policies, runner, spaces
+from betanas_tf import cost, engine as engine_lib, policies, spaces
 
 space = spaces.get_space("micro")
-config = engine_lib.EngineConfig(batch_size=16, arch_batch_size=16, max_steps=10, weight_decay=1e-3,
-                                 beta=0.5, arch_lr=0.01)
+config = engine_lib.EngineConfig(batch_size=16, arch_batch_size=16, max_steps=6, weight_decay=1e-3,
+                                 beta=0.5, arch_lr=0.05, arch_update_every=2, gate_mode="two",
+                                 drop_threshold=0.9, lr=0.2)
 make = lambda strategy=None: engine_lib.SearchEngine(
-    space, policies.POLICIES.get("betanas"), config, runner.macs_cost_table(space, 0.0), strategy)
+    space, policies.POLICIES.get("betanas"), config, cost.macs_cost_table(space), strategy)
 single = make()
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 mirrored = make(strategy)
 for a, b in zip(single.supernet.weights, mirrored.supernet.weights):
   b.assign(keras.ops.convert_to_numpy(a))
 rng = np.random.default_rng(0)
-half_x = rng.normal(size=(8, 16, 16, 3)).astype("float32")
-half_y = rng.integers(10, size=8).astype("int32")
-x, y = np.concatenate([half_x, half_x]), np.concatenate([half_y, half_y])
-out = {"replicas": strategy.num_replicas_in_sync, "paths": [], "replica_paths": [], "loss": []}
-for step in range(3):
-  r1, r2 = single.weight_step(step, x, y), mirrored.weight_step(step, x, y)
-  out["paths"].append([list(r1["path"]), list(r2["path"])])
-  out["replica_paths"].append([v.numpy().tolist() for v in
-                               strategy.experimental_local_results(mirrored.arch.path.value)])
-  out["loss"].append([r1["loss"], r2["loss"]])
+halves = [(rng.normal(size=(8, 16, 16, 3)).astype("float32"), rng.integers(10, size=8).astype("int32"))
+          for _ in range(12)]
+def stream(ctx):
+  # Each replica gets the same half: per-replica BN statistics then equal the global ones.
+  per_replica = ctx.get_per_replica_batch_size(16) if ctx else 16
+  def generate():
+    for x, y in halves:
+      yield (np.concatenate([x, x]), np.concatenate([y, y])) if per_replica == 16 else (x, y)
+  spec = (tf.TensorSpec((per_replica, 16, 16, 3), tf.float32), tf.TensorSpec((per_replica,), tf.int32))
+  ds = tf.data.Dataset.from_generator(generate, output_signature=spec)
+  return ds if per_replica == 16 else ds.flat_map(lambda x, y: tf.data.Dataset.from_tensors((x, y)).repeat(2))
+paths = {"single": [], "mirrored": []}
+class Paths(keras.callbacks.Callback):
+  def __init__(self, engine, key):
+    super().__init__(); self.engine, self.key = engine, key
+  def on_train_batch_end(self, batch, logs=None):
+    paths[self.key].append([v.numpy().tolist() for v in
+                            self.engine.strategy.experimental_local_results(self.engine.arch.path.value)])
+for engine, key in ((single, "single"), (mirrored, "mirrored")):
+  engine.search(engine.distribute(stream), lambda position: stream, 0, callbacks=[Paths(engine, key)])
 weights = lambda e: [keras.ops.convert_to_numpy(v) for v in e.supernet.weights]
-out["weight_diff"] = max(float(np.abs(a - b).max()) for a, b in zip(weights(single), weights(mirrored)))
-a1, a2 = single.arch_step(4, x, y), mirrored.arch_step(4, x, y)
-out["arch_ce"] = [a1["ce"], a2["ce"]]
-out["alpha_diff"] = float(np.abs(single.arch.alpha_np() - mirrored.arch.alpha_np()).max())
-out["alpha_moved"] = float(np.abs(single.arch.alpha_np()).max())
+out = {"replicas": strategy.num_replicas_in_sync, "paths": paths,
+       "counts": [single.arch.counts_np().tolist(), mirrored.arch.counts_np().tolist()],
+       "steps": [single.arch.step_np(), mirrored.arch.step_np()],
+       "weight_diff": max(float(np.abs(a - b).max()) for a, b in zip(weights(single), weights(mirrored))),
+       "metrics": [single.metrics(), mirrored.metrics()],
+       "alpha_diff": float(np.abs(single.arch.alpha_np() - mirrored.arch.alpha_np()).max()),
+       "alpha_moved": float(np.abs(single.arch.alpha_np()).max()),
+       "active": [single.arch.active_np().tolist(), mirrored.arch.active_np().tolist()]}
 print("RESULT " + json.dumps(out))
 '''
 
@@ -66,16 +82,16 @@ def test_mirrored_step_equals_single_device_step(tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   line = [l for l in result.stdout.splitlines() if l.startswith("RESULT ")][0]
   out = json.loads(line[len("RESULT "):])
-  assert out["replicas"] == 2
-  for single_path, mirrored_path in out["paths"]:
-    assert single_path == mirrored_path
-  for replica_paths, (single_path, _) in zip(out["replica_paths"], out["paths"]):
-    assert replica_paths == [single_path, single_path]  # both replicas ran the same path
-  for single_loss, mirrored_loss in out["loss"]:
-    assert mirrored_loss == pytest.approx(single_loss, abs=1e-5)
+  assert out["replicas"] == 2 and out["steps"] == [6, 6]
+  assert len(out["paths"]["single"]) == len(out["paths"]["mirrored"]) == 3  # one per execution
+  for single_paths, mirrored_paths in zip(out["paths"]["single"], out["paths"]["mirrored"]):
+    assert mirrored_paths == [single_paths[0], single_paths[0]]  # both replicas ran the same path
+  assert out["counts"][0] == out["counts"][1] and np.sum(out["counts"][0]) == 6 * 3
+  for name in ("phase1/loss", "phase2/ce", "phase2/expected_cost"):
+    assert out["metrics"][1][name] == pytest.approx(out["metrics"][0][name], abs=1e-5), name
   assert out["weight_diff"] < 1e-5
-  assert out["arch_ce"][1] == pytest.approx(out["arch_ce"][0], abs=1e-5)
-  assert out["alpha_diff"] < 1e-6 and out["alpha_moved"] > 1e-3
+  assert out["alpha_diff"] < 1e-5 and out["alpha_moved"] > 1e-3
+  assert out["active"][0] == out["active"][1]
 
 
 if __name__ == "__main__":

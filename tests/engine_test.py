@@ -6,9 +6,9 @@ import pytest
 import tensorflow as tf
 
 from betanas_tf import builder
+from betanas_tf import cost
 from betanas_tf import engine as engine_lib
 from betanas_tf import policies
-from betanas_tf import runner
 from betanas_tf import spaces
 from betanas_tf import supernet as supernet_lib
 
@@ -21,10 +21,11 @@ def _space():
 
 def _engine(policy="betanas", **overrides):
   space = _space()
-  config = engine_lib.EngineConfig(batch_size=BATCH, arch_batch_size=BATCH, max_steps=50, lr=0.1,
-                                   weight_decay=1e-3, **overrides)
-  return engine_lib.SearchEngine(space, policies.POLICIES.get(policy), config,
-                                 runner.macs_cost_table(space, 0.0))
+  settings = dict(batch_size=BATCH, arch_batch_size=BATCH, max_steps=50, lr=0.1,
+                  weight_decay=1e-3, arch_update_every=1)
+  settings.update(overrides)
+  return engine_lib.SearchEngine(space, policies.POLICIES.get(policy),
+                                 engine_lib.EngineConfig(**settings), cost.macs_cost_table(space))
 
 
 def _batch(seed=0):
@@ -33,23 +34,47 @@ def _batch(seed=0):
           rng.integers(10, size=BATCH).astype(np.int32))
 
 
+def _batches(seed=0):
+  """An endless distributed stream of distinct random batches."""
+  def generate():
+    k = seed
+    while True:
+      yield _batch(k)
+      k += 1
+  spec = (tf.TensorSpec((BATCH, 16, 16, 3), tf.float32), tf.TensorSpec((BATCH,), tf.int32))
+  return lambda ctx: tf.data.Dataset.from_generator(generate, output_signature=spec)
+
+
+def _train(eng, steps, seed=0):
+  """`steps` Phase-1 steps through the supernet's own Keras train function."""
+  eng.supernet.make_train_function()
+  iterator = iter(eng.distribute(_batches(seed)))
+  for _ in range(steps):
+    eng.arch.stop_step.assign(eng.arch.step_np() + 1)
+    eng.supernet.train_function(iterator)
+
+
 def _np(v):
   return keras.ops.convert_to_numpy(v).copy()
+
+
+def _path(eng, step):
+  return tuple(_np(eng.supernet.phase1_path(tf.constant(step, tf.int64))).tolist())
 
 
 def test_phase1_leaves_unsampled_candidates_and_their_slots_bit_identical():
   eng = _engine()
   # Train until every candidate has been sampled, so that all have non-zero momentum.
-  step = 0
   while (eng.arch.counts_np()[eng.arch.valid] == 0).any():
-    eng.weight_step(step, *_batch(step))
-    step += 1
+    _train(eng, 1, seed=eng.arch.step_np())
+  step = eng.arch.step_np()
   momenta = {id(v): eng.weight_opt.momentums[eng.weight_opt._get_variable_index(v)]
              for v in eng.supernet.trainable_variables}
   assert all(np.abs(_np(m)).max() > 0 for m in momenta.values())
   before = {id(v): (_np(v), _np(momenta[id(v)])) for v in eng.supernet.trainable_variables}
-  path = eng.phase1_path(step)
-  eng.weight_step(step, *_batch(step))
+  path = _path(eng, step)
+  _train(eng, 1, seed=step)
+  assert tuple(_np(eng.arch.path).tolist()) == path  # the step trained the path sampled for it
   owned = {id(v): (l, m) for l, m, v in eng.supernet.candidate_variables()}
   changed_shared = 0
   for v in eng.supernet.trainable_variables:
@@ -66,17 +91,25 @@ def test_phase1_leaves_unsampled_candidates_and_their_slots_bit_identical():
       changed_shared += moved
   assert changed_shared == len([v for v in eng.supernet.trainable_variables if id(v) not in owned])
   assert eng.arch.counts_np().sum() == (step + 1) * len(_space())
+  assert eng.arch.step_np() == step + 1
 
 
-def test_phase1_never_retraces_when_path_or_active_set_change():
-  eng = _engine()
-  eng.weight_step(0, *_batch(0))
+def test_train_function_stops_at_stop_step_and_never_retraces():
+  eng = _engine(arch_update_every=4)
+  eng.supernet.make_train_function()
+  iterator = iter(eng.distribute(_batches()))
+  eng.arch.stop_step.assign(6)
+  eng.supernet.train_function(iterator)
+  assert eng.arch.step_np() == 4  # one execution = arch_update_every steps
   eng.arch.drop(0, 1)
-  for step in range(1, 5):
-    eng.weight_step(step, *_batch(step))
-  eng.arch_step(4, *_batch(9))
-  eng.arch_step(9, *_batch(10))
-  assert eng._weight_step.experimental_get_tracing_count() == 1
+  eng.supernet.train_function(iterator)
+  assert eng.arch.step_np() == 6  # the last execution is cut at stop_step
+  eng.supernet.train_function(iterator)
+  assert eng.arch.step_np() == 6
+  arch_iterator = iter(eng.distribute(_batches(100)))
+  eng.arch_step(arch_iterator, 4)
+  eng.arch_step(arch_iterator, 9)
+  assert eng.supernet.train_function.experimental_get_tracing_count() == 1
   assert eng._arch_step.experimental_get_tracing_count() == 1
 
 
@@ -111,17 +144,18 @@ def _independent_alpha_gradient(eng, images, labels, path, gate_set):
 @pytest.mark.parametrize("gate_mode", ["full", "two"])
 def test_gate_gradient_matches_equation_4(gate_mode):
   eng = _engine(gate_mode=gate_mode, beta=0.0)
-  for step in range(4):
-    eng.weight_step(step, *_batch(step))
+  _train(eng, 4)
   eng.arch.alpha.assign(np.random.default_rng(1).normal(size=eng.arch.valid.shape).astype(np.float32))
   eng.arch.drop(2, 0)
-  path, gate_set = eng.phase2_sample(3)
+  path, gate_set = (_np(t) for t in eng.phase2_sample(tf.constant(3, tf.int64)))
   if gate_mode == "two":
     assert (gate_set.sum(axis=1) == 2).all()
-  eng.arch.set_path(path)
+    assert all(gate_set[l, path[l]] == 1 for l in range(len(path)))
+  assert gate_set[2, 0] == 0 and path[2] != 0
+  eng.arch.path.assign(path)
   images, labels = _batch(5)
-  got, _, _, _ = eng._arch_gradient(tf.constant(images), tf.constant(labels), tf.constant(gate_set))
-  want = _independent_alpha_gradient(eng, images, labels, path, gate_set)
+  got = eng.arch_gradient(tf.constant(images), tf.constant(labels), tf.constant(gate_set))[0]
+  want = _independent_alpha_gradient(eng, images, labels, tuple(path), gate_set)
   np.testing.assert_allclose(got.numpy(), want, atol=1e-5)
   assert np.abs(want).max() > 1e-4  # the comparison is not between zeros
   assert got.numpy()[2, 0] == 0.0
@@ -133,8 +167,9 @@ def test_cost_term_alone_moves_alpha_to_the_cheapest_op():
   cheapest = [int(np.argmin(table[l, :n])) for l, n in enumerate(eng.arch.num_candidates)]
   weights = [_np(v) for v in eng.supernet.weights]
   start = eng.arch.probabilities_np()
+  iterator = iter(eng.distribute(_batches()))
   for step in range(15):
-    eng.arch_step(step, *_batch(step))
+    eng.arch_step(iterator, step)
   p = eng.arch.probabilities_np()
   assert list(eng.arch.argmax()) == cheapest
   for l, m in enumerate(cheapest):
@@ -142,6 +177,7 @@ def test_cost_term_alone_moves_alpha_to_the_cheapest_op():
   # Phase 2 changed no weight, BatchNorm statistics included.
   for v, w in zip(eng.supernet.weights, weights):
     assert np.array_equal(_np(v), w), v.path
+  assert eng.metrics()["phase2/expected_cost"] > 0
 
 
 def test_dropped_ops_get_no_gradient_probability_or_training():
@@ -150,33 +186,55 @@ def test_dropped_ops_get_no_gradient_probability_or_training():
   eng.arch.drop(0, 0)
   alpha_before = eng.arch.alpha_np()
   for step in range(40):
-    assert eng.phase1_path(step)[1] != 2 and eng.phase1_path(step)[0] != 0
-    path, gate_set = eng.phase2_sample(step)
+    assert _path(eng, step)[1] != 2 and _path(eng, step)[0] != 0
+    path, gate_set = (_np(t) for t in eng.phase2_sample(tf.constant(step, tf.int64)))
     assert path[1] != 2 and gate_set[1, 2] == 0
   images, labels = _batch(0)
-  eng.arch.set_path(eng.phase2_sample(0)[0])
-  grad = eng._arch_gradient(tf.constant(images), tf.constant(labels),
-                            tf.constant(eng.arch.active_np().astype(np.float32)))[0].numpy()
+  eng.arch.path.assign(_np(eng.phase2_sample(tf.constant(0, tf.int64))[0]))
+  grad = eng.arch_gradient(tf.constant(images), tf.constant(labels),
+                           tf.constant(eng.arch.active_np().astype(np.float32)))[0].numpy()
   assert grad[1, 2] == 0.0 and grad[0, 0] == 0.0 and np.abs(grad).max() > 0
+  iterator = iter(eng.distribute(_batches()))
   for step in range(3):
-    eng.arch_step(step, *_batch(step))
+    eng.arch_step(iterator, step)
   assert eng.arch.probabilities_np()[1, 2] == 0.0 and eng.arch.probabilities_np()[0, 0] == 0.0
   assert eng.arch.alpha_np()[1, 2] == alpha_before[1, 2]  # Adam with beta1 = 0: zero grad, no move
   assert eng.arch.argmax()[1] != 2
 
 
-def test_selective_drop_logs_and_never_empties_a_block():
-  eng = _engine(beta=200.0, arch_lr=0.5, drop_threshold=0.9)
-  drops = []
+def test_selective_drop_logs_on_the_device_and_never_empties_a_block():
+  eng = _engine(beta=200.0, arch_lr=0.5, drop_threshold=0.9, drop_warmup_steps=5)
+  iterator = iter(eng.distribute(_batches()))
   for step in range(30):
-    drops += eng.arch_step(step, *_batch(step))["drops"]
+    eng.arch_step(iterator, step)
   active = eng.arch.active_np()
   assert (active.sum(axis=1) >= 1).all()
+  drops = eng.arch.drop_log([b.labels for b in _space().choice_blocks])
   assert len(drops) == int(eng.arch.valid.sum() - active.sum()) > 0
+  assert [(d["step"], d["block"], d["index"]) for d in drops] == sorted(
+      (d["step"], d["block"], d["index"]) for d in drops)
   for drop in drops:
     assert set(drop) == {"step", "block", "op", "index", "p"}
+    assert drop["step"] >= 5  # nothing before drop_warmup_steps
     assert not active[drop["block"], drop["index"]]
     assert drop["op"] == _space().choice_blocks[drop["block"]].labels[drop["index"]]
+    assert 0.0 < drop["p"] < 0.9 / 2
+
+
+def test_two_path_rescale_keeps_the_pair_mass():
+  eng = _engine(gate_mode="two", beta=0.0, arch_lr=0.3)  # the cost term moves every op
+  iterator = iter(eng.distribute(_batches()))
+  for step in range(3):
+    before = eng.arch.alpha_np()
+    eng.arch_step(iterator, step)
+    after = eng.arch.alpha_np()
+    moved = np.abs(after - before) > 0
+    for l in range(after.shape[0]):
+      pair = np.flatnonzero(moved[l])
+      assert len(pair) <= 2
+      assert len(pair) == 2
+      np.testing.assert_allclose(np.log(np.exp(after[l, pair]).sum()),
+                                 np.log(np.exp(before[l, pair]).sum()), atol=1e-5)
 
 
 def test_proxyless_samples_by_probability_and_spos_uniformly_over_all():
@@ -184,18 +242,21 @@ def test_proxyless_samples_by_probability_and_spos_uniformly_over_all():
   alpha = np.zeros(proxyless.arch.valid.shape, np.float32)
   alpha[0, 3] = 3.0
   proxyless.arch.alpha.assign(alpha)
-  picks = [proxyless.phase1_path(s)[0] for s in range(300)]
+  picks = [_path(proxyless, s)[0] for s in range(300)]
   p = proxyless.arch.probabilities_np()[0, 3]
   assert abs(picks.count(3) / 300 - p) < 0.08 and p > 0.8
   spos = _engine("spos")
   spos.arch.drop(0, 3)  # spos ignores the active mask: every op stays trainable
-  assert {spos.phase1_path(s)[0] for s in range(100)} == {0, 1, 2, 3}
+  assert {_path(spos, s)[0] for s in range(100)} == {0, 1, 2, 3}
+  betanas = _engine("betanas")
+  betanas.arch.drop(0, 3)
+  picks = [_path(betanas, s)[0] for s in range(600)]
+  assert 3 not in picks and all(160 < picks.count(m) < 240 for m in (0, 1, 2))  # uniform: 200
 
 
 def test_supernet_path_equals_standalone_model():
   eng = _engine()
-  for step in range(3):
-    eng.weight_step(step, *_batch(step))
+  _train(eng, 3)
   choices = (3, 1, 2)
   model = builder.build_model(eng.supernet.arch_for(choices))
   assert supernet_lib.copy_weights_by_name(eng.supernet, model) == len([l for l in model.layers if l.weights])
@@ -207,8 +268,7 @@ def test_supernet_path_equals_standalone_model():
 
 def test_bn_recalibration_averages_batch_statistics_and_restores():
   eng = _engine()
-  for step in range(3):
-    eng.weight_step(step, *_batch(step))
+  _train(eng, 3)
   saved = eng.bn_statistics()
   batches = [_batch(10 + i) for i in range(3)]
   eng.recalibrate_bn((0, 0, 0), batches)
@@ -225,6 +285,13 @@ def test_bn_recalibration_averages_batch_statistics_and_restores():
   assert 0.0 <= accuracy <= 1.0
   for now, before in zip(eng.bn_statistics(), saved):
     assert np.array_equal(now, before)
+
+
+def test_arch_steps_before_counts_the_alpha_steps_of_a_run():
+  config = engine_lib.EngineConfig(arch_update_every=5, arch_warmup_steps=12)
+  due = [s for s in range(100) if (s + 1) % 5 == 0 and s >= 12]
+  for step in (0, 12, 14, 15, 19, 20, 57, 99):
+    assert config.arch_steps_before(step) == len([s for s in due if s < step]), step
 
 
 if __name__ == "__main__":
