@@ -79,6 +79,12 @@ class Split:
     """One ordered pass (uint8 images, int32 labels); the last batch may be smaller."""
     raise NotImplementedError
 
+  def records_to_position(self, batch_size: int, start_step: int,
+                          input_context: Optional[tf.distribute.InputContext] = None) -> int:
+    """How many records `train_dataset(batch_size, start_step, ...)` reads (undecoded)
+    and throws away before its first batch: the cost of a resume."""
+    return 0
+
   def normalize(self, images):
     return ((np.asarray(images, np.float32) - np.asarray(self.mean, np.float32))
             / np.asarray(self.std, np.float32))
@@ -239,10 +245,24 @@ class TfdsSplit(Split):
     self.builder, self.split, self.input_size, self.seed = builder, split, input_size, seed
     self.preprocess, self.mean, self.std = preprocess, tuple(mean), tuple(std)
     self.cycle_length, self.shuffle_buffer = cycle_length, shuffle_buffer
-    instructions = builder.info.splits[split].file_instructions
-    self.files = np.array([str(i.filename) for i in instructions])
-    self.skips = np.array([i.skip for i in instructions], np.int64)
-    self.takes = np.array([i.take for i in instructions], np.int64)
+    self._instructions = None
+
+  def _files(self):
+    """(file names, records to skip, records to take) of the split's record files."""
+    if self._instructions is None:
+      instructions = self.builder.info.splits[self.split].file_instructions
+      self._instructions = (np.array([str(i.filename) for i in instructions]),
+                            np.array([i.skip for i in instructions], np.int64),
+                            np.array([i.take for i in instructions], np.int64))
+    return self._instructions
+
+  @property
+  def files(self):
+    return self._files()[0]
+
+  @property
+  def takes(self):
+    return self._files()[2]
 
   def __len__(self):
     return int(self.takes.sum())
@@ -250,7 +270,7 @@ class TfdsSplit(Split):
   # ---- records ---------------------------------------------------------------------
 
   def _file_records(self, index):
-    files, skips, takes = (tf.constant(a) for a in (self.files, self.skips, self.takes))
+    files, skips, takes = (tf.constant(a) for a in self._files())
     return tf.data.TFRecordDataset(tf.gather(files, index)).skip(tf.gather(skips, index)).take(
         tf.gather(takes, index))
 
@@ -283,6 +303,12 @@ class TfdsSplit(Split):
       record -= groups[group]
       group += 1
     return epoch, group, record
+
+  def records_to_position(self, batch_size, start_step, input_context=None):
+    context = _context(input_context)
+    per_worker = _shares(batch_size, context)[2]
+    return self.position(start_step * per_worker, context.input_pipeline_id,
+                         context.num_input_pipelines)[2]
 
   def _stream(self, seed: int, start_record: int, worker: int, workers: int) -> tf.data.Dataset:
     """The worker's endless record stream from `start_record` (undecoded)."""

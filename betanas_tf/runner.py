@@ -99,6 +99,7 @@ class SearchRun:
     self.history_path = os.path.join(self.out, "history.jsonl")
     self.labels = [b.labels for b in self.space.choice_blocks]
     self.notes: List[str] = []
+    self.resume_records: Dict[str, int] = {}  # records each pipeline skipped to its position
 
   # ---- state --------------------------------------------------------------------
 
@@ -176,14 +177,27 @@ class SearchRun:
     trains = self.policy.phase1 != "none"
     steps = config.max_steps if trains else 0
     dataset = self.dataset
-    train = engine.distribute(lambda ctx: dataset.train.train_dataset(config.batch_size, start,
-                                                                      input_context=ctx))
-    arch_fn = lambda position: (lambda ctx: dataset.arch.train_dataset(
-        config.arch_batch_size, position, input_context=ctx))
+    task = "{}:{}".format(*distribution.worker(self.strategy))
+
+    def train_fn(ctx):
+      print(f"search: {task}: input pipeline {ctx.input_pipeline_id} of {ctx.num_input_pipelines}, "
+            f"{ctx.get_per_replica_batch_size(config.batch_size)} examples per replica",
+            file=sys.stderr)
+      self.resume_records[f"train@{task}"] = dataset.train.records_to_position(
+          config.batch_size, start, ctx)
+      return dataset.train.train_dataset(config.batch_size, start, input_context=ctx)
+
+    def arch_fn(position):
+      def fn(ctx):
+        self.resume_records[f"arch@{task}"] = dataset.arch.records_to_position(
+            config.arch_batch_size, position, ctx)
+        return dataset.arch.train_dataset(config.arch_batch_size, position, input_context=ctx)
+      return fn
+
     logger = _LogCallback(self, start, steps)
     phase1_time = time.time()
     if trains:
-      engine.search(train, arch_fn, start, callbacks=[logger])
+      engine.search(engine.distribute(train_fn), arch_fn, start, callbacks=[logger])
     phase1_time = time.time() - phase1_time
     logger.close()
     if start < steps or self.manager.latest_checkpoint is None:
@@ -251,7 +265,8 @@ class SearchRun:
         "alpha": self.engine.arch.alpha_np().round(6).tolist(),
         "p": self.engine.arch.probabilities_np().round(6).tolist(),
         "active": active.astype(int).tolist(), "counts": counts.tolist(),
-        "distribution": distribution.cluster_description(self.strategy), "notes": self.notes, **extra,
+        "distribution": distribution.cluster_description(self.strategy), "notes": self.notes,
+        "resume_records_skipped": self.resume_records, **extra,
     }
     summary.update(self._cost_summary(arch, choices))
     if self.chief:

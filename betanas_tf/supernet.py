@@ -174,6 +174,11 @@ class Supernet(keras.Model):
     self.phase1_accuracy.update_state(labels, logits)
     return {}
 
+  def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+    # Keras would pull (and, under a strategy, all-reduce) a batch to build the
+    # model symbolically; the supernet and its optimizer are built at construction.
+    del iterator, data_batch
+
   def make_train_function(self, force=False):
     """Runs up to `steps_per_execution` Phase-1 steps per call, never past `stop_step`.
 
