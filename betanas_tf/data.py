@@ -328,6 +328,9 @@ class TfdsSplit(Split):
             self._file_records, cycle_length=self.cycle_length, block_length=1,
             num_parallel_calls=AUTOTUNE, deterministic=True)
         shuffle_seed = ((seed * 1_000_003 + epoch) * 10_007 + worker) * 1_009 + group
+        # A graph-level seed of this function's own: the order must not depend on the
+        # process-wide seed (and TF cannot combine a global seed of 0 with a tensor seed).
+        tf.compat.v1.set_random_seed(1)
         return records.shuffle(self.shuffle_buffer, seed=shuffle_seed)
 
       stream = tf.data.Dataset.range(first, groups_per_epoch).flat_map(group_stream)

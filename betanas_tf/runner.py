@@ -180,9 +180,10 @@ class SearchRun:
     task = "{}:{}".format(*distribution.worker(self.strategy))
 
     def train_fn(ctx):
-      print(f"search: {task}: input pipeline {ctx.input_pipeline_id} of {ctx.num_input_pipelines}, "
-            f"{ctx.get_per_replica_batch_size(config.batch_size)} examples per replica",
-            file=sys.stderr)
+      if ctx.num_input_pipelines > 1:
+          print(f"search: {task}: input pipeline {ctx.input_pipeline_id} of "
+              f"{ctx.num_input_pipelines}, {ctx.get_per_replica_batch_size(config.batch_size)} "
+              "examples per replica", file=sys.stderr)
       self.resume_records[f"train@{task}"] = dataset.train.records_to_position(
           config.batch_size, start, ctx)
       return dataset.train.train_dataset(config.batch_size, start, input_context=ctx)

@@ -38,7 +38,7 @@ def _summary(out_dir):
 
 def test_search_writes_every_output(tmp_path):
   out = str(tmp_path / "run")
-  result = _run(out, "--checkpoint_every=10")
+  result = _run(out, "--checkpoint_every=10", "--log_every=4")
   assert result.returncode == 0, result.stderr[-3000:]
   for name in ("flags.txt", "run.json", "arch.json", "summary.json", "history.jsonl",
                "figures/trajectories.png", "figures/training_frequency.png",
@@ -56,10 +56,14 @@ def test_search_writes_every_output(tmp_path):
   assert summary["macs"] == cost.architecture_cost(arch).macs
   assert summary["cost"]["value"] == pytest.approx(summary["macs"] / 1e6)
   history = [json.loads(line) for line in open(os.path.join(out, "history.jsonl"))]
-  assert [r["step"] for r in history] == list(range(1, 24, 2))
-  assert [r["type"] for r in history] == ["phase1", "phase1"] + ["phase2"] * 10
-  assert np.array(history[-1]["counts"]).sum() == 24 * 3
-  assert summary["drops"] == [d for r in history for d in r.get("drops", [])]
+  assert [r["step"] for r in history] == [4, 8, 12, 16, 20, 24]  # one line per log interval
+  assert [np.array(r["counts"]).sum() for r in history] == [3 * r["step"] for r in history]
+  assert history[0]["phase2/ce"] == 0.0 and history[1]["phase2/ce"] > 0  # alpha steps from step 4
+  assert all(0 < r["phase1/loss"] < 10 for r in history)
+  assert summary["drops"] == [d for r in history for d in r["drops"]]
+  assert all(r["step"] - 4 <= d["step"] < r["step"] for r in history for d in r["drops"])
+  assert summary["resume_records_skipped"] == {"train@worker:0": 0, "arch@worker:0": 0}
+  assert summary["distribution"] == {"workers": 1, "task": "worker:0", "replicas": 1}
   alive = np.array(summary["active"], bool)
   counts = np.array(summary["counts"])
   # The result is argmax alpha among the ops that are still alive.
@@ -71,11 +75,12 @@ def test_search_writes_every_output(tmp_path):
   assert summary["phase1_images_per_s"] > 0 and summary["wall_time_s"] > 0
   assert "architecture: " + summary["choices_string"] in result.stdout
   # Re-running a finished search resumes at the end and reproduces the result.
-  again = _run(out, "--checkpoint_every=10")
+  again = _run(out, "--checkpoint_every=10", "--log_every=4")
   assert again.returncode == 0, again.stderr[-3000:]
   assert _summary(out)["choices"] == summary["choices"] and _summary(out)["resumed_from_step"] == 24
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume_equals_uninterrupted_run(tmp_path):
   straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
   result = _run(straight, "--checkpoint_every=4")
@@ -110,16 +115,40 @@ def test_sigkill_and_resume_equals_uninterrupted_run(tmp_path):
     np.testing.assert_allclose(readers[1].get_tensor(key), readers[0].get_tensor(key), atol=1e-6)
 
 
-def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+def _truncate(path):
+  with open(path, "r+b") as handle:
+    handle.truncate(os.path.getsize(path) // 3)
+
+
+@pytest.mark.slow
+def test_truncated_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
+  straight, broken = str(tmp_path / "straight"), str(tmp_path / "broken")
+  for out in (straight, broken):
+    assert _run(out, "--checkpoint_every=6", "--max_steps=12").returncode == 0
+  # The process died while the filesystem was writing the newest checkpoint.
+  _truncate(os.path.join(broken, "checkpoints", "ckpt-12.data-00000-of-00001"))
+  result = _run(broken, "--checkpoint_every=6", "--max_steps=12")
+  assert result.returncode == 0, result.stderr[-3000:]
+  latest = os.path.join(broken, "checkpoints", "ckpt-12")
+  previous = os.path.join(broken, "checkpoints", "ckpt-6")
+  assert f"search: warning: checkpoint {latest} (" in result.stderr
+  assert f"is unreadable; resumed from {previous}" in result.stderr
+  summary = _summary(broken)
+  assert summary["resumed_from_step"] == 6 and "resumed from" in summary["notes"][0]
+  assert open(os.path.join(straight, "arch.json")).read() == open(os.path.join(broken, "arch.json")).read()
+  np.testing.assert_allclose(summary["alpha"], _summary(straight)["alpha"], atol=1e-6)
+
+
+def test_no_intact_checkpoint_is_one_clear_error(tmp_path):
   out = str(tmp_path / "run")
-  assert _run(out, "--checkpoint_every=12", "--max_steps=12").returncode == 0
-  data = [f for f in os.listdir(os.path.join(out, "checkpoints")) if f.endswith(".index")][0]
-  path = os.path.join(out, "checkpoints", data)
-  with open(path, "wb") as handle:
-    handle.write(b"garbage")
-  result = _run(out, "--checkpoint_every=12", "--max_steps=24")
+  assert _run(out, "--checkpoint_every=6", "--max_steps=12").returncode == 0
+  for step in (6, 12):
+    _truncate(os.path.join(out, "checkpoints", f"ckpt-{step}.data-00000-of-00001"))
+  result = _run(out, "--checkpoint_every=6", "--max_steps=12")
   assert result.returncode == 1
-  assert f"search: error: cannot restore checkpoint {path[:-len('.index')]}" in result.stderr
+  path = os.path.join(out, "checkpoints", "ckpt-12")
+  assert f"search: error: cannot restore checkpoint {path} (" in result.stderr
+  assert "ckpt-6" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_other_settings_in_the_same_out_dir_are_refused(tmp_path):
@@ -128,6 +157,18 @@ def test_other_settings_in_the_same_out_dir_are_refused(tmp_path):
   result = _run(out, "--max_steps=4", "--arch_warmup_steps=0", "--seed=3")
   assert result.returncode == 1
   assert "holds a search with other settings (engine.seed); use a new --out_dir" in result.stderr
+  # A longer run would silently stretch the cosine schedule of the steps already taken.
+  result = _run(out, "--max_steps=8", "--arch_warmup_steps=0")
+  assert result.returncode == 1
+  assert "holds a search with other settings (engine.max_steps); use a new --out_dir" in result.stderr
+
+
+def test_out_dir_that_is_a_file_is_one_clear_error(tmp_path):
+  path = tmp_path / "taken"
+  path.write_text("x")
+  result = _run(str(path), timeout=60)
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == f"search: error: --out_dir {path} is an existing file, not a directory"
 
 
 @pytest.mark.parametrize("args,message", [
@@ -135,6 +176,7 @@ def test_other_settings_in_the_same_out_dir_are_refused(tmp_path):
     (["--cost=latency"], "--cost=latency needs --latency_table"),
     (["--strategy=nope"], "value should be one of <betanas|proxyless|random|spos>"),
     (["--arch_warmup_steps=100"], "--arch_warmup_steps must be below --max_steps"),
+    (["--drop_threshold=1.0"], "--drop_threshold must be in (0, 1) with --drop_rule=prob"),
 ])
 def test_bad_flags(tmp_path, args, message):
   result = _run(str(tmp_path / "x"), *args, timeout=60)
