@@ -13,5 +13,5 @@ import pytest  # pylint: disable=wrong-import-position
 def tiny_imagenet(tmp_path_factory):
   """A tiny imagenet2012 (5 synsets x 40 train JPEGs, 50 validation JPEGs) in the
   layout users download, prepared once per session by tfds' own builder, offline."""
-  from tests import fake_imagenet  # pylint: disable=import-outside-toplevel
-  return fake_imagenet.prepare(str(tmp_path_factory.mktemp("tfds")))
+  from betanas_tf.bench import tiny_imagenet  # pylint: disable=import-outside-toplevel
+  return tiny_imagenet.prepare(str(tmp_path_factory.mktemp("tfds")))

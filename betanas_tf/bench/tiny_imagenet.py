@@ -1,5 +1,10 @@
 """A tiny ImageNet in the layout users download, prepared by tfds' own builder.
 
+For tests and benchmarks of the real ImageNet path, and for users who want to check
+their setup before the real tars arrive:
+
+    python -m betanas_tf.bench.tiny_imagenet --data_dir=/tmp/tiny_tfds [--per_class=40 --size=40]
+
 `ILSVRC2012_img_train.tar` holds one tar per synset (`n01440764.tar` ...) of small
 real JPEGs; `ILSVRC2012_img_val.tar` holds `ILSVRC2012_val_%08d.JPEG` files, which
 tensorflow-datasets labels from its own validation ground truth. Both go in
@@ -15,6 +20,7 @@ import numpy as np
 
 
 def _jpeg(rng: np.random.Generator, size: int, label: int) -> bytes:
+  """A JPEG of size..2*size pixels a side (ImageNet's photos average about 400x350)."""
   from PIL import Image  # pylint: disable=import-outside-toplevel
   height, width = int(rng.integers(size, 2 * size)), int(rng.integers(size, 2 * size))
   # A class-dependent colour and stripe frequency plus noise: learnable, not trivial.
@@ -63,3 +69,18 @@ def prepare(data_dir: str, **kwargs) -> str:
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
       manual_dir=os.path.join(data_dir, "downloads", "manual")))
   return data_dir
+
+
+if __name__ == "__main__":
+  from absl import app, flags  # pylint: disable=import-outside-toplevel,ungrouped-imports
+  flags.DEFINE_string("data_dir", None, "tensorflow-datasets directory to prepare it in.")
+  flags.DEFINE_integer("num_classes", 5, "Synsets (the first of ImageNet's 1000).", lower_bound=1,
+                       upper_bound=1000)
+  flags.DEFINE_integer("per_class", 40, "Training JPEGs per synset.", lower_bound=1)
+  flags.DEFINE_integer("num_val", 50, "Validation JPEGs.", lower_bound=1, upper_bound=50_000)
+  flags.DEFINE_integer("size", 40, "Shorter side of the JPEGs (the longer is up to twice).",
+                       lower_bound=8)
+  flags.mark_flag_as_required("data_dir")
+  app.run(lambda argv: print(prepare(flags.FLAGS.data_dir, num_classes=flags.FLAGS.num_classes,
+                                     per_class=flags.FLAGS.per_class, num_val=flags.FLAGS.num_val,
+                                     size=flags.FLAGS.size)))
