@@ -8,7 +8,9 @@ In one process, alternating rounds so that machine noise hits both alike:
 
 * search: `Supernet.fit()` on a tf.data stream of uint8 batches (normalised on the
   device), `steps_per_execution` Phase-1 steps per call of its train function,
-  path sampled in the graph, path-masked SGD;
+  path sampled in the graph, path-masked SGD, counts and step on the device. Only
+  the standalone path's ops are left active, so every sampled path is that path:
+  the comparison is of the same network's work, not of random paths' costs;
 * standalone: `keras.Model.fit()` of the standalone network of the path the search
   samples first, on the same stream (normalised in the pipeline), SGD with the same
   settings and the same `steps_per_execution`.
@@ -68,6 +70,9 @@ def _setup(build_supernet: bool = True, build_standalone: bool = True):
                               cost.macs_cost_table(space), input_mean=mean, input_std=std)
     eng.arch.stop_step.assign(10**9)
     assert tuple(eng.supernet.phase1_path(tf.constant(0, tf.int64)).numpy().tolist()) == path
+    # Same work on both sides: only the path's ops stay active, so the search keeps
+    # sampling (in the graph, every step) but always draws the standalone network's path.
+    eng.arch.active.assign(np.eye(eng.arch.valid.shape[1], dtype=np.float32)[list(path)])
   if build_standalone:
     model = builder.build_model(space.arch_from_choices(path))
     if eng is not None:
