@@ -1,4 +1,4 @@
-"""Architecture parameters and the maths of Phase 2 (DESIGN.md §1, Eq. 2-7).
+"""Architecture parameters and the maths of Phase 2 (docs/design.md §1, Eq. 2-7).
 
 Per choice block l: alpha_l (one per candidate, equal at start), an active
 mask (ops not dropped) and Phase-1 training counts. Blocks have different

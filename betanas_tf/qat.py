@@ -4,7 +4,7 @@
         --out_dir=runs/qat
 
 tfmot (tensorflow-model-optimization) accepts only tf_keras models, and importing
-it sets TF_USE_LEGACY_KERAS=1 for the whole process (DESIGN.md §3). So this
+it sets TF_USE_LEGACY_KERAS=1 for the whole process (docs/design.md §4). So this
 module is the only one that imports it, and only inside `main`. Order: the float
 Keras 3 model is evaluated and post-training-quantized (PTQ) first; then the same
 Architecture is rebuilt with tf_keras layers (the builder is backend-agnostic),

@@ -196,15 +196,12 @@ class SearchRun:
       return fn
 
     logger = _LogCallback(self, start, steps)
-    phase1_time = time.time()
     if trains:
       engine.search(engine.distribute(train_fn), arch_fn, start, callbacks=[logger])
-    phase1_time = time.time() - phase1_time
     logger.close()
     if start < steps or self.manager.latest_checkpoint is None:
       self._save(steps)
-    images = (steps - start) * config.batch_size
-    return self._finish(start, images / phase1_time if images else None, time.time() - start_time)
+    return self._finish(start, logger.images_per_s(config.batch_size), time.time() - start_time)
 
   def _save(self, step: int):
     self.manager.save(checkpoint_number=step)
@@ -247,6 +244,7 @@ class SearchRun:
     return best, {"evolution": log, "evolution_best_score": best_score}
 
   def _finish(self, start: int, images_per_s: Optional[float], wall: float) -> Dict:
+    """Selects the result, scores it, and writes arch.json, summary.json and figures."""
     choices, extra = self._select()
     arch = self.engine.supernet.arch_for(choices, name=f"{self.space.name}_{self.policy.name}")
     trained = self.policy.phase1 != "none"
@@ -308,6 +306,7 @@ class _LogCallback(keras.callbacks.Callback):
     super().__init__()
     self.run, self.start, self.steps, self.last = run, start, steps, start
     self.last_log = start
+    self.first = None  # (time, step) at the end of the first execution: tracing excluded
     self.writer = (tf.summary.create_file_writer(os.path.join(run.out, "tensorboard"))
                    if run.chief else tf.summary.create_noop_writer())
     self.bar = tqdm.tqdm(total=steps, initial=start, desc=f"search {run.policy.name}", unit="step",
@@ -317,6 +316,8 @@ class _LogCallback(keras.callbacks.Callback):
   def on_train_batch_end(self, batch, logs=None):
     done = min(self.start + batch + 1, self.steps)
     before, self.last = self.last, done
+    if self.first is None:
+      self.first = (time.perf_counter(), done)
     settings = self.run.settings
     if _crossed(before, done, settings.log_every) or done == self.steps:
       record = self.run._record(done, self.last_log)  # pylint: disable=protected-access
@@ -339,5 +340,12 @@ class _LogCallback(keras.callbacks.Callback):
       self.run._save(done)  # pylint: disable=protected-access
 
   def close(self):
+    self.end = (time.perf_counter(), self.last)
     self.bar.close()
     self.writer.flush()
+
+  def images_per_s(self, batch_size: int) -> Optional[float]:
+    """Phase-1 throughput after the first execution (alpha steps and logging included)."""
+    if self.first is None or self.end[1] <= self.first[1]:
+      return None
+    return (self.end[1] - self.first[1]) * batch_size / (self.end[0] - self.first[0])

@@ -3,7 +3,7 @@
 A space maps a tuple of choice indices (one per choice block) to an
 Architecture and back. Registered spaces:
 
-* ``proxyless_mobile``: the ProxylessNAS / MNASNet mobile space (DESIGN.md §1):
+* ``proxyless_mobile``: the ProxylessNAS / MNASNet mobile space (docs/design.md §1):
   input 224, stem 3x3/2 32ch, fixed MBConv k3e1 32->16, 21 choice blocks in six
   stages (widths 24,40,80,96,192,320; 4,4,4,4,4,1 blocks; first strides
   2,2,2,1,2,1), candidates MBConv {k3,k5,k7} x {e3,e6} plus identity where the

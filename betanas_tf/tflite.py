@@ -2,7 +2,7 @@
 
 Conversion goes through `tf.lite.TFLiteConverter.from_keras_model` (never
 `from_concrete_functions` on Keras 3 models: weights are not folded and the
-result is 10x slower; DESIGN.md §3). BatchNorm folds into the convolutions and
+result is 10x slower; docs/design.md §4). BatchNorm folds into the convolutions and
 ReLU6 fuses into them, so an MBConv network becomes CONV_2D /
 DEPTHWISE_CONV_2D / ADD plus the head's MEAN and FULLY_CONNECTED.
 """

@@ -1,5 +1,7 @@
 """Analytic cost model vs TensorFlow's profiler and Keras' own parameter count."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -76,6 +78,41 @@ def test_space_costs_match_whole_architectures():
     assert table.of_choices(choices) == cost.architecture_cost(space.arch_from_choices(choices))
   assert references.cheapest_choices(space)[1] == 6  # identity where allowed
   assert references.cheapest_choices(space)[0] == 0  # k3e3 where not
+
+
+@pytest.mark.parametrize("se_ratio", [0.0, 0.25])
+def test_macs_cost_table_is_the_cost_model_padded(se_ratio):
+  space = spaces.get_space("proxyless_mobile")
+  table = cost.macs_cost_table(space, 315e6, se_ratio=se_ratio)
+  assert table.table.shape == (21, 7) and table.unit == "MMACs" and table.target == 315.0
+  assert table.table[0, 6] == 0.0  # block 0 has 6 candidates: padding
+  rng = np.random.default_rng(5)
+  for _ in range(10):
+    choices = space.sample(rng)
+    arch = space.arch_from_choices(choices).replace(se_ratio=se_ratio)
+    assert table.of_choices(choices) * 1e6 == pytest.approx(cost.architecture_cost(arch).macs, rel=1e-9)
+  untargeted = cost.macs_cost_table(space, se_ratio=se_ratio)
+  uniform = untargeted.fixed + sum(np.mean(untargeted.table[l, :b.num_candidates])
+                                   for l, b in enumerate(space.choice_blocks))
+  assert untargeted.target == 0.0 and untargeted.reference == pytest.approx(uniform)
+
+
+def test_latency_cost_table_predicts_like_the_lookup_table():
+  from betanas_tf import latency  # pylint: disable=import-outside-toplevel
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
+                      "pixel1_latency.json")
+  space = spaces.get_space("proxyless_mobile")
+  table = cost.CostTable  # the type latency_cost_table returns
+  lut = latency.LatencyTable.load(path)
+  costs = latency.latency_cost_table(space, path, 80.0)
+  assert isinstance(costs, table) and costs.unit == "ms" and costs.target == 80.0
+  rng = np.random.default_rng(6)
+  for _ in range(10):
+    choices = space.sample(rng)
+    assert costs.of_choices(choices) == pytest.approx(lut.predict(space.arch_from_choices(choices)),
+                                                      rel=1e-9)
+  with pytest.raises(ValueError, match=r"lacks \d+ key\(s\) of cifar_mobile"):
+    latency.latency_cost_table(spaces.get_space("cifar_mobile"), path)
 
 
 if __name__ == "__main__":
