@@ -20,7 +20,7 @@ tf.distribute strategy, keras-team/keras#19246; docs/design.md), and stops at
 step runs between executions (`engine.py`).
 """
 
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import numpy as np
 
@@ -165,13 +165,14 @@ class Supernet(keras.Model):
       per_example = self.cross_entropy(labels, logits)
       # Mean over the GLOBAL batch: the all-reduce sums the replicas' gradients.
       loss = tf.reduce_mean(per_example) / replicas
+    # Metrics first: they depend on the forward pass only and overlap the backward pass.
+    self.phase1_loss.update_state(per_example)
+    self.phase1_accuracy.update_state(labels, logits)
     grads = tape.gradient(loss, variables)
     grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
     self.optimizer.apply_gradients(zip(grads, variables))
     self.arch.counts.assign_add(tf.one_hot(path, self.arch.valid.shape[1]))
     self.arch.step.assign_add(1)
-    self.phase1_loss.update_state(per_example)
-    self.phase1_accuracy.update_state(labels, logits)
     return {}
 
   def _maybe_symbolic_build(self, iterator=None, data_batch=None):

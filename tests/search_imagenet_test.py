@@ -3,13 +3,13 @@ offline by tensorflow-datasets' own builder, searched end to end, killed and res
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
+
+from tests import kill_support
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -44,15 +44,7 @@ def test_imagenet_search_killed_and_resumed_equals_uninterrupted(tmp_path, tiny_
   assert 0.0 <= summary["supernet_top1_arch_split"] <= 1.0
   assert np.array(summary["counts"]).sum() == 30 * 3
 
-  process = subprocess.Popen(_command(tiny_imagenet, killed), cwd=ROOT, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  marker = os.path.join(killed, "checkpoints", "ckpt-20.index")
-  deadline = time.time() + 300
-  while not os.path.exists(marker) and process.poll() is None and time.time() < deadline:
-    time.sleep(0.02)
-  process.send_signal(signal.SIGKILL)
-  process.wait()
-  assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+  kill_support.kill_at_checkpoint(_command(tiny_imagenet, killed), ROOT, env, killed, 20)
   resumed = subprocess.run(_command(tiny_imagenet, killed), cwd=ROOT, env=env, capture_output=True,
                            text=True, timeout=400)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -68,13 +60,7 @@ def test_imagenet_search_killed_and_resumed_equals_uninterrupted(tmp_path, tiny_
   assert open(os.path.join(straight, "arch.json")).read() == open(os.path.join(killed, "arch.json")).read()
   np.testing.assert_allclose(after["alpha"], summary["alpha"], atol=1e-6)
   assert after["counts"] == summary["counts"] and after["drops"] == summary["drops"]
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  readers = [tf.train.load_checkpoint(tf.train.latest_checkpoint(os.path.join(d, "checkpoints")))
-             for d in (straight, killed)]
-  keys = [k for k in readers[0].get_variable_to_shape_map() if k.startswith("supernet_weights/")]
-  assert len(keys) > 100
-  for key in keys:
-    np.testing.assert_allclose(readers[1].get_tensor(key), readers[0].get_tensor(key), atol=1e-6)
+  kill_support.assert_same_supernet_weights(straight, killed)
 
 
 if __name__ == "__main__":

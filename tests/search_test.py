@@ -2,7 +2,6 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ import pytest
 from betanas_tf import arch as arch_lib
 from betanas_tf import cost
 from betanas_tf import spaces
+from tests import kill_support
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = ["--space=micro", "--dataset=digits", "--batch_size=32", "--arch_batch_size=32",
@@ -85,16 +85,8 @@ def test_sigkill_and_resume_equals_uninterrupted_run(tmp_path):
   straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
   result = _run(straight, "--checkpoint_every=4")
   assert result.returncode == 0, result.stderr[-3000:]
-  env = dict(os.environ, PYTHONPATH=ROOT)
-  process = subprocess.Popen(_command(killed, "--checkpoint_every=4"), cwd=ROOT, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  marker = os.path.join(killed, "checkpoints", "ckpt-8.index")
-  deadline = time.time() + 240
-  while not os.path.exists(marker) and process.poll() is None and time.time() < deadline:
-    time.sleep(0.05)
-  process.send_signal(signal.SIGKILL)
-  process.wait()
-  assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+  kill_support.kill_at_checkpoint(_command(killed, "--checkpoint_every=4"), ROOT,
+                                  dict(os.environ, PYTHONPATH=ROOT), killed, 8)
   assert not os.path.exists(os.path.join(killed, "summary.json"))
   resumed = _run(killed, "--checkpoint_every=4")
   assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -105,14 +97,7 @@ def test_sigkill_and_resume_equals_uninterrupted_run(tmp_path):
   assert a["drops"] == b["drops"] and a["counts"] == b["counts"]
   history = lambda d: [json.loads(l)["step"] for l in open(os.path.join(d, "history.jsonl"))]
   assert history(killed) == history(straight)
-  # Every supernet weight, BatchNorm moving statistics included, ends the same.
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  readers = [tf.train.load_checkpoint(tf.train.latest_checkpoint(os.path.join(d, "checkpoints")))
-             for d in (straight, killed)]
-  keys = [k for k in readers[0].get_variable_to_shape_map() if k.startswith("supernet_weights/")]
-  assert len(keys) > 100
-  for key in keys:
-    np.testing.assert_allclose(readers[1].get_tensor(key), readers[0].get_tensor(key), atol=1e-6)
+  kill_support.assert_same_supernet_weights(straight, killed)
 
 
 def _truncate(path):

@@ -144,7 +144,8 @@ def main(argv):
   import numpy as np  # pylint: disable=import-outside-toplevel
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   eng, model, raw, normalized, path = _setup()
-  k, steps = FLAGS.steps_per_execution, FLAGS.steps - FLAGS.steps % FLAGS.steps_per_execution or k
+  k = FLAGS.steps_per_execution
+  steps = max(k, FLAGS.steps - FLAGS.steps % k)  # whole executions
   kinds = {"search_phase1": lambda: _fit_search(eng, raw, steps),
            "standalone": lambda: _fit_standalone(model, normalized, steps)}
   for fn in kinds.values():  # trace and warm up

@@ -1,0 +1,32 @@
+"""Test support: kill a search process at a checkpoint, compare two searches' final weights."""
+
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+
+
+def kill_at_checkpoint(command, cwd: str, env, out_dir: str, step: int, timeout: float = 300):
+  """Runs `command` and SIGKILLs it as soon as checkpoint `step` exists in out_dir."""
+  process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+  marker = os.path.join(out_dir, "checkpoints", f"ckpt-{step}.index")
+  deadline = time.time() + timeout
+  while not os.path.exists(marker) and process.poll() is None and time.time() < deadline:
+    time.sleep(0.02)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+
+
+def assert_same_supernet_weights(dir_a: str, dir_b: str, atol: float = 1e-6):
+  """Every supernet weight of the two runs' latest checkpoints, BN statistics included."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  readers = [tf.train.load_checkpoint(tf.train.latest_checkpoint(os.path.join(d, "checkpoints")))
+             for d in (dir_a, dir_b)]
+  keys = [k for k in readers[0].get_variable_to_shape_map() if k.startswith("supernet_weights/")]
+  assert len(keys) > 100
+  for key in keys:
+    np.testing.assert_allclose(readers[1].get_tensor(key), readers[0].get_tensor(key), atol=atol)
