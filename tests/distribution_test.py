@@ -69,6 +69,10 @@ out = {"replicas": strategy.num_replicas_in_sync, "paths": paths,
        "alpha_diff": float(np.abs(single.arch.alpha_np() - mirrored.arch.alpha_np()).max()),
        "alpha_moved": float(np.abs(single.arch.alpha_np()).max()),
        "active": [single.arch.active_np().tolist(), mirrored.arch.active_np().tolist()]}
+# Scoring a subnet (BN recalibration included) works on mirrored variables too.
+batches = [(np.concatenate([x, x]), np.concatenate([y, y])) for x, y in halves[:3]]
+out["scores"] = [e.evaluate_path((1, 2, 0), batches[:2], batches[2:]) for e in (single, mirrored)]
+out["bn_restored"] = [float(np.abs(a - b).max()) for a, b in zip(weights(single), weights(mirrored))]
 print("RESULT " + json.dumps(out))
 '''
 
@@ -92,6 +96,8 @@ def test_mirrored_step_equals_single_device_step(tmp_path):
   assert out["weight_diff"] < 1e-5
   assert out["alpha_diff"] < 1e-5 and out["alpha_moved"] > 1e-3
   assert out["active"][0] == out["active"][1]
+  assert out["scores"][0] == out["scores"][1] and 0.0 <= out["scores"][0] <= 1.0
+  assert max(out["bn_restored"]) < 1e-5  # scoring left every weight as it was
 
 
 if __name__ == "__main__":
