@@ -39,14 +39,14 @@ def test_two_workers_share_the_search_and_only_the_chief_writes(tmp_path):
     processes.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True))
   results = []
-  for process in processes:
-    try:
+  try:
+    for process in processes:
       stdout, stderr = process.communicate(timeout=400)
-    finally:
-      for other in processes:
-        if other.poll() is None:
-          other.kill()
-    results.append((process.returncode, stdout, stderr))
+      results.append((process.returncode, stdout, stderr))
+  finally:  # a worker that hangs (e.g. waiting for a dead peer) must not outlive the test
+    for process in processes:
+      if process.poll() is None:
+        process.kill()
   for code, _, stderr in results:
     assert code == 0, stderr[-3000:]
   # Each worker reads its own pipeline: half of every global batch (the data tests check
