@@ -14,14 +14,12 @@ from betanas_tf import references
 from betanas_tf import spaces
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PIXEL1_YAML = os.path.join(os.path.dirname(ROOT), "shared", "data", "pixel1_latency_proxyless.yaml")
+PIXEL1_YAML = os.path.join(ROOT, "tests", "data", "pixel1_latency_proxyless.yaml")
 PIXEL1_JSON = os.path.join(ROOT, "configs", "pixel1_latency.json")
 
 
 @pytest.fixture(scope="module")
 def pixel1():
-  if not os.path.exists(PIXEL1_YAML):
-    pytest.skip("shared/data is not beside the repository")
   return latency.import_proxyless_yaml(PIXEL1_YAML)
 
 
