@@ -289,6 +289,9 @@ class TfdsSplit(Split):
 
   def position(self, record: int, worker: int = 0, workers: int = 1) -> Tuple[int, int, int]:
     """(epoch, group, records to skip in the group) of the worker's record position."""
+    if worker >= len(self.files):
+      raise ValueError(f"{self.split} has {len(self.files)} record file(s), fewer than the "
+                       f"{workers} input pipelines reading it: every worker needs a file of its own")
     epoch = 0
     while True:
       files = self.epoch_files(epoch, worker, workers)

@@ -89,6 +89,8 @@ def test_imagenet_from_the_manual_tars_resumes_at_a_bounded_cost(tiny_imagenet):
   first = labels_of = lambda e: np.concatenate([b[1] for b in straight])[e * 150:(e + 1) * 150]
   assert sorted(labels_of(0).tolist()) == sorted(labels_of(1).tolist())
   assert not np.array_equal(first(0), first(1))
+  with pytest.raises(ValueError, match=r"train\[:150\] has 1 record file\(s\), fewer than the 2 input pipelines"):
+    split.train_dataset(8, input_context=tf.distribute.InputContext(2, 1, 2))
   evaluation = list(ds.eval.eval_dataset(16))
   assert [len(b[1]) for b in evaluation] == [16, 16, 16, 2]
   assert evaluation[0][0].shape == (16, 32, 32, 3)
