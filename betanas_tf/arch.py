@@ -20,16 +20,20 @@ output size is ceil(input / stride).
 
 import dataclasses
 import json
-import math
 import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from betanas_tf import io_utils
+from betanas_tf import ops as ops_lib
+from betanas_tf import primitives
+from betanas_tf.numbers import format_number as _format_number
+from betanas_tf.numbers import is_int as _is_int
+from betanas_tf.numbers import is_number as _is_number
+from betanas_tf.numbers import normalize as _normalize_number
 
 FORMAT = "betanas_tf.architecture"
 VERSION = 1
-ACTIVATIONS = ("relu6", "swish")
-OPS = ("mbconv", "identity")
+ACTIVATIONS = primitives.ACTIVATIONS
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: Optional[int] = None) -> int:
@@ -39,26 +43,6 @@ def make_divisible(value: float, divisor: int = 8, min_value: Optional[int] = No
   if rounded < 0.9 * value:  # Rounding down must not remove more than 10 %.
     rounded += divisor
   return rounded
-
-
-def _is_int(value: Any) -> bool:
-  return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-  return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
-
-
-def _normalize_number(value):
-  """3.0 -> 3 so that a spec compares equal however its file spelled numbers."""
-  if isinstance(value, float) and value.is_integer():
-    return int(value)
-  return value
-
-
-def _format_number(value) -> str:
-  value = _normalize_number(value)
-  return str(value) if _is_int(value) else repr(float(value))
 
 
 def _check(condition: bool, where: str, message: str):
@@ -82,14 +66,22 @@ class Stem:
            f"must be 1 or 2, got {self.stride!r}")
 
 
+OP_FIELDS = ("kernel", "expand")   # the op-specific Block fields (ops.Op.fields)
+
+
 @dataclasses.dataclass(frozen=True)
 class Block:
-  """One block of the body: an MBConv or an identity."""
+  """One block of the body; what `op` means (fields, layers, cost, ...) is its entry in
+  `ops.OPS`."""
   op: str
   filters: int
   stride: int = 1
   kernel: Optional[int] = None
   expand: Optional[float] = None
+
+  @property
+  def op_type(self) -> ops_lib.Op:
+    return ops_lib.get(self.op)
 
   @property
   def is_identity(self) -> bool:
@@ -98,34 +90,30 @@ class Block:
   @property
   def label(self) -> str:
     """Short op name used in layer names and compact strings: ``k5e3`` or ``id``."""
-    if self.is_identity:
-      return "id"
-    return f"k{self.kernel}e{_format_number(self.expand)}"
+    return self.op_type.label(self)
 
   def validate(self, in_channels: int, where: str):
-    _check(self.op in OPS, f"{where}.op", f"must be one of {OPS}, got {self.op!r}")
+    _check(self.op in ops_lib.OPS, f"{where}.op",
+           f"must be one of {tuple(ops_lib.OPS.names())}, got {self.op!r}")
     _check(_is_int(self.filters) and self.filters > 0, f"{where}.filters",
            f"must be a positive integer, got {self.filters!r}")
     _check(_is_int(self.stride) and self.stride in (1, 2), f"{where}.stride",
            f"must be 1 or 2, got {self.stride!r}")
-    if self.is_identity:
-      _check(self.kernel is None and self.expand is None, where,
-             "an identity block has no kernel or expand")
-      _check(self.stride == 1, f"{where}.stride",
-             f"an identity block cannot change the shape (stride {self.stride})")
-      _check(self.filters == in_channels, f"{where}.filters",
-             f"an identity block cannot change the shape ({in_channels} -> {self.filters} channels)")
-      return
-    _check(_is_int(self.kernel) and self.kernel > 0 and self.kernel % 2 == 1,
-           f"{where}.kernel", f"must be a positive odd integer, got {self.kernel!r}")
-    _check(_is_number(self.expand) and self.expand > 0, f"{where}.expand",
-           f"must be a positive number, got {self.expand!r}")
-
-  def mid_channels(self, in_channels: int) -> int:
-    return int(round(in_channels * self.expand))
+    unused = [f for f in OP_FIELDS if f not in self.op_type.fields and getattr(self, f) is not None]
+    _check(not unused, where, f"a{'n' if self.op[0] in 'aeiou' else ''} {self.op} block has no "
+           + " or ".join(unused))
+    self.op_type.validate(self, in_channels, where)
 
   def has_residual(self, in_channels: int) -> bool:
-    return (not self.is_identity) and self.stride == 1 and in_channels == self.filters
+    return self.op_type.has_residual(self, in_channels)
+
+  def to_dict(self) -> Dict[str, Any]:
+    return {field: getattr(self, field) for field in ("op", "filters", "stride") + self.op_type.fields}
+
+  @classmethod
+  def from_dict(cls, data: Any, where: str = "block") -> "Block":
+    """Strict: an unknown op, unknown field or missing field is a ValueError naming it."""
+    return _block_from_dict(data, where)
 
 
 def mbconv(kernel: int, expand: float, filters: int, stride: int = 1) -> Block:
@@ -136,11 +124,6 @@ def mbconv(kernel: int, expand: float, filters: int, stride: int = 1) -> Block:
 def block_name(position: int, block: Block) -> str:
   """Structural name of the block at `position` of an Architecture: ``block07_k5e3``."""
   return f"block{position:02d}_{block.label}"
-
-
-def se_channels(mid_channels: int, se_ratio: float) -> int:
-  """Squeeze-excite bottleneck width: se_ratio of the block's mid channels, at least 1."""
-  return max(1, int(mid_channels * se_ratio))
 
 
 def identity(filters: int) -> Block:
@@ -233,13 +216,7 @@ class Architecture:
   # ---- JSON ---------------------------------------------------------------
 
   def to_dict(self) -> Dict[str, Any]:
-    blocks = []
-    for block in self.blocks:
-      if block.is_identity:
-        blocks.append({"op": "identity", "filters": block.filters, "stride": block.stride})
-      else:
-        blocks.append({"op": "mbconv", "kernel": block.kernel, "expand": block.expand,
-                       "filters": block.filters, "stride": block.stride})
+    blocks = [block.to_dict() for block in self.blocks]
     return {
         "format": FORMAT, "version": VERSION,
         "input_size": self.input_size, "input_channels": self.input_channels,
@@ -400,25 +377,22 @@ def _read_fields(data: Any, where: str, required: Sequence[str], optional: Seque
 def _block_from_dict(data: Any, where: str) -> Block:
   _check(isinstance(data, dict), where, f"must be a JSON object, got {type(data).__name__}")
   _check("op" in data, where, "missing field(s) ['op']")
-  if data["op"] == "identity":
-    fields = _read_fields(data, where, required=("op", "filters", "stride"))
-    return Block(**fields)
-  _check(data["op"] == "mbconv", f"{where}.op", f"must be one of {OPS}, got {data['op']!r}")
-  fields = _read_fields(data, where, required=("op", "kernel", "expand", "filters", "stride"))
-  fields["expand"] = _normalize_number(fields["expand"])
+  _check(data["op"] in ops_lib.OPS, f"{where}.op",
+         f"must be one of {tuple(ops_lib.OPS.names())}, got {data['op']!r}")
+  fields = _read_fields(data, where, required=("op", "filters", "stride") + ops_lib.get(data["op"]).fields)
+  if "expand" in fields:
+    fields["expand"] = _normalize_number(fields["expand"])
   return Block(**fields)
 
 
 def _block_to_compact(block: Block) -> str:
-  if block.is_identity:
-    return "id"
-  return f"{block.label}c{block.filters}s{block.stride}"
+  return block.op_type.to_compact(block)
 
 
 def _block_from_compact(token: str, in_channels: int, where: str) -> Block:
-  if token == "id":
-    return identity(in_channels)
-  match = re.fullmatch(r"k(\d+)e(\d+(?:\.\d+)?)c(\d+)s(\d+)", token)
-  _check(match is not None, where, f"expected k<kernel>e<expand>c<filters>s<stride> or id, got {token!r}")
-  expand = float(match.group(2)) if "." in match.group(2) else int(match.group(2))
-  return mbconv(int(match.group(1)), expand, int(match.group(3)), int(match.group(4)))
+  for name in ops_lib.OPS.names():
+    fields = ops_lib.get(name).parse_compact(token, in_channels)
+    if fields is not None:
+      return Block(**fields)
+  forms = " or ".join(ops_lib.get(name).compact_form for name in ops_lib.OPS.names())
+  raise ValueError(f"{where}: expected {forms}, got {token!r}")

@@ -11,11 +11,12 @@ The model outputs logits.
 import keras
 
 from betanas_tf import arch as arch_lib
-from betanas_tf import blocks
+from betanas_tf import primitives
 
 
 def build_model(arch: arch_lib.Architecture, backend=keras, name: str = None,
-                bn_momentum: float = blocks.BN_MOMENTUM, bn_epsilon: float = blocks.BN_EPSILON,
+                bn_momentum: float = primitives.BN_MOMENTUM,
+                bn_epsilon: float = primitives.BN_EPSILON,
                 drop_connect: float = 0.0):
   """Builds `arch` as a functional model of primitive layers from `backend`.
 
@@ -28,25 +29,25 @@ def build_model(arch: arch_lib.Architecture, backend=keras, name: str = None,
                          name="image")
   x = stem_and_apply(layers, arch, inputs, **bn)
   for position, (block, shape) in enumerate(zip(arch.blocks, arch.block_shapes())):
-    if block.is_identity:
-      continue  # Nothing to compute: no layer, no op in the exported graph.
-    parts = blocks.mbconv_parts(layers, arch_lib.block_name(position, block), shape.in_channels,
-                                block, arch.activation, arch.se_ratio, **bn,
-                                drop_connect=drop_connect * position / len(arch.blocks))
-    x = blocks.apply_mbconv(parts, x)
+    op = block.op_type
+    parts = op.make_parts(layers, arch_lib.block_name(position, block), shape.in_channels, block,
+                          arch.activation, arch.se_ratio, **bn,
+                          drop_connect=drop_connect * position / len(arch.blocks))
+    if parts:  # an op without layers (identity) adds nothing to the graph
+      x = op.apply(parts, x)
   outputs = head_and_apply(layers, arch, x, **bn)
   return backend.Model(inputs, outputs, name=name or arch.name or "betanas_net")
 
 
 def stem_and_apply(layers, arch: arch_lib.Architecture, x, training=None, **bn):
-  parts = blocks.conv_bn_act(layers, "stem_conv", arch.stem.filters, arch.stem.kernel,
+  parts = primitives.conv_bn_act(layers, "stem_conv", arch.stem.filters, arch.stem.kernel,
                              arch.stem.stride, arch.activation, **bn)
-  return blocks.apply_conv_bn_act(parts, x, training)
+  return primitives.apply_conv_bn_act(parts, x, training)
 
 
 def head_layers(layers, arch: arch_lib.Architecture, **bn):
   """The head's layers: 1x1 conv, BN, act, global pool, dropout, classifier."""
-  parts = {"conv": blocks.conv_bn_act(layers, "head_conv", arch.head.filters, 1, 1,
+  parts = {"conv": primitives.conv_bn_act(layers, "head_conv", arch.head.filters, 1, 1,
                                       arch.activation, **bn),
            "pool": layers.GlobalAveragePooling2D(name="pool"),
            "classifier": layers.Dense(arch.num_classes, name="classifier")}
@@ -56,7 +57,7 @@ def head_layers(layers, arch: arch_lib.Architecture, **bn):
 
 
 def apply_head(parts, x, training=None):
-  x = parts["pool"](blocks.apply_conv_bn_act(parts["conv"], x, training))
+  x = parts["pool"](primitives.apply_conv_bn_act(parts["conv"], x, training))
   if "dropout" in parts:
     x = parts["dropout"](x, training=training)
   return parts["classifier"](x)

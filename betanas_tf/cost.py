@@ -4,7 +4,8 @@ MACs count what TensorFlow's profiler counts as Conv2D, DepthwiseConv2dNative
 and MatMul work at batch 1 (BatchNorm, activations, adds and pooling are not
 counted: BN folds into the convolutions on export). Parameters count trainable
 weights exactly as Keras does (conv kernels without bias, BN gamma and beta,
-squeeze-excite convs with bias, the classifier with bias).
+squeeze-excite convs with bias, the classifier with bias). The formulas of the
+pieces live in primitives.py, a block's in its op's entry (ops.py).
 
 The search's cost term reads `space_costs`: the cost of every (choice block,
 candidate) at its exact input shape, with the stem, fixed blocks and head
@@ -17,64 +18,25 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 from betanas_tf import arch as arch_lib
+from betanas_tf import primitives
 from betanas_tf import spaces as spaces_lib
 
 
-@dataclasses.dataclass(frozen=True)
-class Cost:
-  macs: int = 0
-  params: int = 0
-
-  def __add__(self, other: "Cost") -> "Cost":
-    return Cost(self.macs + other.macs, self.params + other.params)
-
-
-def _out(size: int, stride: int) -> int:
-  return -(-size // stride)
-
-
-def conv_bn(in_size: int, in_channels: int, out_channels: int, kernel: int, stride: int) -> Cost:
-  """A bias-free kxk convolution followed by BatchNorm."""
-  out = _out(in_size, stride)
-  weights = kernel * kernel * in_channels * out_channels
-  return Cost(out * out * weights, weights + 2 * out_channels)
-
-
-def depthwise_bn(in_size: int, channels: int, kernel: int, stride: int) -> Cost:
-  out = _out(in_size, stride)
-  weights = kernel * kernel * channels
-  return Cost(out * out * weights, weights + 2 * channels)
-
-
-def squeeze_excite(mid_channels: int, se_ratio: float) -> Cost:
-  """Two 1x1 convs with bias on the pooled 1x1 map."""
-  squeezed = arch_lib.se_channels(mid_channels, se_ratio)
-  macs = 2 * mid_channels * squeezed
-  return Cost(macs, macs + squeezed + mid_channels)
+Cost = primitives.Cost
 
 
 def block_cost(block: arch_lib.Block, shape: arch_lib.BlockShape, se_ratio: float = 0.0) -> Cost:
-  """Cost of one block at its input shape; identity is free."""
-  if block.is_identity:
-    return Cost()
-  mid = block.mid_channels(shape.in_channels)
-  total = Cost()
-  if block.expand != 1:
-    total += conv_bn(shape.in_size, shape.in_channels, mid, 1, 1)
-  total += depthwise_bn(shape.in_size, mid, block.kernel, block.stride)
-  if se_ratio > 0:
-    total += squeeze_excite(mid, se_ratio)
-  total += conv_bn(shape.out_size, mid, block.filters, 1, 1)
-  return total
+  """Cost of one block at its input shape (its op's entry in ops.OPS knows it)."""
+  return block.op_type.cost(block, shape, se_ratio)
 
 
 def stem_cost(arch: arch_lib.Architecture) -> Cost:
-  return conv_bn(arch.input_size, arch.input_channels, arch.stem.filters, arch.stem.kernel,
-                 arch.stem.stride)
+  return primitives.conv_bn_cost(arch.input_size, arch.input_channels, arch.stem.filters,
+                                 arch.stem.kernel, arch.stem.stride)
 
 
 def head_cost(arch: arch_lib.Architecture) -> Cost:
-  conv = conv_bn(arch.final_size, arch.final_channels, arch.head.filters, 1, 1)
+  conv = primitives.conv_bn_cost(arch.final_size, arch.final_channels, arch.head.filters, 1, 1)
   dense = arch.head.filters * arch.num_classes
   return conv + Cost(dense, dense + arch.num_classes)
 

@@ -5,8 +5,9 @@
 * `plot_training_frequency`: Phase-1 training count of every (block, op) — the
   paper's Fig. 5: balanced training keeps the alive ops of a block level.
 * `plot_architecture`: the found network as a row of blocks (the paper's Fig.
-  3 style): width grows with the expansion ratio, height with the kernel,
-  colour by kernel; identity blocks are thin grey bars.
+  3 style): each block's op draws its box (ops.Op.figure_box): an MBConv's width
+  grows with the expansion ratio, its height with the kernel, colour by kernel;
+  identity blocks are thin grey bars.
 """
 
 from typing import Dict, List, Sequence
@@ -19,9 +20,6 @@ import numpy as np
 
 from betanas_tf import arch as arch_lib
 from betanas_tf import io_utils
-
-KERNEL_COLOURS = {3: "#4C72B0", 5: "#55A868", 7: "#C44E52"}
-
 
 def _save(fig, path: str):
   import io  # pylint: disable=import-outside-toplevel
@@ -119,19 +117,16 @@ def plot_architecture(arch: arch_lib.Architecture, path: str, title: str = ""):
     ax.text(x + width / 2, -height / 2 - 0.12, sub, ha="center", va="top", fontsize=6, rotation=90)
     x += width + 0.15
   box(0.5, 1.0, "#999999", "stem", f"{arch.stem_output_size}x{arch.stem.filters}")
+  legend = {}
   for block, shape in zip(arch.blocks, arch.block_shapes()):
-    if block.is_identity:
-      box(0.12, 0.5, "#dddddd", "id", "")
-      continue
-    colour = KERNEL_COLOURS.get(block.kernel, "#8172B2")
-    box(0.25 + 0.1 * block.expand, 0.4 + 0.16 * block.kernel, colour, block.label,
-        f"{shape.out_size}x{block.filters}")
+    width, height, colour = block.op_type.figure_box(block)
+    box(width, height, colour, block.label, f"{shape.out_size}x{block.filters}")
+    legend.update((text, c) for c, text in block.op_type.legend())
   box(0.5, 1.0, "#999999", "head", f"{arch.head.filters}->{arch.num_classes}")
   ax.set_xlim(-0.2, x)
   ax.set_ylim(-2.6, 2.6)
   ax.axis("off")
-  handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in KERNEL_COLOURS.values()]
-  ax.legend(handles, [f"{k}x{k}" for k in KERNEL_COLOURS], loc="upper right", fontsize=7, ncol=3,
-            frameon=False)
+  handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in legend.values()]
+  ax.legend(handles, list(legend), loc="upper right", fontsize=7, ncol=3, frameon=False)
   ax.set_title(title or arch.name or "architecture", fontsize=10)
   _save(fig, path)

@@ -32,6 +32,7 @@ import numpy as np
 from betanas_tf import arch as arch_lib
 from betanas_tf import cost as cost_lib
 from betanas_tf import io_utils
+from betanas_tf import primitives
 
 FORMAT = "betanas_tf.latency_table"
 VERSION = 1
@@ -56,10 +57,12 @@ def stem_key(arch: arch_lib.Architecture) -> str:
           f"{_hw(arch.stem_output_size, arch.stem.filters)}" + _suffix(arch))
 
 
-def block_key(arch: arch_lib.Architecture, block: arch_lib.Block, shape: arch_lib.BlockShape) -> str:
-  return (f"expanded_conv-input:{_hw(shape.in_size, shape.in_channels)}-output:"
-          f"{_hw(shape.out_size, shape.out_channels)}-expand:{block.expand:g}-kernel:{block.kernel}"
-          f"-stride:{block.stride}-idskip:{int(block.has_residual(shape.in_channels))}" + _suffix(arch))
+def block_key(arch: arch_lib.Architecture, block: arch_lib.Block,
+              shape: arch_lib.BlockShape) -> Optional[str]:
+  """The block's key (its op's entry in ops.OPS spells it); None for an op that takes no
+  time (identity)."""
+  key = block.op_type.latency_key(block, shape)
+  return None if key is None else key + _suffix(arch)
 
 
 def head_keys(arch: arch_lib.Architecture) -> List[str]:
@@ -73,8 +76,9 @@ def layer_keys(arch: arch_lib.Architecture) -> List[str]:
   """Keys of every layer that costs time, in network order (identity blocks have none)."""
   keys = [stem_key(arch)]
   for block, shape in zip(arch.blocks, arch.block_shapes()):
-    if not block.is_identity:
-      keys.append(block_key(arch, block, shape))
+    key = block_key(arch, block, shape)
+    if key is not None:
+      keys.append(key)
   return keys + head_keys(arch)
 
 
@@ -84,11 +88,11 @@ def space_keys(space) -> List[str]:
   keys = [stem_key(skeleton)]
   shapes = skeleton.block_shapes()
   for block, shape in zip(space.fixed_blocks, shapes):
-    keys.append(block_key(skeleton, block, shape))
+    keys.append(block_key(skeleton, block, shape))  # None (no time) is dropped below
   for choice in space.choice_blocks:
-    keys += [block_key(skeleton, c, choice.shape) for c in choice.candidates if not c.is_identity]
+    keys += [block_key(skeleton, c, choice.shape) for c in choice.candidates]
   keys += head_keys(skeleton)
-  return list(dict.fromkeys(keys))
+  return list(dict.fromkeys(k for k in keys if k is not None))
 
 
 class LatencyTable:
@@ -201,7 +205,6 @@ def host_description(threads: int) -> Dict:
 def _layer_models(arch: arch_lib.Architecture, keys_wanted=None) -> Dict[str, object]:
   """{key: zero-argument function building a one-layer Keras model at its exact input shape}."""
   import keras  # pylint: disable=import-outside-toplevel
-  from betanas_tf import blocks  # pylint: disable=import-outside-toplevel
 
   def single(input_shape, apply):
     def make():
@@ -212,19 +215,20 @@ def _layer_models(arch: arch_lib.Architecture, keys_wanted=None) -> Dict[str, ob
   layers = keras.layers
   makers = {stem_key(arch): single(
       (arch.input_size, arch.input_size, arch.input_channels),
-      lambda x: blocks.apply_conv_bn_act(blocks.conv_bn_act(
+      lambda x: primitives.apply_conv_bn_act(primitives.conv_bn_act(
           layers, "stem_conv", arch.stem.filters, arch.stem.kernel, arch.stem.stride, arch.activation), x))}
   for position, (block, shape) in enumerate(zip(arch.blocks, arch.block_shapes())):
-    if block.is_identity:
+    key = block_key(arch, block, shape)
+    if key is None:
       continue
-    makers[block_key(arch, block, shape)] = single(
+    makers[key] = single(
         (shape.in_size, shape.in_size, shape.in_channels),
-        lambda x, b=block, s=shape, p=position: blocks.apply_mbconv(blocks.mbconv_parts(
+        lambda x, b=block, s=shape, p=position: b.op_type.apply(b.op_type.make_parts(
             layers, arch_lib.block_name(p, b), s.in_channels, b, arch.activation, arch.se_ratio), x))
   conv_key, logits_key = head_keys(arch)
   final = arch.final_size
-  makers[conv_key] = single((final, final, arch.final_channels), lambda x: blocks.apply_conv_bn_act(
-      blocks.conv_bn_act(layers, "head_conv", arch.head.filters, 1, 1, arch.activation), x))
+  makers[conv_key] = single((final, final, arch.final_channels), lambda x: primitives.apply_conv_bn_act(
+      primitives.conv_bn_act(layers, "head_conv", arch.head.filters, 1, 1, arch.activation), x))
   makers[logits_key] = single((final, final, arch.head.filters), lambda x: layers.Dense(
       arch.num_classes, name="classifier")(layers.GlobalAveragePooling2D(name="pool")(x)))
   return makers
@@ -286,11 +290,13 @@ def latency_cost_table(space, table_path: str, target_ms: float = 0.0):
                      "; build one with python -m betanas_tf.latency build")
   skeleton = space.skeleton()
   scale = table.scale if table.scale is not None else 1.0
-  rows = [[0.0 if c.is_identity else scale * table.lookup(block_key(skeleton, c, choice.shape))
-           for c in choice.candidates] for choice in space.choice_blocks]
+  keys = [[block_key(skeleton, c, choice.shape) for c in choice.candidates]
+          for choice in space.choice_blocks]
+  rows = [[0.0 if key is None else scale * table.lookup(key) for key in row] for row in keys]
   fixed = table.lookup(stem_key(skeleton)) + sum(table.lookup(k) for k in head_keys(skeleton))
   for block, shape in zip(space.fixed_blocks, skeleton.block_shapes()):
-    fixed += table.lookup(block_key(skeleton, block, shape))
+    key = block_key(skeleton, block, shape)
+    fixed += 0.0 if key is None else table.lookup(key)
   return cost_lib.cost_table(space, rows, fixed * scale, "ms", target_ms)
 
 

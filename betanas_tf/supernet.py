@@ -31,6 +31,7 @@ from betanas_tf import arch as arch_lib
 from betanas_tf import arch_params as ap
 from betanas_tf import blocks
 from betanas_tf import builder
+from betanas_tf import primitives
 from betanas_tf import spaces as spaces_lib
 
 
@@ -87,7 +88,7 @@ class Supernet(keras.Model):
     self.input_std = tf.constant(np.asarray(input_std, np.float32))
     skeleton = space.skeleton().replace(se_ratio=se_ratio, dropout=dropout)
     self.skeleton = skeleton
-    self.stem = blocks.conv_bn_act(keras.layers, "stem_conv", skeleton.stem.filters,
+    self.stem = primitives.conv_bn_act(keras.layers, "stem_conv", skeleton.stem.filters,
                                    skeleton.stem.kernel, skeleton.stem.stride, skeleton.activation)
     shapes = skeleton.block_shapes()
     self.fixed = [blocks.make_block_layer(i, shapes[i].in_channels, b, skeleton.activation, se_ratio)
@@ -118,7 +119,7 @@ class Supernet(keras.Model):
 
   def features(self, images, training=None):
     """Stem and fixed blocks: the input of the first choice block."""
-    x = blocks.apply_conv_bn_act(self.stem, images, training)
+    x = primitives.apply_conv_bn_act(self.stem, images, training)
     for layer in self.fixed:
       x = layer(x, training=training)
     return x

@@ -67,25 +67,13 @@ def op_counts(model_bytes: bytes) -> Dict[str, int]:
 
 
 def expected_op_counts(arch: arch_lib.Architecture) -> Dict[str, int]:
-  """The ops an Architecture must become in fp32 TFLite (BN folded, ReLU6 fused)."""
-  counts = collections.Counter({"CONV_2D": 2, "MEAN": 1, "FULLY_CONNECTED": 1})  # stem, head conv
+  """The ops an Architecture must become in fp32 TFLite (BN folded, ReLU6 fused): the stem
+  and head convs, the pool and classifier, plus what each block's op says it becomes."""
+  counts = collections.Counter({"CONV_2D": 2, "MEAN": 1, "FULLY_CONNECTED": 1})
+  if arch.activation == "swish":  # x * sigmoid(x) after the stem and the head conv
+    counts.update({"LOGISTIC": 2, "MUL": 2})
   for block, shape in zip(arch.blocks, arch.block_shapes()):
-    if block.is_identity:
-      continue
-    counts["CONV_2D"] += 1 + (block.expand != 1)
-    counts["DEPTHWISE_CONV_2D"] += 1
-    if arch.se_ratio > 0:
-      counts["CONV_2D"] += 2
-      counts["MEAN"] += 1
-      counts["LOGISTIC"] += 1
-      counts["MUL"] += 1
-    if block.has_residual(shape.in_channels):
-      counts["ADD"] += 1
-  if arch.activation == "swish":
-    # x * sigmoid(x) after the stem, every expand / depthwise conv, SE's reduce and the head.
-    swish = 2 + sum((b.expand != 1) + 1 + (arch.se_ratio > 0) for b in arch.blocks if not b.is_identity)
-    counts["LOGISTIC"] += swish
-    counts["MUL"] += swish
+    counts.update(block.op_type.tflite_ops(block, shape, arch.activation, arch.se_ratio))
   return dict(counts)
 
 
