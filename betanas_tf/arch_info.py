@@ -14,19 +14,14 @@ from absl import app
 from absl import flags
 
 from betanas_tf import arch as arch_lib
+from betanas_tf import cli
 from betanas_tf import cost as cost_lib
-from betanas_tf import references
-from betanas_tf import spaces
 
 FLAGS = flags.FLAGS
 def define_flags():
   """Defines this program's flags (only when it runs as a program, so that importing
   several betanas_tf modules into one process never defines a flag twice)."""
-  flags.DEFINE_string("arch", None, "Architecture JSON file.")
-  flags.DEFINE_enum("reference", None, references.REFERENCES.names(), "A reference architecture.")
-  flags.DEFINE_enum("space", None, spaces.SPACES.names(), "A search space (with --choices).")
-  flags.DEFINE_string("choices", None, "Ops of the space's choice blocks, e.g. k3e3-k5e6-id.")
-  flags.DEFINE_float("width_multiplier", 1.0, "Width multiplier (make_divisible 8).", lower_bound=0.05)
+  cli.define_arch_flags(space_choices=True)
   flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.")
 
 
@@ -64,8 +59,7 @@ def table(arch: arch_lib.Architecture) -> str:
 def main(argv):
   del argv
   try:
-    arch = references.resolve_architecture(FLAGS.arch, FLAGS.reference, FLAGS.space, FLAGS.choices,
-                                FLAGS.width_multiplier)
+    arch = cli.arch_from_flags()
   except (ValueError, KeyError) as error:
     print(f"arch_info: error: {error}", file=sys.stderr)
     return 1

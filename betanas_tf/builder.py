@@ -65,3 +65,49 @@ def apply_head(parts, x, training=None):
 
 def head_and_apply(layers, arch: arch_lib.Architecture, x, training=None, **bn):
   return apply_head(head_layers(layers, arch, **bn), x, training)
+
+
+def _leaf_layers(model):
+  # Keras 3 and tf_keras both walk nested layers with `_flatten_layers` (no public
+  # equivalent; versions are capped in pyproject.toml).
+  return [layer for layer in model._flatten_layers(include_self=False, recursive=True)  # pylint: disable=protected-access
+          if layer.weights]
+
+
+def copy_weights_by_name(source, target) -> int:
+  """Copies weights between models by structural leaf-layer name; returns layers copied.
+
+  Works across Keras 3 and tf_keras models and from a supernet: only the candidates
+  named by the target's layers exist in a supernet under those names, so the copy
+  takes exactly the chosen path.
+  """
+  by_name = {layer.name: layer for layer in _leaf_layers(source)}
+  copied = 0
+  for layer in _leaf_layers(target):
+    if layer.name in by_name:
+      layer.set_weights(by_name[layer.name].get_weights())
+      copied += 1
+  return copied
+
+
+def copy_all_weights_by_name(source, target, what: str = "the source"):
+  """`copy_weights_by_name` where every weighted layer of `target` must be found."""
+  copied, expected = copy_weights_by_name(source, target), len(_leaf_layers(target))
+  if copied != expected:
+    raise ValueError(f"{what}: only {copied} of {expected} layers match the architecture by name")
+
+
+def set_bn_statistics(model, images):
+  """Sets every BatchNorm layer's moving mean / variance to the statistics of `images`
+  (one forward pass in training mode with momentum 0), keeping each layer's own momentum.
+  For randomly initialised networks, so activations stay in range for export and int8."""
+  bn_layers = [layer for layer in _leaf_layers(model)
+               if isinstance(layer, keras.layers.BatchNormalization)]
+  momenta = [layer.momentum for layer in bn_layers]
+  for layer in bn_layers:
+    layer.momentum = 0.0
+  try:
+    model(images, training=True)
+  finally:
+    for layer, momentum in zip(bn_layers, momenta):
+      layer.momentum = momentum

@@ -26,6 +26,10 @@ start_step, input_context)` is an endless stream whose batch t is a function of
 
 Under tf.distribute each worker reads its own share (`input_context`): for
 in-memory data the worker's slice of every global batch, for tfds its own files.
+
+Every loader takes the same keyword options (`DataSource` holds them: the search,
+retraining, QAT and the exporter all load through it), ignoring those it has no
+use for.
 """
 
 import dataclasses
@@ -175,7 +179,7 @@ def _array_dataset(name, input_size, num_classes, seed, train, arch, evaluation)
 
 
 @DATASETS.decorator("digits")
-def load_digits(input_size: int = 16, seed: int = 0, **unused) -> Dataset:
+def load_digits(input_size: int = 16, seed: int = 0, **unused_options) -> Dataset:
   """Real handwritten digits bundled with scikit-learn, upsampled to input_size."""
   from sklearn import datasets as sk_datasets  # pylint: disable=import-outside-toplevel
   from sklearn import model_selection  # pylint: disable=import-outside-toplevel
@@ -193,9 +197,11 @@ def load_digits(input_size: int = 16, seed: int = 0, **unused) -> Dataset:
 
 
 @DATASETS.decorator("synthetic")
-def load_synthetic(input_size: int = 32, num_classes: int = 10, seed: int = 0,
-                   synthetic_examples: int = 256, **unused) -> Dataset:
-  """Random uint8 images with random labels (nothing to learn: for speed and smoke runs)."""
+def load_synthetic(input_size: int = 32, num_classes: Optional[int] = None, seed: int = 0,
+                   synthetic_examples: int = 256, **unused_options) -> Dataset:
+  """Random uint8 images with random labels (nothing to learn: for speed and smoke runs) of
+  `num_classes` classes (default 10: give the network's)."""
+  num_classes = num_classes or 10
   rng = np.random.default_rng(seed)
   def split(n):
     return (rng.integers(0, 256, size=(n, input_size, input_size, 3), dtype=np.uint8),
@@ -420,9 +426,9 @@ def cifar_preprocess(encoded, size: int, train: bool, seed):
   return _pixels(image)
 
 
-def _load_tfds(name: str, eval_split: str, num_classes: int, preprocess: Callable, mean, std,
+def _load_tfds(name: str, eval_split: str, classes: int, preprocess: Callable, mean, std,
                input_size: int, seed: int, data_dir: Optional[str], arch_split_size: int,
-               download: bool = False, **unused) -> Dataset:
+               download: bool = False, **unused_options) -> Dataset:
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   if not download:
     _check_prepared(name, data_dir)
@@ -434,24 +440,44 @@ def _load_tfds(name: str, eval_split: str, num_classes: int, preprocess: Callabl
   if not 0 < arch_split_size < total:
     raise ValueError(f"arch_split_size must be in (0, {total}) for {name}, got {arch_split_size}")
   make = lambda split, s: TfdsSplit(builder, split, input_size, s, preprocess, mean, std)
-  return Dataset(name, input_size, num_classes, make(f"train[:{total - arch_split_size}]", seed),
+  return Dataset(name, input_size, classes, make(f"train[:{total - arch_split_size}]", seed),
                  make(f"train[{total - arch_split_size}:]", seed + 1), make(eval_split, 0),
                  make("train", seed))
 
 
 @DATASETS.decorator("cifar10")
 def load_cifar10(input_size: int = 32, seed: int = 0, data_dir: Optional[str] = None,
-                 arch_split_size: int = 5000, **kwargs) -> Dataset:
+                 arch_split_size: Optional[int] = None, **options) -> Dataset:
   return _load_tfds("cifar10", "test", 10, cifar_preprocess, CIFAR_MEAN, CIFAR_STD, input_size,
-                    seed, data_dir, arch_split_size, **kwargs)
+                    seed, data_dir, arch_split_size or 5000, **options)
 
 
 @DATASETS.decorator("imagenet2012")
 def load_imagenet(input_size: int = 224, seed: int = 0, data_dir: Optional[str] = None,
-                  arch_split_size: int = 50_000, **kwargs) -> Dataset:
+                  arch_split_size: Optional[int] = None, **options) -> Dataset:
   return _load_tfds("imagenet2012", "validation", 1000, imagenet_preprocess, IMAGENET_MEAN,
-                    IMAGENET_STD, input_size, seed, data_dir, arch_split_size, **kwargs)
+                    IMAGENET_STD, input_size, seed, data_dir, arch_split_size or 50_000, **options)
 
 
-def load(name: str, **kwargs) -> Dataset:
-  return DATASETS.get(name)(**kwargs)
+def load(name: str, **options) -> Dataset:
+  """Loads a registered dataset. Every loader takes input_size, seed, num_classes (used by
+  synthetic), data_dir, download, synthetic_examples and arch_split_size (None: the
+  dataset's default) and ignores those it has no use for."""
+  return DATASETS.get(name)(**options)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSource:
+  """Which dataset, and where it comes from: what the search, retraining, QAT and the
+  exporter's calibration data share. `load` gives its splits at a network's input size."""
+  name: str = "digits"
+  data_dir: Optional[str] = None
+  download: bool = False
+  synthetic_examples: int = 256
+  arch_split_size: Optional[int] = None
+
+  def load(self, input_size: int, seed: int = 0, num_classes: Optional[int] = None) -> Dataset:
+    """`num_classes`: the network's, for datasets without their own (synthetic)."""
+    return load(self.name, input_size=input_size, seed=seed, num_classes=num_classes,
+                data_dir=self.data_dir, download=self.download,
+                synthetic_examples=self.synthetic_examples, arch_split_size=self.arch_split_size)

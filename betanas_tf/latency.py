@@ -366,22 +366,17 @@ COMMANDS = ("build", "import", "predict", "validate")
 def _define_flags():
   """Flags exist only when this module is the program (library users import it freely)."""
   from absl import flags  # pylint: disable=import-outside-toplevel
-  from betanas_tf import spaces  # pylint: disable=import-outside-toplevel
+  from betanas_tf import cli, spaces  # pylint: disable=import-outside-toplevel
   flags.DEFINE_enum("space", "proxyless_mobile", spaces.SPACES.names(), "Search space.")
   flags.DEFINE_integer("num_classes", None, "Override the space's number of classes.", lower_bound=1)
   flags.DEFINE_string("out", None, "Output table (build, import).")
   flags.DEFINE_string("lut", None, "Latency table (predict, validate).")
   flags.DEFINE_string("yaml", None, "ProxylessNAS YAML table (import).")
   flags.DEFINE_string("arch", None, "Architecture JSON (predict).")
-  flags.DEFINE_integer("threads", 1, "Threads (1 = one phone core).", lower_bound=1)
-  flags.DEFINE_integer("warmup", 10, "Warm-up invocations per model.", lower_bound=0)
-  flags.DEFINE_integer("runs", 50, "Timed invocations per model.", lower_bound=1)
+  cli.define_timing_flags()
   flags.DEFINE_integer("n", 20, "Random architectures to validate.", lower_bound=1)
   flags.DEFINE_integer("seed", 0, "Seed of the validation architectures.")
-  flags.DEFINE_bool("android", False, "Measure on a phone through adb and benchmark_model.")
-  flags.DEFINE_string("adb", "adb", "adb executable.")
-  flags.DEFINE_string("adb_serial", None, "Phone serial (adb -s).")
-  flags.DEFINE_string("benchmark_binary", "/data/local/tmp/benchmark_model", "benchmark_model on the phone.")
+  cli.define_android_flags()
   flags.DEFINE_bool("progress", True, "Show a progress bar.")
   flags.DEFINE_integer("calibrate", 5, "build: random networks to fit the whole-network scale "
                        "(0 = plain layer sums).", lower_bound=0)
@@ -392,8 +387,8 @@ def _timer(flags_):
     from betanas_tf import android  # pylint: disable=import-outside-toplevel
     bench = android.AndroidBenchmark(flags_.adb, flags_.adb_serial, flags_.benchmark_binary)
     bench.serial = bench.check()
-    return AndroidTimer(bench, flags_.threads, flags_.warmup, flags_.runs)
-  return HostTimer(flags_.threads, flags_.warmup, flags_.runs)
+    return AndroidTimer(bench, flags_.threads, flags_.warmup_runs, flags_.runs)
+  return HostTimer(flags_.threads, flags_.warmup_runs, flags_.runs)
 
 
 def main(argv):

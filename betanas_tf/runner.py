@@ -48,7 +48,7 @@ class CheckpointError(RuntimeError):
 class RunSettings:
   out_dir: str
   space: str = "micro"
-  dataset: str = "digits"
+  dataset: data_lib.DataSource = data_lib.DataSource()
   cost: str = "macs"
   cost_target: float = 0.0
   checkpoint_every: int = 50
@@ -58,7 +58,6 @@ class RunSettings:
   evolution_population: int = 20
   evolution_generations: int = 5
   latency_table: Optional[str] = None
-  dataset_options: Optional[Dict] = None
   progress: bool = True
 
 
@@ -76,11 +75,7 @@ class SearchRun:
     if os.path.exists(self.out) and not os.path.isdir(self.out):
       raise ValueError(f"--out_dir {self.out} is an existing file, not a directory")
     base = spaces_lib.get_space(settings.space)
-    options = dict(settings.dataset_options or {})
-    if settings.dataset == "synthetic":
-      options.setdefault("num_classes", base.num_classes)  # random labels of the space's classes
-    self.dataset = data_lib.load(settings.dataset, input_size=base.input_size, seed=config.seed,
-                                 **options)
+    self.dataset = settings.dataset.load(base.input_size, config.seed, base.num_classes)
     self.space = dataclasses.replace(base, num_classes=self.dataset.num_classes)
     if settings.cost == "latency":
       if not settings.latency_table:
@@ -104,7 +99,7 @@ class SearchRun:
   # ---- state --------------------------------------------------------------------
 
   def _run_identity(self) -> Dict:
-    return {"space": self.settings.space, "dataset": self.settings.dataset,
+    return {"space": self.settings.space, "dataset": self.settings.dataset.name,
             "strategy": self.policy.name, "policy": dataclasses.asdict(self.policy),
             "engine": dataclasses.asdict(self.config), "cost": self.settings.cost,
             "cost_target": self.settings.cost_target, "latency_table": self.settings.latency_table}

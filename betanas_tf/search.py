@@ -7,7 +7,6 @@ Re-running the same command with the same --out_dir resumes from the last
 checkpoint. Bad flags or data give one clear error and exit status 1.
 """
 
-import dataclasses
 import os
 import sys
 
@@ -16,6 +15,7 @@ from absl import flags
 from absl import logging
 
 from betanas_tf import arch_params
+from betanas_tf import cli
 from betanas_tf import data as data_lib
 from betanas_tf import distribution
 from betanas_tf import engine as engine_lib
@@ -33,14 +33,10 @@ def define_flags():
   several betanas_tf modules into one process never defines a flag twice)."""
   flags.DEFINE_enum("space", "micro", spaces.SPACES.names(), "Search space.")
   flags.DEFINE_enum("strategy", "betanas", policies.POLICIES.names(), "Search strategy (policy).")
-  flags.DEFINE_enum("dataset", "digits", data_lib.DATASETS.names(), "Dataset.")
-  flags.DEFINE_string("data_dir", None, "tensorflow-datasets directory (cifar10, imagenet2012).")
-  flags.DEFINE_bool("download", False, "Let tensorflow-datasets download/prepare the dataset.")
+  cli.define_data_flags()
   flags.DEFINE_integer("arch_split_size", None, "Examples held out of TRAIN for alpha updates "
                        "(tfds datasets; default: 50,000 for ImageNet as in the paper, 5,000 for "
                        "CIFAR-10).", lower_bound=1)
-  flags.DEFINE_integer("synthetic_examples", 256, "Training examples of --dataset=synthetic.",
-                       lower_bound=16)
   flags.DEFINE_string("out_dir", None, "Output directory (resumes if it holds a checkpoint).")
   # Phase 1.
   flags.DEFINE_integer("max_steps", D.max_steps, "Phase-1 (weight) steps.", lower_bound=1)
@@ -90,8 +86,7 @@ def define_flags():
   # Running.
   flags.DEFINE_float("se_ratio", 0.0, "Squeeze-excite ratio inside the supernet's candidates.",
                      lower_bound=0.0, upper_bound=0.99)
-  flags.DEFINE_enum("distribution", "default", list(distribution.STRATEGIES),
-                    "tf.distribute strategy (multiworker reads TF_CONFIG).")
+  cli.define_distribution_flag()
   flags.DEFINE_integer("checkpoint_every", 50, "Steps between checkpoints.", lower_bound=1)
   flags.DEFINE_integer("log_every", 10, "Steps between TensorBoard scalars.", lower_bound=1)
   flags.DEFINE_integer("seed", 0, "Random seed (paths, data order, initialisation).")
@@ -117,8 +112,7 @@ def define_flags():
 
 def engine_config_from_flags() -> engine_lib.EngineConfig:
   """Every EngineConfig field comes from the flag of the same name."""
-  return engine_lib.EngineConfig(**{field.name: FLAGS[field.name].value
-                                    for field in dataclasses.fields(engine_lib.EngineConfig)})
+  return cli.config_from_flags(engine_lib.EngineConfig)
 
 
 def main(argv):
@@ -146,16 +140,14 @@ def main(argv):
   policy = policies.POLICIES.get(FLAGS.strategy).with_ablations(drop=FLAGS.drop,
                                                                 balanced=FLAGS.balanced)
   settings = runner.RunSettings(
-      out_dir=FLAGS.out_dir, space=FLAGS.space, dataset=FLAGS.dataset, cost=FLAGS.cost,
+      out_dir=FLAGS.out_dir, space=FLAGS.space,
+      dataset=cli.data_source_from_flags(arch_split_size=FLAGS.arch_split_size), cost=FLAGS.cost,
       cost_target=FLAGS.cost_target, latency_table=FLAGS.latency_table,
       checkpoint_every=FLAGS.checkpoint_every,
       log_every=FLAGS.log_every, eval_batches=FLAGS.eval_batches,
       calibration_batches=FLAGS.calibration_batches,
       evolution_population=FLAGS.evolution_population,
-      evolution_generations=FLAGS.evolution_generations, progress=FLAGS.progress,
-      dataset_options={"data_dir": FLAGS.data_dir, "download": FLAGS.download,
-                       "synthetic_examples": FLAGS.synthetic_examples,
-                       **({"arch_split_size": FLAGS.arch_split_size} if FLAGS.arch_split_size else {})})
+      evolution_generations=FLAGS.evolution_generations, progress=FLAGS.progress)
   try:
     run = runner.SearchRun(settings, policy, engine_config_from_flags(), strategy)
     summary = run.run()

@@ -232,19 +232,3 @@ class Supernet(keras.Model):
   def arch_for(self, choices: Sequence[int], name: str = "") -> arch_lib.Architecture:
     return self.space.arch_from_choices(choices, name=name).replace(
         se_ratio=self.skeleton.se_ratio, dropout=self.skeleton.dropout)
-
-
-def copy_weights_by_name(source: keras.Model, target: keras.Model) -> int:
-  """Copies weights between models by structural leaf-layer name; returns layers copied.
-
-  From a supernet, only the candidates named by the target's layers exist in
-  it under those names, so the copy takes exactly the chosen path.
-  """
-  by_name = {layer.name: layer for layer in source._flatten_layers(include_self=False, recursive=True)
-             if layer.weights}
-  copied = 0
-  for layer in target._flatten_layers(include_self=False, recursive=True):
-    if layer.weights and layer.name in by_name:
-      layer.set_weights(by_name[layer.name].get_weights())
-      copied += 1
-  return copied

@@ -18,50 +18,86 @@ command after a kill continues from the last finished epoch, with the optimizer
 and so the learning-rate schedule where they were).
 """
 
+import dataclasses
 import json
 import os
 import sys
+from typing import Dict, Optional
 
 from absl import app
 from absl import flags
 
 from betanas_tf import arch as arch_lib
+from betanas_tf import cli
 from betanas_tf import data as data_lib
 from betanas_tf import io_utils
-from betanas_tf import references
 
 FLAGS = flags.FLAGS
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """How to retrain. The defaults are the paper's ImageNet recipe (configs/retrain_a.flags)."""
+  data: data_lib.DataSource = data_lib.DataSource("imagenet2012")
+  width_multiplier: float = 1.0        # BetaNet-A x1.4
+  se_ratio: Optional[float] = None     # None: the architecture's (paper: 0.0625)
+  activation: Optional[str] = None     # None: the architecture's
+  dropout: float = 0.2
+  drop_connect: float = 0.0            # stochastic depth of the last block (paper 0.2)
+  epochs: int = 350
+  steps_per_epoch: Optional[int] = None   # None: one pass over TRAIN
+  batch_size: int = 2048
+  lr: float = 1.4                      # peak, for batch_size
+  warmup_epochs: float = 5.0
+  momentum: float = 0.9                # SGD nesterov
+  weight_decay: float = 2e-5           # coupled L2 on conv and dense kernels
+  label_smoothing: float = 0.1
+  autoaugment: bool = False            # Keras' RandAugment
+  ema: bool = False
+  ema_decay: float = 0.9999
+  distribution: str = "default"
+  init_from_supernet: Optional[str] = None   # a search's out_dir
+  seed: int = 0
+  verbose: int = 2                     # Keras fit verbosity
+
+
 def define_flags():
   """Defines this program's flags (only when it runs as a program, so that importing
   several betanas_tf modules into one process never defines a flag twice)."""
-  flags.DEFINE_string("arch", None, "Architecture JSON (e.g. a search's arch.json).")
-  flags.DEFINE_enum("reference", None, references.REFERENCES.names(), "A reference architecture.")
-  flags.DEFINE_float("width_multiplier", 1.0, "Width multiplier (BetaNet-A x1.4).", lower_bound=0.05)
-  flags.DEFINE_float("se_ratio", None, "Squeeze-excite ratio (paper 0.0625); default: the arch's.",
+  d = TrainConfig()
+  cli.define_arch_flags(width_multiplier=False)
+  cli.define_data_flags()
+  flags.DEFINE_float("width_multiplier", d.width_multiplier, "Width multiplier (BetaNet-A x1.4).",
+                     lower_bound=0.05)
+  flags.DEFINE_float("se_ratio", d.se_ratio, "Squeeze-excite ratio (paper 0.0625); default: the arch's.",
                      lower_bound=0.0, upper_bound=0.99)
-  flags.DEFINE_enum("activation", None, list(arch_lib.ACTIVATIONS), "Activation; default: the arch's.")
-  flags.DEFINE_float("dropout", 0.2, "Dropout before the classifier.", lower_bound=0.0, upper_bound=0.99)
-  flags.DEFINE_float("drop_connect", 0.0, "Stochastic depth of the last residual block (paper 0.2).",
-                     lower_bound=0.0, upper_bound=0.99)
-  flags.DEFINE_enum("dataset", "digits", data_lib.DATASETS.names(), "Dataset.")
-  flags.DEFINE_string("data_dir", None, "tensorflow-datasets directory.")
-  flags.DEFINE_bool("download", False, "Let tensorflow-datasets download/prepare the dataset.")
-  flags.DEFINE_integer("epochs", 350, "Epochs.", lower_bound=1)
-  flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch (default: one pass over TRAIN).",
-                       lower_bound=1)
-  flags.DEFINE_integer("batch_size", 2048, "Global batch.", lower_bound=1)
-  flags.DEFINE_float("lr", 1.4, "Peak learning rate (for --batch_size).", lower_bound=0.0)
-  flags.DEFINE_float("warmup_epochs", 5.0, "Linear warm-up epochs.", lower_bound=0.0)
-  flags.DEFINE_float("momentum", 0.9, "SGD nesterov momentum.", lower_bound=0.0, upper_bound=0.999)
-  flags.DEFINE_float("weight_decay", 2e-5, "L2 weight decay of conv and dense kernels.", lower_bound=0.0)
-  flags.DEFINE_float("label_smoothing", 0.1, "Label smoothing.", lower_bound=0.0, upper_bound=0.99)
-  flags.DEFINE_bool("autoaugment", False, "RandAugment (Keras) on training images.")
-  flags.DEFINE_bool("ema", False, "Exponential moving average of the weights (used at the end).")
-  flags.DEFINE_float("ema_decay", 0.9999, "EMA decay.", lower_bound=0.0, upper_bound=1.0)
-  flags.DEFINE_enum("distribution", "default", ["default", "mirrored", "multiworker"], "tf.distribute strategy.")
-  flags.DEFINE_string("init_from_supernet", None, "A search's out_dir: start from its supernet weights.")
-  flags.DEFINE_integer("seed", 0, "Seed.")
-  flags.DEFINE_integer("verbose", 2, "Keras fit verbosity (1 = progress bar).", lower_bound=0, upper_bound=2)
+  flags.DEFINE_enum("activation", d.activation, list(arch_lib.ACTIVATIONS),
+                    "Activation; default: the arch's.")
+  flags.DEFINE_float("dropout", d.dropout, "Dropout before the classifier.", lower_bound=0.0,
+                     upper_bound=0.99)
+  flags.DEFINE_float("drop_connect", d.drop_connect, "Stochastic depth of the last residual block "
+                     "(paper 0.2).", lower_bound=0.0, upper_bound=0.99)
+  flags.DEFINE_integer("epochs", d.epochs, "Epochs.", lower_bound=1)
+  flags.DEFINE_integer("steps_per_epoch", d.steps_per_epoch, "Steps per epoch (default: one pass "
+                       "over TRAIN).", lower_bound=1)
+  flags.DEFINE_integer("batch_size", d.batch_size, "Global batch.", lower_bound=1)
+  flags.DEFINE_float("lr", d.lr, "Peak learning rate (for --batch_size).", lower_bound=0.0)
+  flags.DEFINE_float("warmup_epochs", d.warmup_epochs, "Linear warm-up epochs.", lower_bound=0.0)
+  flags.DEFINE_float("momentum", d.momentum, "SGD nesterov momentum.", lower_bound=0.0,
+                     upper_bound=0.999)
+  flags.DEFINE_float("weight_decay", d.weight_decay, "L2 weight decay of conv and dense kernels.",
+                     lower_bound=0.0)
+  flags.DEFINE_float("label_smoothing", d.label_smoothing, "Label smoothing.", lower_bound=0.0,
+                     upper_bound=0.99)
+  flags.DEFINE_bool("autoaugment", d.autoaugment, "RandAugment (Keras) on training images.")
+  flags.DEFINE_bool("ema", d.ema, "Exponential moving average of the weights (used at the end).")
+  flags.DEFINE_float("ema_decay", d.ema_decay, "EMA decay.", lower_bound=0.0, upper_bound=1.0)
+  cli.define_distribution_flag()
+  flags.DEFINE_string("init_from_supernet", d.init_from_supernet,
+                      "A search's out_dir: start from its supernet weights.")
+  flags.DEFINE_integer("seed", d.seed, "Seed.")
+  flags.DEFINE_integer("verbose", d.verbose, "Keras fit verbosity (1 = progress bar).",
+                       lower_bound=0, upper_bound=2)
   flags.DEFINE_string("out_dir", None, "Output directory (re-running resumes).")
 
 
@@ -94,7 +130,7 @@ def _init_from_supernet(model, search_dir: str, num_classes: int) -> int:
   """Copies the weights of a search's supernet into `model` by structural layer name."""
   import dataclasses  # pylint: disable=import-outside-toplevel
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  from betanas_tf import spaces, supernet  # pylint: disable=import-outside-toplevel
+  from betanas_tf import builder, spaces, supernet  # pylint: disable=import-outside-toplevel
   try:
     with open(os.path.join(search_dir, "run.json")) as handle:
       run = json.load(handle)
@@ -111,7 +147,7 @@ def _init_from_supernet(model, search_dir: str, num_classes: int) -> int:
     status.assert_existing_objects_matched()
   except AssertionError as error:
     raise ValueError(f"{latest}: not a checkpoint of this supernet ({str(error)[:200]})") from None
-  return supernet.copy_weights_by_name(net, model)
+  return builder.copy_weights_by_name(net, model)
 
 
 def _epoch_log(optimizer, path: str):
@@ -130,56 +166,57 @@ def _epoch_log(optimizer, path: str):
   return EpochLog()
 
 
-def train(arch: arch_lib.Architecture, out_dir: str):
+def train(arch: arch_lib.Architecture, out_dir: str, config: TrainConfig = TrainConfig()) -> Dict:
+  """Retrains `arch` from scratch on `config.data` and writes the outputs (module docstring)
+  to `out_dir`; calling it again with the same arguments resumes. Returns eval.json's
+  contents (top-1, top-5 on the eval split)."""
   import keras  # pylint: disable=import-outside-toplevel
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
   from betanas_tf import builder, distribution, path_sgd  # pylint: disable=import-outside-toplevel
-  keras.utils.set_random_seed(FLAGS.seed)
-  dataset = data_lib.load(FLAGS.dataset, input_size=arch.input_size, seed=FLAGS.seed,
-                          **({"data_dir": FLAGS.data_dir, "download": FLAGS.download}
-                             if FLAGS.dataset in ("cifar10", "imagenet2012") else
-                             {"num_classes": arch.num_classes} if FLAGS.dataset == "synthetic" else {}))
-  arch = arch.for_retraining(dataset.num_classes, FLAGS.se_ratio, FLAGS.activation,
-                            FLAGS.dropout, FLAGS.width_multiplier)
+  c = config
+  os.makedirs(out_dir, exist_ok=True)
+  keras.utils.set_random_seed(c.seed)
+  dataset = c.data.load(arch.input_size, c.seed, arch.num_classes)
+  arch = arch.for_retraining(dataset.num_classes, c.se_ratio, c.activation, c.dropout,
+                             c.width_multiplier)
   arch.save(os.path.join(out_dir, "arch.json"))
-  train_ds, steps = _training_data(dataset, FLAGS.batch_size, dataset.num_classes,
-                                   FLAGS.autoaugment, FLAGS.seed)
-  steps = FLAGS.steps_per_epoch or steps
-  strategy = distribution.make_strategy(FLAGS.distribution)
+  train_ds, steps = _training_data(dataset, c.batch_size, dataset.num_classes,
+                                   c.autoaugment, c.seed)
+  steps = c.steps_per_epoch or steps
+  strategy = distribution.make_strategy(c.distribution)
   with strategy.scope():
-    model = builder.build_model(arch, drop_connect=FLAGS.drop_connect)
-    if FLAGS.init_from_supernet:
-      copied = _init_from_supernet(model, FLAGS.init_from_supernet, dataset.num_classes)
-      print(f"initialised {copied} layers from {FLAGS.init_from_supernet}")
-    total, warmup = FLAGS.epochs * steps, int(FLAGS.warmup_epochs * steps)
+    model = builder.build_model(arch, drop_connect=c.drop_connect)
+    if c.init_from_supernet:
+      copied = _init_from_supernet(model, c.init_from_supernet, dataset.num_classes)
+      print(f"initialised {copied} layers from {c.init_from_supernet}")
+    total, warmup = c.epochs * steps, int(c.warmup_epochs * steps)
     schedule = keras.optimizers.schedules.CosineDecay(
-        0.0 if warmup else FLAGS.lr, max(1, total - warmup), alpha=0.0,
-        warmup_target=FLAGS.lr if warmup else None, warmup_steps=warmup)
+        0.0 if warmup else c.lr, max(1, total - warmup), alpha=0.0,
+        warmup_target=c.lr if warmup else None, warmup_steps=warmup)
     # Coupled L2 on conv/dense kernels (the paper's PyTorch-style weight decay); with no
     # path bound, PathMaskedSGD is plain SGD plus that decay.
-    optimizer = path_sgd.PathMaskedSGD(schedule, momentum=FLAGS.momentum, nesterov=True,
-                                       l2=FLAGS.weight_decay, use_ema=FLAGS.ema,
-                                       ema_momentum=FLAGS.ema_decay)
+    optimizer = path_sgd.PathMaskedSGD(schedule, momentum=c.momentum, nesterov=True,
+                                       l2=c.weight_decay, use_ema=c.ema,
+                                       ema_momentum=c.ema_decay)
     optimizer.bind(model.trainable_variables, None, [])
     model.compile(optimizer=optimizer,
                   loss=keras.losses.CategoricalCrossentropy(from_logits=True,
-                                                            label_smoothing=FLAGS.label_smoothing),
+                                                            label_smoothing=c.label_smoothing),
                   metrics=[keras.metrics.CategoricalAccuracy(name="top1"),
                            keras.metrics.TopKCategoricalAccuracy(5, name="top5")])
-  eval_ds = _eval_data(dataset, min(FLAGS.batch_size, 256), dataset.num_classes)
+  eval_ds = _eval_data(dataset, min(c.batch_size, 256), dataset.num_classes)
   callbacks = [keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup")),
                _epoch_log(optimizer, os.path.join(out_dir, "history.json")),
                keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard"))]
-  history = model.fit(train_ds, epochs=FLAGS.epochs, steps_per_epoch=steps, validation_data=eval_ds,
-                      callbacks=callbacks, verbose=FLAGS.verbose)
+  history = model.fit(train_ds, epochs=c.epochs, steps_per_epoch=steps, validation_data=eval_ds,
+                      callbacks=callbacks, verbose=c.verbose)
   _, top1, top5 = model.evaluate(eval_ds, verbose=0)
   model.save(os.path.join(out_dir, "model.keras"))
   model.save_weights(os.path.join(out_dir, "model.weights.h5"))
   result = {"top1": float(top1), "top5": float(top5), "eval_examples": len(dataset.eval),
-            "epochs": FLAGS.epochs, "dataset": dataset.name, "architecture": arch.to_compact(),
-            "ema": FLAGS.ema, "autoaugment": "keras.layers.RandAugment" if FLAGS.autoaugment else None}
+            "epochs": c.epochs, "dataset": dataset.name, "architecture": arch.to_compact(),
+            "ema": c.ema, "autoaugment": "keras.layers.RandAugment" if c.autoaugment else None}
   io_utils.atomic_write_json(os.path.join(out_dir, "eval.json"), result)
-  del tf, history
+  del history
   return result
 
 
@@ -188,10 +225,10 @@ def main(argv):
     print(f"train: error: unexpected arguments {argv[1:]}", file=sys.stderr)
     return 1
   try:
-    arch = references.resolve_architecture(FLAGS.arch, FLAGS.reference, None, None, 1.0)
+    arch = cli.arch_from_flags(apply_width=False)  # retraining applies it (TrainConfig)
     os.makedirs(FLAGS.out_dir, exist_ok=True)
     io_utils.atomic_write_text(os.path.join(FLAGS.out_dir, "flags.txt"), FLAGS.flags_into_string())
-    result = train(arch, FLAGS.out_dir)
+    result = train(arch, FLAGS.out_dir, cli.config_from_flags(TrainConfig, data=cli.data_source_from_flags()))
   except (ValueError, KeyError, data_lib.DatasetNotPreparedError) as error:
     print(f"train: error: {error}", file=sys.stderr)
     return 1

@@ -10,7 +10,6 @@ from betanas_tf import cost
 from betanas_tf import engine as engine_lib
 from betanas_tf import policies
 from betanas_tf import spaces
-from betanas_tf import supernet as supernet_lib
 
 BATCH = 16
 
@@ -259,7 +258,7 @@ def test_supernet_path_equals_standalone_model():
   _train(eng, 3)
   choices = (3, 1, 2)
   model = builder.build_model(eng.supernet.arch_for(choices))
-  assert supernet_lib.copy_weights_by_name(eng.supernet, model) == len([l for l in model.layers if l.weights])
+  assert builder.copy_weights_by_name(eng.supernet, model) == len([l for l in model.layers if l.weights])
   images, _ = _batch(4)
   np.testing.assert_allclose(np.asarray(model(images, training=False)),
                              np.asarray(eng.supernet(images, path=tf.constant(choices), training=False)),

@@ -50,7 +50,7 @@ def _setup(build_supernet: bool = True, build_standalone: bool = True):
   import keras  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  from betanas_tf import arch_params, builder, cost, engine, path_sgd, policies, spaces, supernet  # pylint: disable=import-outside-toplevel
+  from betanas_tf import arch_params, builder, cost, engine, path_sgd, policies, spaces  # pylint: disable=import-outside-toplevel
   space = spaces.get_space(FLAGS.space)
   k = FLAGS.steps_per_execution
   config = engine.EngineConfig(batch_size=FLAGS.batch_size, arch_batch_size=FLAGS.batch_size,
@@ -76,7 +76,7 @@ def _setup(build_supernet: bool = True, build_standalone: bool = True):
   if build_standalone:
     model = builder.build_model(space.arch_from_choices(path))
     if eng is not None:
-      supernet.copy_weights_by_name(eng.supernet, model)
+      builder.copy_weights_by_name(eng.supernet, model)
     optimizer = path_sgd.PathMaskedSGD(config.lr, momentum=config.momentum, nesterov=config.nesterov,
                                        l2=config.weight_decay)
     optimizer.bind(model.trainable_variables, None, [])

@@ -1,0 +1,97 @@
+"""Command-line plumbing shared by the programs: each shared flag is defined here once.
+
+The library never reads flags: a program (search, train, qat, export, latency,
+arch_info) defines its flags when it runs as a program, turns them into the
+arguments and dataclass configs of the library functions with the helpers here,
+and calls those functions, exactly as a Python user would.
+"""
+
+import dataclasses
+from typing import Any
+
+from absl import flags
+
+from betanas_tf import arch as arch_lib
+from betanas_tf import references
+from betanas_tf import spaces
+
+FLAGS = flags.FLAGS
+
+
+def config_from_flags(config_class, **values: Any):
+  """An instance of the dataclass `config_class` whose fields come from the flags of the
+  same names; `values` gives the fields that are not flags (e.g. a DataSource)."""
+  fields = {field.name: FLAGS[field.name].value
+            for field in dataclasses.fields(config_class) if field.name not in values}
+  return config_class(**fields, **values)
+
+
+# ---- which network ------------------------------------------------------------------------
+
+def define_arch_flags(space_choices: bool = False, width_multiplier: bool = True):
+  """--arch | --reference [| --space with --choices] [--width_multiplier]."""
+  flags.DEFINE_string("arch", None, "Architecture JSON file (e.g. a search's arch.json).")
+  flags.DEFINE_enum("reference", None, references.REFERENCES.names(), "A reference architecture.")
+  if space_choices:
+    flags.DEFINE_enum("space", None, spaces.SPACES.names(), "A search space (with --choices).")
+    flags.DEFINE_string("choices", None, "Ops of the space's choice blocks, e.g. k3e3-k5e6-id.")
+  if width_multiplier:
+    flags.DEFINE_float("width_multiplier", 1.0, "Width multiplier (make_divisible 8).",
+                       lower_bound=0.05)
+
+
+def arch_from_flags(apply_width: bool = True) -> arch_lib.Architecture:
+  """The Architecture the flags name, with --width_multiplier applied unless the program
+  applies it itself (retraining); a ValueError says which flags are wrong."""
+  space = FLAGS["space"].value if "space" in FLAGS else None
+  choices = FLAGS["choices"].value if "choices" in FLAGS else None
+  width = FLAGS["width_multiplier"].value if apply_width and "width_multiplier" in FLAGS else 1.0
+  return references.resolve_architecture(FLAGS.arch, FLAGS.reference, space, choices, width)
+
+
+# ---- which data ---------------------------------------------------------------------------
+
+# data.py imports TensorFlow: only programs that read data pay for it (arch_info stays light).
+
+def define_data_flags(default: str = "digits", help_text: str = "Dataset."):
+  from betanas_tf import data as data_lib  # pylint: disable=import-outside-toplevel
+  flags.DEFINE_enum("dataset", default, data_lib.DATASETS.names(), help_text)
+  flags.DEFINE_string("data_dir", None, "tensorflow-datasets directory (cifar10, imagenet2012).")
+  flags.DEFINE_bool("download", False, "Let tensorflow-datasets download/prepare the dataset "
+                    "(nothing touches the network without it).")
+  flags.DEFINE_integer("synthetic_examples", 256, "Training examples of --dataset=synthetic.",
+                       lower_bound=16)
+
+
+def data_source_from_flags(**changes: Any):
+  """The data.DataSource the flags name, with `changes` applied."""
+  from betanas_tf import data as data_lib  # pylint: disable=import-outside-toplevel
+  source = data_lib.DataSource(FLAGS.dataset, FLAGS.data_dir, FLAGS.download,
+                               FLAGS.synthetic_examples)
+  return dataclasses.replace(source, **changes)
+
+
+# ---- timing and phones --------------------------------------------------------------------
+
+def define_timing_flags():
+  """How a TFLite model is timed: on this host (LiteRT) or with benchmark_model on a phone."""
+  flags.DEFINE_integer("threads", 1, "Interpreter threads (1, as on one phone core).", lower_bound=1)
+  flags.DEFINE_integer("warmup_runs", 10, "Warm-up invocations per model.", lower_bound=0)
+  flags.DEFINE_integer("runs", 50, "Timed invocations per model.", lower_bound=1)
+
+
+def define_android_flags():
+  flags.DEFINE_bool("android", False, "Time on a phone through adb and TFLite's benchmark_model.")
+  flags.DEFINE_string("adb", "adb", "adb executable.")
+  flags.DEFINE_string("adb_serial", None, "Phone serial (adb -s).")
+  flags.DEFINE_string("benchmark_binary", "/data/local/tmp/benchmark_model",
+                      "benchmark_model on the phone.")
+
+
+# ---- where it runs ------------------------------------------------------------------------
+
+def define_distribution_flag():
+  from betanas_tf import distribution  # pylint: disable=import-outside-toplevel
+  flags.DEFINE_enum("distribution", "default", list(distribution.STRATEGIES),
+                    "tf.distribute strategy: default (one device), mirrored (all local GPUs), "
+                    "multiworker (TF_CONFIG, one process per host).")

@@ -1,0 +1,291 @@
+"""Exports an Architecture to TFLite (fp32 / fp16 / int8), checks parity, measures latency.
+
+    python export/to_tflite.py --arch=runs/a/arch.json --weights=runs/a/model.keras \\
+        --quantize=fp32,fp16,int8 --dataset=imagenet2012 --data_dir=... --out_dir=export_a
+    python -m betanas_tf.export --reference=mobilenet_v2 --quantize=fp32,int8 --dataset=synthetic \\
+        --out_dir=/tmp/mnv2 [--latency_table=configs/pixel1_latency.json] [--android --adb_serial=X]
+
+From Python::
+
+    from betanas_tf import export
+    report = export.export(arch, "/tmp/export", export.ExportConfig(quantize=("fp32", "int8")),
+                           weights="runs/retrain/model.keras")
+
+Without weights the network is randomly initialised (BatchNorm statistics set on
+representative data so activations are in range) and the report says the figures
+are latency-only. Writes <name>_<format>.tflite, report.json and report.md to the
+output directory; fp32 parity worse than `fp32_tolerance` fails the export.
+"""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from typing import Dict, Optional, Tuple
+
+from absl import app
+from absl import flags
+
+from betanas_tf import android
+from betanas_tf import arch as arch_lib
+from betanas_tf import cli
+from betanas_tf import data as data_lib
+from betanas_tf import io_utils
+
+FLAGS = flags.FLAGS
+FP32_PARITY_EXAMPLES = 16
+QUANTIZATIONS = ("fp32", "fp16", "int8", "int8_qat")
+
+
+class ExportError(RuntimeError):
+  """The export ran but its result is not acceptable (parity, QAT)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+  """What to export, what to check it on and how to time it."""
+  quantize: Tuple[str, ...] = ("fp32",)   # among QUANTIZATIONS; int8_qat needs .keras weights
+  int8_io: bool = False                   # int8 model inputs and outputs (with int8)
+  qat_epochs: int = 2
+  data: data_lib.DataSource = data_lib.DataSource("synthetic")   # representative / parity data
+  parity_examples: int = 128              # int8 top-1 agreement and fp16 parity inputs (>= 100)
+  representative_examples: int = 64       # int8 calibration inputs
+  threads: int = 1
+  warmup_runs: int = 10
+  runs: int = 50
+  latency_table: Optional[str] = None     # predicted latency and its error
+  android: bool = False                   # also time on a phone (adb + benchmark_model)
+  adb: str = "adb"
+  adb_serial: Optional[str] = None
+  benchmark_binary: str = "/data/local/tmp/benchmark_model"
+  fp32_tolerance: float = 1e-4
+
+  def __post_init__(self):
+    object.__setattr__(self, "quantize", tuple(f.strip() for f in self.quantize))
+    unknown = sorted(set(self.quantize) - set(QUANTIZATIONS))
+    if unknown or not self.quantize:
+      raise ValueError(f"--quantize takes a subset of {','.join(QUANTIZATIONS)}, "
+                       f"got {','.join(self.quantize)}")
+    if self.parity_examples < 100:
+      raise ValueError(f"parity_examples must be >= 100 (int8 top-1 agreement), got {self.parity_examples}")
+
+
+def define_flags():
+  """Defines this program's flags (only when it runs as a program, so that importing
+  several betanas_tf modules into one process never defines a flag twice)."""
+  d = ExportConfig()
+  cli.define_arch_flags()
+  flags.DEFINE_string("weights", None, "Trained weights: a .keras model or a .weights.h5 file.")
+  flags.DEFINE_list("quantize", list(d.quantize), "Formats among fp32, fp16, int8, int8_qat (QAT "
+                    "needs --weights=<model.keras>; it runs betanas_tf.qat in its own process).")
+  flags.DEFINE_integer("qat_epochs", d.qat_epochs, "Fine-tuning epochs of int8_qat.", lower_bound=1)
+  flags.DEFINE_bool("int8_io", d.int8_io, "int8 model inputs and outputs (with int8).")
+  cli.define_data_flags(d.data.name, "Representative / parity data.")
+  flags.DEFINE_integer("parity_examples", d.parity_examples, "Inputs for the fp16 and int8 parity "
+                       "checks (>= 100; fp32 is checked on the first 16).", lower_bound=100)
+  flags.DEFINE_integer("representative_examples", d.representative_examples,
+                       "Calibration inputs for int8.", lower_bound=1)
+  cli.define_timing_flags()
+  flags.DEFINE_string("latency_table", d.latency_table,
+                      "Latency table for the predicted latency and its error.")
+  cli.define_android_flags()
+  flags.DEFINE_string("out_dir", None, "Output directory.")
+  flags.DEFINE_string("name", None, "File name stem (default: the architecture's name).")
+  flags.DEFINE_float("fp32_tolerance", d.fp32_tolerance, "Largest allowed fp32 max abs difference.",
+                     lower_bound=0)
+
+
+def _load_weights(model, path: str):
+  import keras  # pylint: disable=import-outside-toplevel
+  from betanas_tf import builder  # pylint: disable=import-outside-toplevel
+  if not os.path.exists(path):
+    raise ValueError(f"{path}: weights file not found")
+  if path.endswith(".weights.h5"):
+    model.load_weights(path)
+  elif path.endswith(".keras"):
+    builder.copy_all_weights_by_name(keras.saving.load_model(path, compile=False), model, path)
+  else:
+    raise ValueError(f"{path}: --weights must be a .keras model or a .weights.h5 file")
+
+
+def _images(arch: arch_lib.Architecture, source: data_lib.DataSource, count: int, seed: int):
+  """`count` float input images for the architecture from `source` (eval split first,
+  then train; repeated if the dataset is smaller)."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  if source.name == "synthetic":
+    source = dataclasses.replace(source, synthetic_examples=max(count, 16))
+  dataset = source.load(arch.input_size, seed, arch.num_classes)
+  images = np.concatenate([b for b, _ in dataset.eval.eval_batches(64)] +
+                          [b for b, _ in dataset.train.eval_batches(64)])
+  if len(images) < count:
+    images = np.concatenate([images] * (count // len(images) + 1))
+  return images[:count].astype(np.float32)
+
+
+def export(arch: arch_lib.Architecture, out_dir: str, config: ExportConfig = ExportConfig(),
+           weights: Optional[str] = None, name: Optional[str] = None) -> Dict:
+  """Converts `arch` (with `weights`, a .keras model or .weights.h5 file; random weights
+  without) to every format of `config.quantize`, checks and times each, writes the files
+  and report.json / report.md to `out_dir` and returns the report. An Android failure is
+  recorded in the report's "android_error" (host results are still written)."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from betanas_tf import builder, cost, latency, tflite  # pylint: disable=import-outside-toplevel
+  c = config
+  name = name or arch.name or "model"
+  if "int8_qat" in c.quantize and not (weights or "").endswith(".keras"):
+    raise ValueError("--quantize=int8_qat needs --weights=<a trained model.keras>")
+  os.makedirs(out_dir, exist_ok=True)
+  formats = [f for f in c.quantize if f != "int8_qat"]
+  model = builder.build_model(arch)
+  parity_images = _images(arch, c.data, c.parity_examples, seed=1)
+  if weights:
+    _load_weights(model, weights)
+  else:
+    builder.set_bn_statistics(model, _images(arch, c.data, 64, seed=2))
+  float_out = np.asarray(model.predict(parity_images, batch_size=32, verbose=0))
+  representative = _images(arch, c.data, c.representative_examples, seed=3)
+  total = cost.architecture_cost(arch)
+  report = {"name": name, "architecture": arch.to_compact(), "macs": total.macs,
+            "params": total.params, "weights": weights, "latency_only": weights is None,
+            "dataset": c.data.name, "threads": c.threads, "formats": {}}
+  table = latency.LatencyTable.load(c.latency_table) if c.latency_table else None
+  if table is not None:
+    report["predicted_latency_ms"] = table.predict(arch)
+    report["latency_table_target"] = table.target
+  bench = None
+  if c.android:
+    bench = android.AndroidBenchmark(c.adb, c.adb_serial, c.benchmark_binary)
+    try:
+      bench.serial = bench.check()
+    except android.AndroidError as error:
+      report["android_error"] = str(error)
+      bench = None
+  for fmt in formats:
+    content = tflite.convert(model, fmt, lambda: (x[None] for x in representative),
+                             int8_io=c.int8_io and fmt == "int8")
+    path = os.path.join(out_dir, f"{name}_{fmt}.tflite")
+    io_utils.atomic_write_bytes(path, content)
+    outputs = tflite.run(content, parity_images, c.threads)
+    entry = {"file": os.path.basename(path), "bytes": len(content),
+             "host_latency": tflite.measure_latency(content, c.threads, c.warmup_runs, c.runs),
+             "ops": tflite.op_counts(content)}
+    if fmt == "fp32":
+      diff = float(np.abs(outputs[:FP32_PARITY_EXAMPLES] - float_out[:FP32_PARITY_EXAMPLES]).max())
+      entry["max_abs_diff_vs_keras"] = diff
+      entry["parity_examples"] = FP32_PARITY_EXAMPLES
+      if diff > c.fp32_tolerance:
+        report["formats"][fmt] = entry
+        io_utils.atomic_write_json(os.path.join(out_dir, "report.json"), report)
+        raise ExportError(f"fp32 parity failed: max abs diff {diff:.3g} > {c.fp32_tolerance:g}")
+    elif fmt == "fp16":
+      entry["max_abs_diff_vs_keras"] = float(np.abs(outputs - float_out).max())
+      entry["parity_examples"] = len(parity_images)
+    else:
+      entry["top1_agreement_vs_float"] = float(np.mean(outputs.argmax(-1) == float_out.argmax(-1)))
+      entry["parity_examples"] = len(parity_images)
+    if bench is not None:
+      try:
+        entry["android_avg_ms"] = bench.measure(path, c.threads, c.warmup_runs, c.runs)
+      except android.AndroidError as error:
+        report["android_error"] = str(error)
+        bench = None
+    if table is not None and fmt == "fp32":
+      # The error only means something against the kind of target the table was measured on.
+      on_host = table.target.get("kind") == "host"
+      measured = entry["host_latency"]["median_ms"] if on_host else entry.get("android_avg_ms")
+      if measured:
+        entry["lut_error_pct"] = 100.0 * (report["predicted_latency_ms"] - measured) / measured
+    report["formats"][fmt] = entry
+  if "int8_qat" in c.quantize:
+    report["int8_qat"] = _quantization_aware(arch, out_dir, name, weights, c)
+  io_utils.atomic_write_json(os.path.join(out_dir, "report.json"), report)
+  io_utils.atomic_write_text(os.path.join(out_dir, "report.md"), markdown(report))
+  return report
+
+
+def _quantization_aware(arch, out_dir: str, name: str, weights: str, c: ExportConfig) -> Dict:
+  """Runs betanas_tf.qat in its own process (tfmot flips tf.keras process-wide) and returns
+  its report: float / PTQ int8 / QAT int8 top-1 on the eval split and host latency."""
+  with tempfile.TemporaryDirectory(dir=out_dir) as work:
+    arch_path = os.path.join(work, "arch.json")
+    arch.replace(name=name).save(arch_path)
+    command = [sys.executable, "-m", "betanas_tf.qat", f"--model={weights}", f"--arch={arch_path}",
+               f"--dataset={c.data.name}", f"--synthetic_examples={c.data.synthetic_examples}",
+               f"--epochs={c.qat_epochs}", f"--out_dir={work}", f"--threads={c.threads}",
+               f"--runs={c.runs}"]
+    if c.data.data_dir:
+      command.append(f"--data_dir={c.data.data_dir}")
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+      last = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
+      raise ExportError(f"quantization-aware training failed: {last}")
+    os.replace(os.path.join(work, f"{name}_int8_qat.tflite"),
+               os.path.join(out_dir, f"{name}_int8_qat.tflite"))
+    with open(os.path.join(work, "qat_report.json")) as handle:
+      return json.load(handle)
+
+
+def markdown(report: Dict) -> str:
+  lines = [f"# TFLite export: {report['name']}", "",
+           f"`{report['architecture']}`", "",
+           f"MACs {report['macs'] / 1e6:.1f}M, params {report['params'] / 1e6:.3f}M, "
+           f"host threads {report['threads']}."]
+  if report["latency_only"]:
+    lines += ["", "**Randomly initialised weights: latency figures only** (accuracy-free parity)."]
+  if "predicted_latency_ms" in report:
+    error = report["formats"].get("fp32", {}).get("lut_error_pct")
+    lines += ["", f"Latency table ({report['latency_table_target'].get('kind', '?')}) predicts "
+                  f"{report['predicted_latency_ms']:.3f} ms" +
+              (f", {error:+.1f} % vs measured fp32." if error is not None else
+               " (no fp32 measurement on the table's target to compare).")]
+  lines += ["", "| format | size (KB) | host median (ms) | host p90 (ms) | parity | Android avg (ms) |",
+            "|---|---|---|---|---|---|"]
+  for fmt, entry in report["formats"].items():
+    if "top1_agreement_vs_float" in entry:
+      parity = f"top-1 agreement {entry['top1_agreement_vs_float']:.3f} ({entry['parity_examples']} inputs)"
+    else:
+      parity = f"max abs diff {entry['max_abs_diff_vs_keras']:.2e} ({entry['parity_examples']} inputs)"
+    phone = f"{entry['android_avg_ms']:.3f}" if "android_avg_ms" in entry else "-"
+    lines.append(f"| {fmt} | {entry['bytes'] / 1024:.1f} | {entry['host_latency']['median_ms']:.3f} | "
+                 f"{entry['host_latency']['p90_ms']:.3f} | {parity} | {phone} |")
+  if "int8_qat" in report:
+    q = report["int8_qat"]
+    lines += ["", f"Quantization-aware int8 ({q['qat_epochs']} epochs) on {q['eval_examples']} eval "
+                  f"examples: top-1 float {q['float_top1']:.4f}, int8 PTQ {q['ptq_int8_top1']:.4f}, "
+                  f"int8 QAT {q['qat_int8_top1']:.4f}; host median {q['qat_int8_latency']['median_ms']:.3f} ms."]
+  if "android_error" in report:
+    lines += ["", f"Android: not measured ({report['android_error']})."]
+  return "\n".join(lines) + "\n"
+
+
+def main(argv):
+  program = os.path.splitext(os.path.basename(argv[0]))[0]  # to_tflite, or export under -m
+  if len(argv) > 1:
+    print(f"{program}: error: unexpected arguments {argv[1:]}", file=sys.stderr)
+    return 1
+  try:
+    arch = cli.arch_from_flags()
+    config = cli.config_from_flags(ExportConfig, data=cli.data_source_from_flags(),
+                                   quantize=tuple(FLAGS.quantize))
+    report = export(arch, FLAGS.out_dir, config, FLAGS.weights, FLAGS.name)
+  except (ValueError, KeyError, ExportError, data_lib.DatasetNotPreparedError) as error:
+    print(f"{program}: error: {error}", file=sys.stderr)
+    return 1
+  print(markdown(report))
+  if "android_error" in report:
+    print(f"{program}: error: Android measurement failed: {report['android_error']}", file=sys.stderr)
+    return 1
+  return 0
+
+
+def run():
+  """The command line (also `python export/to_tflite.py`)."""
+  define_flags()
+  flags.mark_flag_as_required("out_dir")
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()
