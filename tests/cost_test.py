@@ -25,6 +25,7 @@ def _check_against_tensorflow(arch):
   return analytic, measured
 
 
+@pytest.mark.slow
 def test_mobilenet_v2_golden_numbers():
   analytic, measured = _check_against_tensorflow(references.mobilenet_v2())
   assert analytic == cost.Cost(macs=300_774_272, params=3_504_872)
@@ -43,6 +44,7 @@ def test_proxyless_reference_golden_numbers(name, golden):
   assert analytic == golden and measured == golden.macs
 
 
+@pytest.mark.slow
 def test_random_proxyless_architectures_agree_with_profiler():
   space = spaces.get_space("proxyless_mobile")
   rng = np.random.default_rng(7)
@@ -50,6 +52,7 @@ def test_random_proxyless_architectures_agree_with_profiler():
     _check_against_tensorflow(space.arch_from_choices(space.sample(rng)))
 
 
+@pytest.mark.slow
 def test_every_micro_architecture_agrees_with_profiler():
   space = spaces.get_space("micro")
   for choices in space.enumerate():

@@ -77,6 +77,7 @@ print("RESULT " + json.dumps(out))
 '''
 
 
+@pytest.mark.slow
 def test_mirrored_step_equals_single_device_step(tmp_path):
   script = tmp_path / "mirrored.py"
   script.write_text(SCRIPT)

@@ -93,6 +93,7 @@ def test_phase1_leaves_unsampled_candidates_and_their_slots_bit_identical():
   assert eng.arch.step_np() == step + 1
 
 
+@pytest.mark.slow
 def test_train_function_stops_at_stop_step_and_never_retraces():
   eng = _engine(arch_update_every=4)
   eng.supernet.make_train_function()
@@ -160,6 +161,7 @@ def test_gate_gradient_matches_equation_4(gate_mode):
   assert got.numpy()[2, 0] == 0.0
 
 
+@pytest.mark.slow
 def test_cost_term_alone_moves_alpha_to_the_cheapest_op():
   eng = _engine(beta=50.0, arch_lr=0.05)
   table = eng.costs.table
@@ -179,6 +181,7 @@ def test_cost_term_alone_moves_alpha_to_the_cheapest_op():
   assert eng.metrics()["phase2/expected_cost"] > 0
 
 
+@pytest.mark.slow
 def test_dropped_ops_get_no_gradient_probability_or_training():
   eng = _engine(beta=1.0)
   eng.arch.drop(1, 2)
@@ -220,6 +223,7 @@ def test_selective_drop_logs_on_the_device_and_never_empties_a_block():
     assert 0.0 < drop["p"] < 0.9 / 2
 
 
+@pytest.mark.slow
 def test_two_path_rescale_keeps_the_pair_mass():
   eng = _engine(gate_mode="two", beta=0.0, arch_lr=0.3)  # the cost term moves every op
   iterator = iter(eng.distribute(_batches()))
@@ -265,6 +269,7 @@ def test_supernet_path_equals_standalone_model():
                              atol=1e-5)
 
 
+@pytest.mark.slow
 def test_bn_recalibration_averages_batch_statistics_and_restores():
   eng = _engine()
   _train(eng, 3)

@@ -30,6 +30,7 @@ def _export(*args, env_extra=None, timeout=300):
                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_export_all_formats_with_trained_weights(tmp_path):
   arch, arch_path = _arch_file(tmp_path)
   model = builder.build_model(arch)
@@ -70,6 +71,7 @@ def _fake_adb_dir(tmp_path):
   return str(bin_dir)
 
 
+@pytest.mark.slow
 def test_android_benchmark_through_fake_adb(tmp_path):
   _, arch_path = _arch_file(tmp_path)
   log = tmp_path / "adb.log"
@@ -98,6 +100,7 @@ def test_android_benchmark_through_fake_adb(tmp_path):
     ({"FAKE_ADB_DEVICES": ""}, "device FAKE123 is not attached (attached: none)"),
     ({"PATH": "/nonexistent"}, "adb not found ('adb')"),
 ])
+@pytest.mark.slow
 def test_android_errors_are_clear_and_host_results_still_written(tmp_path, env, message):
   _, arch_path = _arch_file(tmp_path)
   env = dict({"PATH": _fake_adb_dir(tmp_path) + os.pathsep + os.environ["PATH"]}, **env)
@@ -123,6 +126,7 @@ def test_parse_benchmark_output():
     (["--quantize=int8_qat"], "--quantize=int8_qat needs --weights=<a trained model.keras>"),
     (["--weights=/nonexistent.keras"], "/nonexistent.keras: weights file not found"),
 ])
+@pytest.mark.slow
 def test_bad_input(tmp_path, args, message):
   _, arch_path = _arch_file(tmp_path)
   result = _export(f"--arch={arch_path}", f"--out_dir={tmp_path / 'o'}", *FAST, *args)

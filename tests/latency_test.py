@@ -80,6 +80,7 @@ def test_bad_table_files(tmp_path):
     latency.LatencyTable.load(str(path))
 
 
+@pytest.mark.slow
 def test_build_on_host_is_complete_resumable_and_predicts(tmp_path):
   space = spaces.get_space("micro")
   timer = latency.HostTimer(threads=1, warmup=2, runs=5)

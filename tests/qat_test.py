@@ -16,6 +16,7 @@ def _python(*args, timeout=600):
                         timeout=timeout)
 
 
+@pytest.mark.slow
 def test_importing_betanas_tf_never_imports_tfmot():
   code = ("import os, sys\n"
           "import betanas_tf, betanas_tf.search, betanas_tf.train, betanas_tf.runner, betanas_tf.latency\n"
@@ -28,6 +29,7 @@ def test_importing_betanas_tf_never_imports_tfmot():
   assert result.stdout.split() == ["False", "None", "False"]  # even betanas_tf.qat imports it lazily
 
 
+@pytest.mark.slow
 def test_qat_from_a_retrained_model(tmp_path):
   from betanas_tf import spaces  # pylint: disable=import-outside-toplevel
   space = spaces.get_space("micro")
@@ -69,6 +71,7 @@ def test_qat_from_a_retrained_model(tmp_path):
   assert "Quantization-aware int8" in open(exported / "report.md").read()
 
 
+@pytest.mark.slow
 def test_bad_model_path(tmp_path):
   result = _python("-m", "betanas_tf.qat", "--model=/nonexistent/model.keras", f"--arch={tmp_path}/none.json",
                    f"--out_dir={tmp_path / 'o'}", timeout=120)

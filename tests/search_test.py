@@ -36,6 +36,7 @@ def _summary(out_dir):
     return json.load(handle)
 
 
+@pytest.mark.slow
 def test_search_writes_every_output(tmp_path):
   out = str(tmp_path / "run")
   result = _run(out, "--checkpoint_every=10", "--log_every=4")
@@ -124,6 +125,7 @@ def test_truncated_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
   np.testing.assert_allclose(summary["alpha"], _summary(straight)["alpha"], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_no_intact_checkpoint_is_one_clear_error(tmp_path):
   out = str(tmp_path / "run")
   assert _run(out, "--checkpoint_every=6", "--max_steps=12").returncode == 0
@@ -136,6 +138,7 @@ def test_no_intact_checkpoint_is_one_clear_error(tmp_path):
   assert "ckpt-6" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_other_settings_in_the_same_out_dir_are_refused(tmp_path):
   out = str(tmp_path / "run")
   assert _run(out, "--max_steps=4", "--arch_warmup_steps=0").returncode == 0
@@ -148,6 +151,7 @@ def test_other_settings_in_the_same_out_dir_are_refused(tmp_path):
   assert "holds a search with other settings (engine.max_steps); use a new --out_dir" in result.stderr
 
 
+@pytest.mark.slow
 def test_out_dir_that_is_a_file_is_one_clear_error(tmp_path):
   path = tmp_path / "taken"
   path.write_text("x")
@@ -163,12 +167,14 @@ def test_out_dir_that_is_a_file_is_one_clear_error(tmp_path):
     (["--arch_warmup_steps=100"], "--arch_warmup_steps must be below --max_steps"),
     (["--drop_threshold=1.0"], "--drop_threshold must be in (0, 1) with --drop_rule=prob"),
 ])
+@pytest.mark.slow
 def test_bad_flags(tmp_path, args, message):
   result = _run(str(tmp_path / "x"), *args, timeout=60)
   assert result.returncode == 1
   assert message in result.stderr
 
 
+@pytest.mark.slow
 def test_unprepared_dataset_fails_fast(tmp_path):
   start = time.time()
   result = _run(str(tmp_path / "x"), "--dataset=imagenet2012", f"--data_dir={tmp_path}/none",
@@ -179,6 +185,7 @@ def test_unprepared_dataset_fails_fast(tmp_path):
   assert time.time() - start < 30
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["spos", "random"])
 def test_budgeted_baselines_meet_the_target(tmp_path, strategy):
   out = str(tmp_path / strategy)

@@ -20,6 +20,7 @@ def _calibrated(arch, seed=0):
   return model, rng.normal(size=(16, arch.input_size, arch.input_size, 3)).astype(np.float32)
 
 
+@pytest.mark.slow
 def test_mobilenet_v2_graph_is_exactly_the_architecture():
   arch = references.mobilenet_v2()
   content = tflite.convert(builder.build_model(arch))

@@ -37,6 +37,7 @@ def _run(*command_args, timeout=600):
                         timeout=timeout)
 
 
+@pytest.mark.slow
 def test_learns_digits_and_writes_outputs(tmp_path):
   out = tmp_path / "run"
   result = _run(_arch(tmp_path), out, "--epochs=8")
@@ -56,6 +57,7 @@ def test_learns_digits_and_writes_outputs(tmp_path):
   assert model.count_params() > 0 and model.output_shape == (None, 10)
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_continues_the_schedule(tmp_path):
   arch = _arch(tmp_path)
   straight, killed = tmp_path / "straight", tmp_path / "killed"
@@ -111,6 +113,7 @@ def test_drop_connect_is_stochastic_depth_on_residual_blocks_only():
   assert "block01_k3e3_drop" not in drops
 
 
+@pytest.mark.slow
 def test_init_from_supernet_copies_the_searched_path(tmp_path):
   import dataclasses  # pylint: disable=import-outside-toplevel
   import keras  # pylint: disable=import-outside-toplevel
@@ -140,6 +143,7 @@ def test_init_from_supernet_copies_the_searched_path(tmp_path):
     train._init_from_supernet(model, str(tmp_path / "none"), 10)  # pylint: disable=protected-access
 
 
+@pytest.mark.slow
 def test_bad_input(tmp_path):
   result = _run("/nonexistent.json", tmp_path / "x", "--epochs=1", timeout=120)
   assert result.returncode == 1 and "train: error: /nonexistent.json: cannot read architecture file" in result.stderr
