@@ -330,11 +330,14 @@ class Architecture:
 
   def for_retraining(self, num_classes: int, se_ratio: Optional[float] = None,
                      activation: Optional[str] = None, dropout: float = 0.0,
-                     width_multiplier: float = 1.0) -> "Architecture":
+                     width_multiplier: float = 1.0, input_size: Optional[int] = None
+                     ) -> "Architecture":
     """The network retraining trains: this spec with the retraining options applied
-    (width first, then classes, dropout and, when given, SE ratio and activation)."""
+    (width first, then classes, dropout and, when given, input size, SE ratio and activation)."""
     arch = self.with_width(width_multiplier) if width_multiplier != 1.0 else self
     changes = {"num_classes": num_classes, "dropout": dropout}
+    if input_size is not None:
+      changes["input_size"] = input_size
     if se_ratio is not None:
       changes["se_ratio"] = se_ratio
     if activation is not None:

@@ -3,6 +3,7 @@
     python -m betanas_tf.arch_info --arch=arch.json
     python -m betanas_tf.arch_info --reference=mobilenet_v2 --width_multiplier=1.4 [--json]
     python -m betanas_tf.arch_info --space=micro --choices=k3e3-k5e3-id
+    python -m betanas_tf.arch_info --reference=proxyless_k3e6 --input_size=160 --width_multiplier=0.75
 
 Bad input gives one line on stderr naming the problem and exit status 1.
 """
@@ -21,7 +22,7 @@ FLAGS = flags.FLAGS
 def define_flags():
   """Defines this program's flags (only when it runs as a program, so that importing
   several betanas_tf modules into one process never defines a flag twice)."""
-  cli.define_arch_flags(space_choices=True)
+  cli.define_arch_flags(space_choices=True, input_size=True)
   flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.")
 
 

@@ -28,8 +28,9 @@ def config_from_flags(config_class, **values: Any):
 
 # ---- which network ------------------------------------------------------------------------
 
-def define_arch_flags(space_choices: bool = False, width_multiplier: bool = True):
-  """--arch | --reference [| --space with --choices] [--width_multiplier]."""
+def define_arch_flags(space_choices: bool = False, width_multiplier: bool = True,
+                      input_size: bool = False):
+  """--arch | --reference [| --space with --choices] [--width_multiplier] [--input_size]."""
   flags.DEFINE_string("arch", None, "Architecture JSON file (e.g. a search's arch.json).")
   flags.DEFINE_enum("reference", None, references.REFERENCES.names(), "A reference architecture.")
   if space_choices:
@@ -38,6 +39,9 @@ def define_arch_flags(space_choices: bool = False, width_multiplier: bool = True
   if width_multiplier:
     flags.DEFINE_float("width_multiplier", 1.0, "Width multiplier (make_divisible 8).",
                        lower_bound=0.05)
+  if input_size:
+    flags.DEFINE_integer("input_size", None, "Input resolution (default: the network's).",
+                         lower_bound=8)
 
 
 def arch_from_flags(apply_width: bool = True) -> arch_lib.Architecture:
@@ -46,21 +50,35 @@ def arch_from_flags(apply_width: bool = True) -> arch_lib.Architecture:
   space = FLAGS["space"].value if "space" in FLAGS else None
   choices = FLAGS["choices"].value if "choices" in FLAGS else None
   width = FLAGS["width_multiplier"].value if apply_width and "width_multiplier" in FLAGS else 1.0
-  return references.resolve_architecture(FLAGS.arch, FLAGS.reference, space, choices, width)
+  arch = references.resolve_architecture(FLAGS.arch, FLAGS.reference, space, choices, width)
+  size = FLAGS["input_size"].value if "input_size" in FLAGS else None
+  return arch.replace(input_size=size) if size else arch
 
 
 # ---- which data ---------------------------------------------------------------------------
 
 # data.py imports TensorFlow: only programs that read data pay for it (arch_info stays light).
 
-def define_data_flags(default: str = "digits", help_text: str = "Dataset."):
+def define_data_flags(default: str = "digits", help_text: str = "Dataset"):
   from betanas_tf import data as data_lib  # pylint: disable=import-outside-toplevel
-  flags.DEFINE_enum("dataset", default, data_lib.DATASETS.names(), help_text)
-  flags.DEFINE_string("data_dir", None, "tensorflow-datasets directory (cifar10, imagenet2012).")
+  flags.DEFINE_string("dataset", default, f"{help_text}: {data_lib.names_help()}.")
+  flags.register_validator("dataset", _valid_dataset, "--dataset must be one of "
+                           + data_lib.names_help())
+  flags.DEFINE_string("data_dir", None, "tensorflow-datasets directory (cifar10, imagenet2012, "
+                      "tfds:NAME), or the image folder of --dataset=folder.")
   flags.DEFINE_bool("download", False, "Let tensorflow-datasets download/prepare the dataset "
                     "(nothing touches the network without it).")
   flags.DEFINE_integer("synthetic_examples", 256, "Training examples of --dataset=synthetic.",
                        lower_bound=16)
+
+
+def _valid_dataset(name: str) -> bool:
+  from betanas_tf import data as data_lib  # pylint: disable=import-outside-toplevel
+  try:
+    data_lib.check_name(name)
+  except KeyError:
+    return False
+  return True
 
 
 def data_source_from_flags(**changes: Any):

@@ -9,6 +9,11 @@
   50,000 ImageNet images), the eval split is the official test/validation set.
   A dataset that is not prepared fails at once with instructions; nothing
   touches the network unless ``download=True``.
+* ``tfds:NAME``: any prepared tfds image classification dataset, with its own
+  classes and splits and generic photo preprocessing.
+* ``folder``: your own photos, one sub-folder per class (Keras'
+  ``image_dataset_from_directory`` layout), read as files by path
+  (`FileSplit`), split by class with a fixed seed.
 
 Every split is tf.data end to end and yields uint8 pixels (normalised on the
 device with the split's ``mean`` / ``std``). `Split.train_dataset(batch,
@@ -33,13 +38,15 @@ use for.
 """
 
 import dataclasses
+import json
 import math
 import os
-from typing import Callable, Iterator, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 
+from betanas_tf import io_utils
 from betanas_tf.registry import Registry
 
 DATASETS: Registry = Registry("dataset")
@@ -100,15 +107,11 @@ class Split:
       yield self.normalize(images.numpy()), labels.numpy().astype(np.int32)
 
 
-class ArraySplit(Split):
-  """An in-memory split; example position p is example shuffle_(seed, p // N)(p % N)."""
+class IndexedSplit(Split):
+  """A split of N indexable examples; stream position p is example
+  shuffle_(seed, p // N)(p % N), so any position is reached in O(1)."""
 
-  def __init__(self, images: np.ndarray, labels: np.ndarray, seed: int = 0,
-               mean: Sequence[float] = (0.0, 0.0, 0.0), std: Sequence[float] = (1.0, 1.0, 1.0)):
-    if images.dtype != np.uint8:
-      raise ValueError(f"ArraySplit holds uint8 pixels, got {images.dtype}")
-    self.images, self.labels, self.seed = images, labels.astype(np.int32), seed
-    self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+  labels: np.ndarray
 
   def __len__(self):
     return len(self.labels)
@@ -124,19 +127,39 @@ class ArraySplit(Split):
         offsets, tf.stack([tf.constant(seed, tf.int64), epoch]), n - 1)
     return tf.where(epochs == first, shuffle(first), shuffle(first + 1))
 
-  def train_dataset(self, batch_size, start_step=0, seed=None, input_context=None):
+  def replica_positions(self, batch_size: int, input_context):
+    """(per-replica batch, units -> the stream positions of that replica batch), where unit =
+    step * local replicas + replica: each worker's slice of every global batch."""
     context = _context(input_context)
     per_replica, local_replicas, per_worker = _shares(batch_size, context)
     if per_replica > len(self):
       raise ValueError(f"per-replica batch {per_replica} exceeds the split's {len(self)} examples")
-    seed = self.seed if seed is None else seed
-    images, labels = tf.constant(self.images), tf.constant(self.labels)
     worker = context.input_pipeline_id
 
-    def batch_of(unit):  # unit = step * local_replicas + replica of this worker
+    def positions(unit):
       step, replica = unit // local_replicas, unit % local_replicas
       first = step * batch_size + worker * per_worker + replica * per_replica
-      index = self.positions_order(first + tf.range(per_replica, dtype=tf.int64), seed)
+      return first + tf.range(per_replica, dtype=tf.int64)
+    return per_replica, local_replicas, positions
+
+
+class ArraySplit(IndexedSplit):
+  """An in-memory split of uint8 images."""
+
+  def __init__(self, images: np.ndarray, labels: np.ndarray, seed: int = 0,
+               mean: Sequence[float] = (0.0, 0.0, 0.0), std: Sequence[float] = (1.0, 1.0, 1.0)):
+    if images.dtype != np.uint8:
+      raise ValueError(f"ArraySplit holds uint8 pixels, got {images.dtype}")
+    self.images, self.labels, self.seed = images, labels.astype(np.int32), seed
+    self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+  def train_dataset(self, batch_size, start_step=0, seed=None, input_context=None):
+    _, local_replicas, positions = self.replica_positions(batch_size, input_context)
+    seed = self.seed if seed is None else seed
+    images, labels = tf.constant(self.images), tf.constant(self.labels)
+
+    def batch_of(unit):
+      index = self.positions_order(positions(unit), seed)
       return tf.gather(images, index), tf.gather(labels, index)
 
     units = tf.data.Dataset.range(start_step * local_replicas, np.iinfo(np.int64).max)
@@ -144,6 +167,44 @@ class ArraySplit(Split):
 
   def eval_dataset(self, batch_size):
     return tf.data.Dataset.from_tensor_slices((self.images, self.labels)).batch(batch_size)
+
+
+class FileSplit(IndexedSplit):
+  """Image files named by path (only the paths are in memory), read and decoded in the
+  pipeline, positioned like an in-memory split (O(1) in the step)."""
+
+  def __init__(self, paths: Sequence[str], labels: Sequence[int], input_size: int, seed: int,
+               preprocess: Callable, mean, std):
+    self.paths, self.labels = np.array(list(paths), dtype=str), np.asarray(labels, np.int32)
+    self.input_size, self.seed, self.preprocess = input_size, seed, preprocess
+    self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+  def train_dataset(self, batch_size, start_step=0, seed=None, input_context=None):
+    per_replica, local_replicas, positions = self.replica_positions(batch_size, input_context)
+    seed = self.seed if seed is None else seed
+    paths, labels = tf.constant(self.paths), tf.constant(self.labels)
+
+    def replica_batch(unit):
+      where = positions(unit)
+      return tf.data.Dataset.from_tensor_slices((where, self.positions_order(where, seed)))
+
+    def example(position, index):
+      augment_seed = tf.stack([tf.constant(seed, tf.int64), position])
+      image = self.preprocess(tf.io.read_file(tf.gather(paths, index)), self.input_size, True,
+                              augment_seed)
+      return image, tf.gather(labels, index)
+
+    units = tf.data.Dataset.range(start_step * local_replicas, np.iinfo(np.int64).max)
+    return (units.flat_map(replica_batch)
+            .map(example, num_parallel_calls=AUTOTUNE, deterministic=True)
+            .batch(per_replica, drop_remainder=True).prefetch(AUTOTUNE))
+
+  def eval_dataset(self, batch_size):
+    def example(path, label):
+      image = self.preprocess(tf.io.read_file(path), self.input_size, False, tf.zeros([2], tf.int64))
+      return image, label
+    return (tf.data.Dataset.from_tensor_slices((self.paths, self.labels))
+            .map(example, num_parallel_calls=AUTOTUNE, deterministic=True).batch(batch_size))
 
 
 @dataclasses.dataclass
@@ -155,6 +216,14 @@ class Dataset:
   arch: Split
   eval: Split
   full_train: Split   # train + arch: what retraining trains on
+  class_names: Optional[Tuple[str, ...]] = None   # label i's name (stored with results)
+
+  def describe(self) -> Dict:
+    """What a model trained on this data needs at inference: its classes and the input
+    normalisation (pixel values 0..255 RGB; the model takes (pixel - mean) / std)."""
+    return {"dataset": self.name, "input_size": self.input_size, "num_classes": self.num_classes,
+            "class_names": list(self.class_names or [str(i) for i in range(self.num_classes)]),
+            "mean": list(self.mean), "std": list(self.std)}
 
   @property
   def mean(self):
@@ -213,6 +282,8 @@ def load_synthetic(input_size: int = 32, num_classes: Optional[int] = None, seed
 
 # tensorflow-datasets ---------------------------------------------------------------
 
+TFDS_GENERIC_INSTRUCTIONS = ("run once with --download (needs internet), or copy a prepared "
+                             "tensorflow_datasets/{name} directory into --data_dir")
 TFDS_INSTRUCTIONS = {
     "cifar10": "run once with --download (needs internet), or copy a prepared "
                "tensorflow_datasets/cifar10 directory into --data_dir",
@@ -230,7 +301,8 @@ def _check_prepared(name: str, data_dir: Optional[str]):
       os.path.exists(os.path.join(dirpath, "dataset_info.json")) for dirpath, _, _ in os.walk(root))
   if not prepared:
     raise DatasetNotPreparedError(
-        f"dataset {name!r} is not prepared in {data_dir}: {TFDS_INSTRUCTIONS[name]}")
+        f"dataset {name!r} is not prepared in {data_dir}: "
+        + TFDS_INSTRUCTIONS.get(name, TFDS_GENERIC_INSTRUCTIONS.format(name=name)))
 
 
 class TfdsSplit(Split):
@@ -378,7 +450,6 @@ class TfdsSplit(Split):
 
 # Official TRAIN sizes, used when the builder's metadata does not list its splits
 # (e.g. under tfds.testing.mock_data).
-TRAIN_SIZES = {"cifar10": 50_000, "imagenet2012": 1_281_167}
 
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
@@ -390,27 +461,53 @@ def _pixels(image):
   return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
 
 
+def _crop_window(shape, seed):
+  """A random-resized-crop window (8-100 % of the area, aspect 3/4-4/3) of an image of
+  `shape`, stateless in `seed`: (offset_y, offset_x, height, width)."""
+  begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
+      shape, tf.zeros([1, 0, 4]), seed=seed, min_object_covered=0.0,
+      aspect_ratio_range=(3 / 4, 4 / 3), area_range=(0.08, 1.0), max_attempts=10,
+      use_image_if_no_bounding_boxes=True)
+  return tf.stack([begin[0], begin[1], crop_size[0], crop_size[1]])
+
+
+def _resize_and_flip(image, size: int, seed):
+  image = tf.image.resize(image, (size, size))
+  return tf.image.stateless_random_flip_left_right(
+      image, tf.random.experimental.stateless_fold_in(seed, 1))
+
+
+def _centre_crop(image, size: int):
+  """Shorter side to size / 0.875, then the centre size x size."""
+  shape = tf.cast(tf.shape(image)[:2], tf.float32)
+  scale = (size / 0.875) / tf.reduce_min(shape)
+  image = tf.image.resize(image, tf.cast(tf.round(shape * scale), tf.int32))
+  return tf.image.resize_with_crop_or_pad(image, size, size)
+
+
 def imagenet_preprocess(encoded, size: int, train: bool, seed):
-  """Train: random-resized crop (8-100 % area, 3/4-4/3), cropped before decoding,
-  + flip. Eval: shorter side to size/0.875, centre crop. Stateless in `seed`."""
+  """JPEG bytes. Train: random-resized crop, cropped before decoding, + flip. Eval: shorter
+  side to size/0.875, centre crop. Stateless in `seed`."""
   if train:
-    shape = tf.image.extract_jpeg_shape(encoded)
-    begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
-        shape, tf.zeros([1, 0, 4]), seed=seed, min_object_covered=0.0,
-        aspect_ratio_range=(3 / 4, 4 / 3), area_range=(0.08, 1.0), max_attempts=10,
-        use_image_if_no_bounding_boxes=True)
-    window = tf.stack([begin[0], begin[1], crop_size[0], crop_size[1]])
+    window = _crop_window(tf.image.extract_jpeg_shape(encoded), seed)
     image = tf.image.decode_and_crop_jpeg(encoded, window, channels=3)
-    image = tf.image.resize(image, (size, size))
-    image = tf.image.stateless_random_flip_left_right(
-        image, tf.random.experimental.stateless_fold_in(seed, 1))
-  else:
-    image = tf.io.decode_jpeg(encoded, channels=3)
-    shape = tf.cast(tf.shape(image)[:2], tf.float32)
-    scale = (size / 0.875) / tf.reduce_min(shape)
-    image = tf.image.resize(image, tf.cast(tf.round(shape * scale), tf.int32))
-    image = tf.image.resize_with_crop_or_pad(image, size, size)
-  return _pixels(image)
+    return _pixels(_resize_and_flip(image, size, seed))
+  return _pixels(_centre_crop(tf.io.decode_jpeg(encoded, channels=3), size))
+
+
+def image_preprocess(encoded, size: int, train: bool, seed):
+  """`imagenet_preprocess` for any image file TensorFlow decodes (JPEG, PNG, BMP, GIF's first
+  frame): JPEGs are still cropped before decoding, the others decoded whole."""
+  def other():
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    if train:
+      window = _crop_window(tf.shape(image), seed)
+      image = tf.image.crop_to_bounding_box(image, window[0], window[1], window[2], window[3])
+      return _pixels(_resize_and_flip(image, size, seed))
+    return _pixels(_centre_crop(image, size))
+  return tf.cond(tf.io.is_jpeg(encoded), lambda: imagenet_preprocess(encoded, size, train, seed),
+                 other)
 
 
 def cifar_preprocess(encoded, size: int, train: bool, seed):
@@ -426,43 +523,187 @@ def cifar_preprocess(encoded, size: int, train: bool, seed):
   return _pixels(image)
 
 
-def _load_tfds(name: str, eval_split: str, classes: int, preprocess: Callable, mean, std,
-               input_size: int, seed: int, data_dir: Optional[str], arch_split_size: int,
-               download: bool = False, **unused_options) -> Dataset:
+def _load_tfds(name: str, eval_split: Optional[str], preprocess: Callable, mean, std,
+               input_size: int, seed: int, data_dir: Optional[str], arch_split_size: Optional[int],
+               default_arch_split: Callable[[int], int], download: bool = False,
+               **unused_options) -> Dataset:
+  """A prepared tfds image classification dataset (features "image" and "label"); the arch
+  split is the end of TRAIN; `eval_split` None: "test", else "validation"."""
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   if not download:
     _check_prepared(name, data_dir)
   builder = tfds.builder(name, data_dir=data_dir)
   if download:
     builder.download_and_prepare()
-  splits = builder.info.splits
-  total = splits["train"].num_examples if "train" in splits else TRAIN_SIZES[name]
+  features, splits = builder.info.features, builder.info.splits
+  if "image" not in features or "label" not in features or "train" not in splits:
+    raise ValueError(f"tfds dataset {name!r} is not an image classification dataset with a train "
+                     f"split (features: {', '.join(features)}; splits: {', '.join(splits)})")
+  eval_split = eval_split or next((s for s in ("test", "validation") if s in splits), None)
+  if eval_split is None:
+    raise ValueError(f"tfds dataset {name!r} has no test or validation split to evaluate on "
+                     f"(splits: {', '.join(splits)})")
+  total = splits["train"].num_examples
+  arch_split_size = arch_split_size or default_arch_split(total)
   if not 0 < arch_split_size < total:
     raise ValueError(f"arch_split_size must be in (0, {total}) for {name}, got {arch_split_size}")
   make = lambda split, s: TfdsSplit(builder, split, input_size, s, preprocess, mean, std)
-  return Dataset(name, input_size, classes, make(f"train[:{total - arch_split_size}]", seed),
+  label = features["label"]
+  return Dataset(name, input_size, label.num_classes, make(f"train[:{total - arch_split_size}]", seed),
                  make(f"train[{total - arch_split_size}:]", seed + 1), make(eval_split, 0),
-                 make("train", seed))
+                 make("train", seed), class_names=tuple(label.names))
 
 
 @DATASETS.decorator("cifar10")
 def load_cifar10(input_size: int = 32, seed: int = 0, data_dir: Optional[str] = None,
                  arch_split_size: Optional[int] = None, **options) -> Dataset:
-  return _load_tfds("cifar10", "test", 10, cifar_preprocess, CIFAR_MEAN, CIFAR_STD, input_size,
-                    seed, data_dir, arch_split_size or 5000, **options)
+  return _load_tfds("cifar10", "test", cifar_preprocess, CIFAR_MEAN, CIFAR_STD, input_size,
+                    seed, data_dir, arch_split_size, lambda total: 5000, **options)
 
 
 @DATASETS.decorator("imagenet2012")
 def load_imagenet(input_size: int = 224, seed: int = 0, data_dir: Optional[str] = None,
                   arch_split_size: Optional[int] = None, **options) -> Dataset:
-  return _load_tfds("imagenet2012", "validation", 1000, imagenet_preprocess, IMAGENET_MEAN,
-                    IMAGENET_STD, input_size, seed, data_dir, arch_split_size or 50_000, **options)
+  return _load_tfds("imagenet2012", "validation", imagenet_preprocess, IMAGENET_MEAN,
+                    IMAGENET_STD, input_size, seed, data_dir, arch_split_size, lambda total: 50_000,
+                    **options)
+
+
+TFDS_PREFIX = "tfds:"
+
+
+def load_tfds_by_name(tfds_name: str, input_size: int = 224, seed: int = 0,
+                      data_dir: Optional[str] = None, arch_split_size: Optional[int] = None,
+                      **options) -> Dataset:
+  """Any prepared tfds image classification dataset (``--dataset=tfds:oxford_flowers102``):
+  its own classes and splits (evaluated on "test", else "validation"), the arch split 10 %
+  of TRAIN (at most 50,000), and generic photo preprocessing (random-resized crop + flip for
+  training, resize + centre crop for evaluation, any image format) with ImageNet statistics."""
+  dataset = _load_tfds(tfds_name, None, image_preprocess, IMAGENET_MEAN, IMAGENET_STD,
+                       input_size, seed, data_dir, arch_split_size,
+                       lambda total: min(50_000, max(1, total // 10)), **options)
+  return dataclasses.replace(dataset, name=TFDS_PREFIX + tfds_name)
+
+
+# Image folders -------------------------------------------------------------------------
+
+FOLDER_SPLIT_SEED = 0   # the same splits for every run and stage: retraining never sees eval
+
+
+def _list_folder(root: str, class_names: Optional[List[str]] = None):
+  """(paths, labels, class names) of ``root/<class>/.../<image>`` as Keras'
+  `image_dataset_from_directory` lists them (classes sorted; only .jpeg/.jpg/.png/.bmp/.gif
+  files count as images, anything else is not an example)."""
+  import keras  # pylint: disable=import-outside-toplevel
+  if not os.path.isdir(root):
+    raise ValueError(f"{root}: not a directory (--dataset=folder needs --data_dir=ROOT holding "
+                     "one sub-folder of images per class)")
+  try:
+    listing = keras.utils.image_dataset_from_directory(
+        root, labels="inferred", class_names=class_names, shuffle=False, batch_size=None,
+        verbose=False)
+  except ValueError as error:
+    raise ValueError(f"{root}: {error}") from None
+  names = list(listing.class_names)
+  paths = list(listing.file_paths)
+  if len(names) < 2 or not paths:
+    raise ValueError(f"{root}: found {len(paths)} images in {len(names)} class folder(s); "
+                     "--dataset=folder needs at least 2 class sub-folders of images")
+  labels = [names.index(os.path.relpath(p, root).split(os.sep)[0]) for p in paths]
+  return paths, labels, names
+
+
+def check_images(paths: Sequence[str]):
+  """One clear error naming the first file that is not a readable image."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  for path in paths:
+    try:
+      with Image.open(path) as image:
+        image.verify()
+    except Exception as error:  # pylint: disable=broad-except
+      raise ValueError(f"{path}: not a readable image ({type(error).__name__}: {error}); "
+                       "remove or replace it") from None
+
+
+def _stratified(paths, labels, count: int, names):
+  """(rest, held out) with `count` examples held out, stratified by class, fixed seed."""
+  from sklearn import model_selection  # pylint: disable=import-outside-toplevel
+  counts = np.bincount(labels, minlength=len(names))
+  if counts.min() < 3:
+    small = names[int(counts.argmin())]
+    raise ValueError(f"class {small!r} has {counts.min()} image(s); every class needs at least 3 "
+                     "(for the train, arch and eval splits)")
+  count = min(max(count, len(names)), len(paths) - len(names))
+  rest_p, held_p, rest_y, held_y = model_selection.train_test_split(
+      list(paths), list(labels), test_size=count, stratify=list(labels),
+      random_state=FOLDER_SPLIT_SEED)
+  return (rest_p, rest_y), (held_p, held_y)
+
+
+@DATASETS.decorator("folder")
+def load_folder(input_size: int = 224, seed: int = 0, data_dir: Optional[str] = None,
+                arch_split_size: Optional[int] = None, **unused_options) -> Dataset:
+  """Your own photos: ``data_dir/<class>/<image>`` (class names = folder names, sorted), or
+  ``data_dir/train/<class>/...`` with ``data_dir/val/<class>/...`` for evaluation. Without
+  val/, 20 % of each class is held out for evaluation; the arch split is `arch_split_size`
+  (default 20 %) of what remains; all stratified by class with a fixed seed. Every image
+  is checked once at load (a corrupt one is an error naming it)."""
+  if not data_dir:
+    raise ValueError("--dataset=folder needs --data_dir=ROOT holding one sub-folder of images "
+                     "per class")
+  train_dir, val_dir = os.path.join(data_dir, "train"), os.path.join(data_dir, "val")
+  if os.path.isdir(train_dir) and os.path.isdir(val_dir):
+    paths, labels, names = _list_folder(train_dir)
+    eval_paths, eval_labels, _ = _list_folder(val_dir, names)
+    rest, evaluation = (paths, labels), (eval_paths, eval_labels)
+  else:
+    paths, labels, names = _list_folder(data_dir)
+    rest, evaluation = _stratified(paths, labels, round(0.2 * len(paths)), names)
+  train, arch = _stratified(rest[0], rest[1], arch_split_size or round(0.2 * len(rest[0])),
+                            names)
+  check_images(list(rest[0]) + list(evaluation[0]))
+  make = lambda split, s: FileSplit(split[0], split[1], input_size, s, image_preprocess,
+                                    IMAGENET_MEAN, IMAGENET_STD)
+  return Dataset("folder", input_size, len(names), make(train, seed), make(arch, seed + 1),
+                 make(evaluation, seed + 2), make(rest, seed), class_names=tuple(names))
+
+
+DATA_INFO_FILE = "data.json"
+
+
+def save_data_info(dataset: Dataset, directory: str):
+  """Writes `dataset.describe()` (classes, input normalisation) as data.json in `directory`:
+  the search and retraining leave it beside their results, the exporter reads it."""
+  io_utils.atomic_write_json(os.path.join(directory, DATA_INFO_FILE), dataset.describe())
+
+
+def load_data_info(directory: str) -> Optional[Dict]:
+  """data.json of `directory`, or None if there is none."""
+  path = os.path.join(directory, DATA_INFO_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as handle:
+    return json.load(handle)
+
+
+def check_name(name: str) -> str:
+  """A registered dataset name or ``tfds:NAME``; else a ValueError listing the valid ones."""
+  if name.startswith(TFDS_PREFIX) and len(name) > len(TFDS_PREFIX):
+    return name
+  DATASETS.get(name)
+  return name
+
+
+def names_help() -> str:
+  return ", ".join(DATASETS.names()) + ", or tfds:NAME (any prepared tfds image classification dataset)"
 
 
 def load(name: str, **options) -> Dataset:
-  """Loads a registered dataset. Every loader takes input_size, seed, num_classes (used by
-  synthetic), data_dir, download, synthetic_examples and arch_split_size (None: the
-  dataset's default) and ignores those it has no use for."""
+  """Loads a registered dataset or ``tfds:NAME``. Every loader takes input_size, seed,
+  num_classes (used by synthetic), data_dir, download, synthetic_examples and
+  arch_split_size (None: the dataset's default) and ignores those it has no use for."""
+  if name.startswith(TFDS_PREFIX):
+    return load_tfds_by_name(check_name(name)[len(TFDS_PREFIX):], **options)
   return DATASETS.get(name)(**options)
 
 

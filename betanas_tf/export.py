@@ -82,7 +82,7 @@ def define_flags():
                     "needs --weights=<model.keras>; it runs betanas_tf.qat in its own process).")
   flags.DEFINE_integer("qat_epochs", d.qat_epochs, "Fine-tuning epochs of int8_qat.", lower_bound=1)
   flags.DEFINE_bool("int8_io", d.int8_io, "int8 model inputs and outputs (with int8).")
-  cli.define_data_flags(d.data.name, "Representative / parity data.")
+  cli.define_data_flags(d.data.name, "Representative / parity data")
   flags.DEFINE_integer("parity_examples", d.parity_examples, "Inputs for the fp16 and int8 parity "
                        "checks (>= 100; fp32 is checked on the first 16).", lower_bound=100)
   flags.DEFINE_integer("representative_examples", d.representative_examples,
@@ -150,6 +150,7 @@ def export(arch: arch_lib.Architecture, out_dir: str, config: ExportConfig = Exp
   report = {"name": name, "architecture": arch.to_compact(), "macs": total.macs,
             "params": total.params, "weights": weights, "latency_only": weights is None,
             "dataset": c.data.name, "threads": c.threads, "formats": {}}
+  report.update(_labels_and_input(arch, c, weights, out_dir))
   table = latency.LatencyTable.load(c.latency_table) if c.latency_table else None
   if table is not None:
     report["predicted_latency_ms"] = table.predict(arch)
@@ -205,6 +206,28 @@ def export(arch: arch_lib.Architecture, out_dir: str, config: ExportConfig = Exp
   return report
 
 
+def _labels_and_input(arch, c: ExportConfig, weights: Optional[str], out_dir: str) -> Dict:
+  """The classes and input normalisation of the model: from data.json beside the weights
+  (written by the search and by retraining), else from the export's dataset. Writes
+  labels.txt (line i names output i) when the class count matches the network."""
+  info = data_lib.load_data_info(os.path.dirname(os.path.abspath(weights))) if weights else None
+  source = os.path.join(os.path.dirname(weights), data_lib.DATA_INFO_FILE) if info else None
+  if info is None:
+    info = c.data.load(arch.input_size, 0, arch.num_classes).describe()
+    source = f"dataset {c.data.name}"
+  result = {"input": {"shape": [1, arch.input_size, arch.input_size, arch.input_channels],
+                      "layout": "NHWC, RGB", "pixel_range": [0, 255],
+                      "normalization": "(pixel - mean) / std per channel",
+                      "mean": info["mean"], "std": info["std"], "from": source},
+            "labels_file": None}
+  if len(info["class_names"]) == arch.num_classes:
+    io_utils.atomic_write_text(os.path.join(out_dir, "labels.txt"),
+                               "".join(f"{n}\n" for n in info["class_names"]))
+    result["labels_file"] = "labels.txt"
+    result["class_names"] = info["class_names"]
+  return result
+
+
 def _quantization_aware(arch, out_dir: str, name: str, weights: str, c: ExportConfig) -> Dict:
   """Runs betanas_tf.qat in its own process (tfmot flips tf.keras process-wide) and returns
   its report: float / PTQ int8 / QAT int8 top-1 on the eval split and host latency."""
@@ -234,6 +257,16 @@ def markdown(report: Dict) -> str:
            f"host threads {report['threads']}."]
   if report["latency_only"]:
     lines += ["", "**Randomly initialised weights: latency figures only** (accuracy-free parity)."]
+  given = report["input"]
+  fmt_vec = lambda v: "(" + ", ".join(f"{x:.2f}" for x in v) + ")"
+  lines += ["", f"**Input**: float32 {'x'.join(str(d) for d in given['shape'])} ({given['layout']}), "
+                f"pixel values 0..255 normalised as (pixel - mean) / std with mean "
+                f"{fmt_vec(given['mean'])} and std {fmt_vec(given['std'])} (from {given['from']}). "
+                "An `--int8_io` model takes that value quantised with its input tensor's scale and "
+                "zero point. **Output**: logits, one per class"
+                + (f"; `{report['labels_file']}` names them (line i = output i, "
+                   f"{len(report['class_names'])} classes)." if report["labels_file"] else
+                   " (no class names of this many classes were found).")]
   if "predicted_latency_ms" in report:
     error = report["formats"].get("fp32", {}).get("lut_error_pct")
     lines += ["", f"Latency table ({report['latency_table_target'].get('kind', '?')}) predicts "

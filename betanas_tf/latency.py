@@ -284,10 +284,11 @@ def latency_cost_table(space, table_path: str, target_ms: float = 0.0):
   table = LatencyTable.load(table_path)
   missing = table.missing(space_keys(space))
   if missing:
-    raise ValueError(f"{table_path} lacks {len(missing)} key(s) of {space.name} with "
+    raise ValueError(f"{table_path} lacks {len(missing)} key(s) of {space.name} at "
+                     f"{space.input_size} px, width x{space.width_multiplier:g}, "
                      f"{space.num_classes} classes: {', '.join(missing[:5])}"
                      + (" ..." if len(missing) > 5 else "") +
-                     "; build one with python -m betanas_tf.latency build")
+                     "; build the right table with: " + build_command(space))
   skeleton = space.skeleton()
   scale = table.scale if table.scale is not None else 1.0
   keys = [[block_key(skeleton, c, choice.shape) for c in choice.candidates]
@@ -298,6 +299,13 @@ def latency_cost_table(space, table_path: str, target_ms: float = 0.0):
     key = block_key(skeleton, block, shape)
     fixed += 0.0 if key is None else table.lookup(key)
   return cost_lib.cost_table(space, rows, fixed * scale, "ms", target_ms)
+
+
+def build_command(space, out: str = "host_cpu.json") -> str:
+  """The `latency build` command line of a table for `space` as it is (size, width, classes)."""
+  return (f"python -m betanas_tf.latency build --space={space.name} --input_size={space.input_size} "
+          f"--width_multiplier={space.width_multiplier:g} --num_classes={space.num_classes} "
+          f"--out={out}")
 
 
 CALIBRATION_SEED = 12345  # validate() uses other seeds by default
@@ -311,7 +319,8 @@ def build_table(space, timer, out_path: str, progress: bool = True, calibrate: i
   table = LatencyTable.load(out_path) if os.path.exists(out_path) else None
   if table is None:
     overhead = timer.time_model(_empty_model())["median"]
-    table = LatencyTable({}, dict(timer.describe(), space=space.name), overhead)
+    table = LatencyTable({}, dict(timer.describe(), space=space.name, input_size=space.input_size,
+                                  width_multiplier=space.width_multiplier), overhead)
   skeleton = space.skeleton()
   makers = {}
   for choice in space.choice_blocks:
@@ -369,6 +378,8 @@ def _define_flags():
   from betanas_tf import cli, spaces  # pylint: disable=import-outside-toplevel
   flags.DEFINE_enum("space", "proxyless_mobile", spaces.SPACES.names(), "Search space.")
   flags.DEFINE_integer("num_classes", None, "Override the space's number of classes.", lower_bound=1)
+  flags.DEFINE_integer("input_size", None, "Input resolution (default: the space's).", lower_bound=8)
+  flags.DEFINE_float("width_multiplier", 1.0, "Width multiplier of the space.", lower_bound=0.05)
   flags.DEFINE_string("out", None, "Output table (build, import).")
   flags.DEFINE_string("lut", None, "Latency table (predict, validate).")
   flags.DEFINE_string("yaml", None, "ProxylessNAS YAML table (import).")
@@ -400,7 +411,7 @@ def main(argv):
     print(f"latency: error: give one command: {' | '.join(COMMANDS)}", file=sys.stderr)
     return 1
   command = argv[1]
-  space = spaces.get_space(flags_.space)
+  space = spaces.get_space(flags_.space, flags_.input_size, flags_.width_multiplier)
   if flags_.num_classes:
     space = dataclasses.replace(space, num_classes=flags_.num_classes)
   try:

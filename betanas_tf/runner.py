@@ -48,6 +48,8 @@ class CheckpointError(RuntimeError):
 class RunSettings:
   out_dir: str
   space: str = "micro"
+  input_size: Optional[int] = None     # None: the space's own
+  width_multiplier: float = 1.0
   dataset: data_lib.DataSource = data_lib.DataSource()
   cost: str = "macs"
   cost_target: float = 0.0
@@ -74,7 +76,7 @@ class SearchRun:
     self.out = settings.out_dir
     if os.path.exists(self.out) and not os.path.isdir(self.out):
       raise ValueError(f"--out_dir {self.out} is an existing file, not a directory")
-    base = spaces_lib.get_space(settings.space)
+    base = spaces_lib.get_space(settings.space, settings.input_size, settings.width_multiplier)
     self.dataset = settings.dataset.load(base.input_size, config.seed, base.num_classes)
     self.space = dataclasses.replace(base, num_classes=self.dataset.num_classes)
     if settings.cost == "latency":
@@ -99,7 +101,9 @@ class SearchRun:
   # ---- state --------------------------------------------------------------------
 
   def _run_identity(self) -> Dict:
-    return {"space": self.settings.space, "dataset": self.settings.dataset.name,
+    return {"space": self.settings.space, "input_size": self.space.input_size,
+            "width_multiplier": self.settings.width_multiplier,
+            "dataset": self.settings.dataset.name,
             "strategy": self.policy.name, "policy": dataclasses.asdict(self.policy),
             "engine": dataclasses.asdict(self.config), "cost": self.settings.cost,
             "cost_target": self.settings.cost_target, "latency_table": self.settings.latency_table}
@@ -110,7 +114,10 @@ class SearchRun:
     if os.path.exists(identity_path):
       with open(identity_path) as handle:
         previous = json.load(handle)
-      changed = sorted(k for k in identity if k != "engine" and previous.get(k) != identity[k])
+      # Settings added later default to their old meaning in an older run.json.
+      older = {"input_size": self.space.input_size, "width_multiplier": 1.0}
+      changed = sorted(k for k in identity
+                       if k != "engine" and previous.get(k, older.get(k)) != identity[k])
       changed += sorted(f"engine.{k}" for k in identity["engine"]
                         if previous["engine"].get(k) != identity["engine"][k])
       if changed:
@@ -248,6 +255,8 @@ class SearchRun:
     counts, active = self.engine.arch.counts_np(), self.engine.arch.active_np()
     summary = {
         "strategy": self.policy.name, "space": self.space.name, "dataset": self.dataset.name,
+        "input_size": self.space.input_size, "width_multiplier": self.space.width_multiplier,
+        "class_names": self.dataset.describe()["class_names"],
         "steps": self.config.max_steps if trained else 0, "resumed_from_step": start,
         "choices": list(choices), "choices_string": self.space.choices_to_string(choices),
         "architecture": arch.to_compact(), "supernet_top1_arch_split": accuracy,
@@ -279,6 +288,7 @@ class SearchRun:
 
   def _write_outputs(self, arch, summary: Dict):
     arch.save(os.path.join(self.out, "arch.json"))
+    data_lib.save_data_info(self.dataset, self.out)
     io_utils.atomic_write_json(os.path.join(self.out, "summary.json"), summary)
     counts, active = np.array(summary["counts"]), np.array(summary["active"], bool)
     figs = os.path.join(self.out, "figures")

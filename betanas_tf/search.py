@@ -32,6 +32,10 @@ def define_flags():
   """Defines this program's flags (only when it runs as a program, so that importing
   several betanas_tf modules into one process never defines a flag twice)."""
   flags.DEFINE_enum("space", "micro", spaces.SPACES.names(), "Search space.")
+  flags.DEFINE_integer("input_size", None, "Input resolution (default: the space's; e.g. 160 "
+                       "for proxyless_mobile at MobileNetV2's 160 px).", lower_bound=8)
+  flags.DEFINE_float("width_multiplier", 1.0, "Every width of the space times this "
+                     "(make_divisible 8; e.g. 0.75).", lower_bound=0.05)
   flags.DEFINE_enum("strategy", "betanas", policies.POLICIES.names(), "Search strategy (policy).")
   cli.define_data_flags()
   flags.DEFINE_integer("arch_split_size", None, "Examples held out of TRAIN for alpha updates "
@@ -140,7 +144,8 @@ def main(argv):
   policy = policies.POLICIES.get(FLAGS.strategy).with_ablations(drop=FLAGS.drop,
                                                                 balanced=FLAGS.balanced)
   settings = runner.RunSettings(
-      out_dir=FLAGS.out_dir, space=FLAGS.space,
+      out_dir=FLAGS.out_dir, space=FLAGS.space, input_size=FLAGS.input_size,
+      width_multiplier=FLAGS.width_multiplier,
       dataset=cli.data_source_from_flags(arch_split_size=FLAGS.arch_split_size), cost=FLAGS.cost,
       cost_target=FLAGS.cost_target, latency_table=FLAGS.latency_table,
       checkpoint_every=FLAGS.checkpoint_every,

@@ -20,7 +20,7 @@ Architecture and back. Registered spaces:
 import dataclasses
 import itertools
 import math
-from typing import Iterator, List, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -63,6 +63,35 @@ class SearchSpace:
   choice_blocks: Tuple[ChoiceBlock, ...]
   head: arch_lib.Head
   activation: str = "relu6"
+  width_multiplier: float = 1.0   # relative to the registered space (see `scaled`)
+
+  def scaled(self, input_size: Optional[int] = None, width_multiplier: float = 1.0) -> "SearchSpace":
+    """The same space at another input resolution and/or width: every width times
+    `width_multiplier` with make_divisible(8) (the head grows only when > 1), exactly as
+    `Architecture.with_width` scales a network, and every block shape recomputed."""
+    size = input_size or self.input_size
+    if not (isinstance(size, int) and size > 0):
+      raise ValueError(f"input_size must be a positive integer, got {size!r}")
+    if not width_multiplier > 0:
+      raise ValueError(f"width_multiplier must be positive, got {width_multiplier!r}")
+    scale = lambda filters: (filters if width_multiplier == 1.0
+                             else arch_lib.make_divisible(filters * width_multiplier, 8))
+    stem = dataclasses.replace(self.stem, filters=scale(self.stem.filters))
+    fixed = tuple(dataclasses.replace(b, filters=scale(b.filters)) for b in self.fixed_blocks)
+    head = arch_lib.Head(scale(self.head.filters)) if width_multiplier > 1.0 else self.head
+    side, channels = -(-size // stem.stride), stem.filters
+    for block in fixed:
+      side, channels = -(-side // block.stride), block.filters
+    choice_blocks = []
+    for choice in self.choice_blocks:
+      candidates = tuple(dataclasses.replace(c, filters=scale(c.filters)) for c in choice.candidates)
+      out_side, width = -(-side // choice.stride), candidates[0].filters
+      choice_blocks.append(dataclasses.replace(
+          choice, shape=arch_lib.BlockShape(side, channels, out_side, width), candidates=candidates))
+      side, channels = out_side, width
+    return dataclasses.replace(self, input_size=size, stem=stem, fixed_blocks=fixed,
+                               choice_blocks=tuple(choice_blocks), head=head,
+                               width_multiplier=self.width_multiplier * width_multiplier)
 
   def size(self) -> int:
     return math.prod(c.num_candidates for c in self.choice_blocks)
@@ -147,8 +176,13 @@ class SearchSpace:
 SPACES: Registry = Registry("search space")
 
 
-def get_space(name: str) -> SearchSpace:
-  return SPACES.get(name)()
+def get_space(name: str, input_size: Optional[int] = None,
+              width_multiplier: float = 1.0) -> SearchSpace:
+  """A registered space, at another input size and/or width when given."""
+  space = SPACES.get(name)()
+  if (input_size or space.input_size) == space.input_size and width_multiplier == 1.0:
+    return space
+  return space.scaled(input_size, width_multiplier)
 
 
 def staged_space(name: str, input_size: int, num_classes: int, stem: arch_lib.Stem,

@@ -40,6 +40,7 @@ class TrainConfig:
   """How to retrain. The defaults are the paper's ImageNet recipe (configs/retrain_a.flags)."""
   data: data_lib.DataSource = data_lib.DataSource("imagenet2012")
   width_multiplier: float = 1.0        # BetaNet-A x1.4
+  input_size: Optional[int] = None     # None: the architecture's
   se_ratio: Optional[float] = None     # None: the architecture's (paper: 0.0625)
   activation: Optional[str] = None     # None: the architecture's
   dropout: float = 0.2
@@ -69,6 +70,8 @@ def define_flags():
   cli.define_data_flags()
   flags.DEFINE_float("width_multiplier", d.width_multiplier, "Width multiplier (BetaNet-A x1.4).",
                      lower_bound=0.05)
+  flags.DEFINE_integer("input_size", d.input_size, "Input resolution (default: the arch's).",
+                       lower_bound=8)
   flags.DEFINE_float("se_ratio", d.se_ratio, "Squeeze-excite ratio (paper 0.0625); default: the arch's.",
                      lower_bound=0.0, upper_bound=0.99)
   flags.DEFINE_enum("activation", d.activation, list(arch_lib.ACTIVATIONS),
@@ -136,7 +139,9 @@ def _init_from_supernet(model, search_dir: str, num_classes: int) -> int:
       run = json.load(handle)
   except OSError as error:
     raise ValueError(f"{search_dir}: not a search output directory ({error.strerror})") from None
-  space = dataclasses.replace(spaces.get_space(run["space"]), num_classes=num_classes)
+  space = dataclasses.replace(spaces.get_space(run["space"], run.get("input_size"),
+                                               run.get("width_multiplier", 1.0)),
+                              num_classes=num_classes)
   net = supernet.Supernet(space, se_ratio=run["engine"]["se_ratio"])
   latest = tf.train.latest_checkpoint(os.path.join(search_dir, "checkpoints"))
   if latest is None:
@@ -175,10 +180,11 @@ def train(arch: arch_lib.Architecture, out_dir: str, config: TrainConfig = Train
   c = config
   os.makedirs(out_dir, exist_ok=True)
   keras.utils.set_random_seed(c.seed)
-  dataset = c.data.load(arch.input_size, c.seed, arch.num_classes)
+  dataset = c.data.load(c.input_size or arch.input_size, c.seed, arch.num_classes)
   arch = arch.for_retraining(dataset.num_classes, c.se_ratio, c.activation, c.dropout,
-                             c.width_multiplier)
+                             c.width_multiplier, c.input_size)
   arch.save(os.path.join(out_dir, "arch.json"))
+  data_lib.save_data_info(dataset, out_dir)
   train_ds, steps = _training_data(dataset, c.batch_size, dataset.num_classes,
                                    c.autoaugment, c.seed)
   steps = c.steps_per_epoch or steps
