@@ -451,6 +451,7 @@ class TfdsSplit(Split):
 # Official TRAIN sizes, used when the builder's metadata does not list its splits
 # (e.g. under tfds.testing.mock_data).
 
+TRAIN_SIZES = {"cifar10": 50_000, "imagenet2012": 1_281_167}
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 CIFAR_MEAN = (0.4914 * 255, 0.4822 * 255, 0.4465 * 255)
@@ -536,14 +537,19 @@ def _load_tfds(name: str, eval_split: Optional[str], preprocess: Callable, mean,
   if download:
     builder.download_and_prepare()
   features, splits = builder.info.features, builder.info.splits
-  if "image" not in features or "label" not in features or "train" not in splits:
-    raise ValueError(f"tfds dataset {name!r} is not an image classification dataset with a train "
-                     f"split (features: {', '.join(features)}; splits: {', '.join(splits)})")
+  if "image" not in features or "label" not in features:
+    raise ValueError(f"tfds dataset {name!r} is not an image classification dataset (features: "
+                     f"{', '.join(features)}; it needs 'image' and 'label')")
+  if "train" in splits:
+    total = splits["train"].num_examples
+  elif name in TRAIN_SIZES:  # tfds.testing.mock_data's builders list no splits
+    total = TRAIN_SIZES[name]
+  else:
+    raise ValueError(f"tfds dataset {name!r} has no train split (splits: {', '.join(splits)})")
   eval_split = eval_split or next((s for s in ("test", "validation") if s in splits), None)
   if eval_split is None:
     raise ValueError(f"tfds dataset {name!r} has no test or validation split to evaluate on "
                      f"(splits: {', '.join(splits)})")
-  total = splits["train"].num_examples
   arch_split_size = arch_split_size or default_arch_split(total)
   if not 0 < arch_split_size < total:
     raise ValueError(f"arch_split_size must be in (0, {total}) for {name}, got {arch_split_size}")

@@ -46,8 +46,9 @@ def test_export_all_formats_with_trained_weights(tmp_path):
   result = _export(f"--arch={arch_path}", f"--weights={weights}", "--quantize=fp32,fp16,int8",
                    f"--out_dir={out}", *FAST)
   assert result.returncode == 0, result.stderr[-3000:]
-  assert sorted(os.listdir(out)) == ["micro_net_fp16.tflite", "micro_net_fp32.tflite",
+  assert sorted(os.listdir(out)) == ["labels.txt", "micro_net_fp16.tflite", "micro_net_fp32.tflite",
                                      "micro_net_int8.tflite", "report.json", "report.md"]
+  assert open(out / "labels.txt").read() == "".join(f"{d}\n" for d in range(10))  # digits' classes
   report = json.load(open(out / "report.json"))
   assert report["latency_only"] is False and report["macs"] > 0
   fp32, fp16, int8 = (report["formats"][f] for f in ("fp32", "fp16", "int8"))

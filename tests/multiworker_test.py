@@ -59,7 +59,7 @@ def test_two_workers_share_the_search_and_only_the_chief_writes(tmp_path):
     summary = json.load(handle)
   assert summary["distribution"] == {"workers": 2, "task": "worker:0", "replicas": 2}
   assert sum(map(sum, summary["counts"])) == 12 * 3
-  assert sorted(os.listdir(out)) == ["arch.json", "checkpoints", "figures", "flags.txt",
+  assert sorted(os.listdir(out)) == ["arch.json", "checkpoints", "data.json", "figures", "flags.txt",
                                      "history.jsonl", "run.json", "summary.json", "tensorboard"]
   assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == [
       "checkpoint", "ckpt-12.data-00000-of-00001", "ckpt-12.index",

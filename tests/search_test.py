@@ -41,7 +41,7 @@ def test_search_writes_every_output(tmp_path):
   out = str(tmp_path / "run")
   result = _run(out, "--checkpoint_every=10", "--log_every=4")
   assert result.returncode == 0, result.stderr[-3000:]
-  for name in ("flags.txt", "run.json", "arch.json", "summary.json", "history.jsonl",
+  for name in ("flags.txt", "run.json", "arch.json", "data.json", "summary.json", "history.jsonl",
                "figures/trajectories.png", "figures/training_frequency.png",
                "figures/architecture.png"):
     assert os.path.getsize(os.path.join(out, name)) > 0, name
