@@ -130,3 +130,35 @@ def plot_architecture(arch: arch_lib.Architecture, path: str, title: str = ""):
   ax.legend(handles, list(legend), loc="upper right", fontsize=7, ncol=3, frameon=False)
   ax.set_title(title or arch.name or "architecture", fontsize=10)
   _save(fig, path)
+
+
+def plot_latency_validation(rows: List[Dict], path: str, title: str = ""):
+  """Predicted vs measured latency of whole networks (a latency table's validation), with
+  the measurement's 95 % interval as error bars and the +-5 % band."""
+  measured = np.array([r["measured_ms"] for r in rows])
+  predicted = np.array([r["predicted_ms"] for r in rows])
+  fig, (ax, hist) = plt.subplots(1, 2, figsize=(9.5, 4.2), gridspec_kw={"width_ratios": [3, 2]})
+  low, high = 0.95 * min(measured.min(), predicted.min()), 1.05 * max(measured.max(), predicted.max())
+  line = np.array([low, high])
+  ax.fill_between(line, 0.95 * line, 1.05 * line, color="#dddddd", label="+-5 %")
+  ax.plot(line, line, color="black", lw=0.8, label="predicted = measured")
+  spread = [r.get("measured_ci_ms") for r in rows]
+  if all(s is not None for s in spread):
+    xerr = np.abs(np.array(spread).T - measured)
+    ax.errorbar(measured, predicted, xerr=xerr, fmt="o", ms=3.5, color="#4C72B0", elinewidth=0.8,
+                label="networks (95 % CI of the measurement)")
+  else:
+    ax.plot(measured, predicted, "o", ms=3.5, color="#4C72B0", label="networks")
+  ax.set_xlim(low, high)
+  ax.set_ylim(low, high)
+  ax.set_xlabel("measured (ms)")
+  ax.set_ylabel("predicted by the table (ms)")
+  ax.legend(fontsize=7, loc="upper left")
+  ax.grid(alpha=0.3)
+  hist.hist([r["error_pct"] for r in rows], bins=min(20, max(5, len(rows) // 3)), color="#55A868")
+  hist.axvline(0, color="black", lw=0.8)
+  hist.set_xlabel("error (%)")
+  hist.set_ylabel("networks")
+  fig.suptitle(title or "latency table validation", fontsize=10)
+  fig.tight_layout()
+  _save(fig, path)

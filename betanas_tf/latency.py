@@ -1,16 +1,20 @@
 """Latency lookup tables: build (host LiteRT or a phone), import ProxylessNAS YAML, predict, validate.
 
     python -m betanas_tf.latency build --space=proxyless_mobile --out=host_cpu.json [--threads=1] [--android]
+    python -m betanas_tf.latency build --space=proxyless_mobile --target=gpu --batch_size=8 --out=gpu.json
     python -m betanas_tf.latency import --yaml=pixel1_latency_proxyless.yaml --out=pixel1.json
     python -m betanas_tf.latency predict --lut=host_cpu.json --arch=arch.json
-    python -m betanas_tf.latency validate --lut=host_cpu.json --space=proxyless_mobile --n=20
+    python -m betanas_tf.latency validate --lut=host_cpu.json --space=proxyless_mobile --n=50
 
 Table format (JSON, sorted keys)::
 
     {"format": "betanas_tf.latency_table", "version": 1, "unit": "ms",
-     "target": {"kind": "host" | "android" | "imported", "cpu": ..., "threads": 1, ...},
+     "target": {"kind": "host" | "android" | "tensorflow" | "imported", "cpu": ..., ...},
      "overhead_ms": <per-invoke cost of an empty model, already subtracted>,
-     "entries": {"<layer key>": {"mean": ms, "std": ms, "count": n}, ...}}
+     "entries": {"<layer key>": {"median": ms, "mean": ms, "std": ms, "ci_low": ms, "ci_high": ms,
+                                 "p10": ms, "p90": ms, "count": n, "outliers": n, "rounds": n}, ...},
+     "correction": {"<input side>": factor, ...},        # fitted on calibration networks
+     "validation": {"n": 50, "mean_abs_error_pct": ..., "max_abs_error_pct": ..., ...}}
 
 Layer keys follow ProxylessNAS' naming, so its published tables import as they are:
 ``Conv-input:224x224x3-output:112x112x32`` (stem),
@@ -18,14 +22,16 @@ Layer keys follow ProxylessNAS' naming, so its published tables import as they a
 (an MBConv; idskip:1 = residual), ``Conv_1-input:7x7x320-output:7x7x1280`` (head conv),
 ``Logits-input:7x7x1280-output:1000`` (pool + classifier). Identity blocks cost 0. Networks
 with swish or squeeze-excite get ``-act:swish`` / ``-se:<ratio>`` suffixes.
-The latency of an Architecture is the sum of its layers' entries.
+The latency of an Architecture is the sum of its layers' entries, each times the correction
+of its stage (input resolution) fitted on whole calibration networks.
 """
 
+import dataclasses
 import json
 import os
 import platform
 import sys
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -33,6 +39,7 @@ from betanas_tf import arch as arch_lib
 from betanas_tf import cost as cost_lib
 from betanas_tf import io_utils
 from betanas_tf import primitives
+from betanas_tf import timing
 
 FORMAT = "betanas_tf.latency_table"
 VERSION = 1
@@ -82,6 +89,32 @@ def layer_keys(arch: arch_lib.Architecture) -> List[str]:
   return keys + head_keys(arch)
 
 
+def sized_layer_keys(arch: arch_lib.Architecture) -> List[Tuple[str, int]]:
+  """(key, input side) of every layer that costs time, in network order."""
+  keys = [(stem_key(arch), arch.input_size)]
+  for block, shape in zip(arch.blocks, arch.block_shapes()):
+    key = block_key(arch, block, shape)
+    if key is not None:
+      keys.append((key, shape.in_size))
+  return keys + [(key, arch.final_size) for key in head_keys(arch)]
+
+
+def fit_correction(stage_sums: Sequence[Dict[int, float]], measured: Sequence[float],
+                   ridge: float = 1e-3) -> Dict[str, float]:
+  """Per-stage factors a_s minimising sum_n (sum_s a_s x_ns - y_n)^2 + lam sum_s (a_s - 1)^2
+  over calibration networks n (x_ns: the table's sum of network n's layers at input side s,
+  y_n: its measured latency). The ridge toward 1 (lam = ridge x mean diagonal of X'X) keeps
+  stages that the networks barely tell apart at their table values."""
+  sizes = sorted({s for sums in stage_sums for s in sums}, reverse=True)
+  x = np.array([[sums.get(s, 0.0) for s in sizes] for sums in stage_sums])
+  y = np.asarray(measured, np.float64)
+  lam = ridge * float(np.mean(np.sum(x * x, axis=0)))
+  a = np.vstack([x, np.sqrt(lam) * np.eye(len(sizes))])
+  b = np.concatenate([y, np.sqrt(lam) * np.ones(len(sizes))])
+  factors = np.linalg.lstsq(a, b, rcond=None)[0]
+  return {str(s): float(f) for s, f in zip(sizes, factors)}
+
+
 def space_keys(space) -> List[str]:
   """Every key a search over `space` can need (all candidates at their input shapes)."""
   skeleton = space.skeleton()
@@ -99,15 +132,20 @@ class LatencyTable:
   """Per-layer latency entries (ms) with the description of where they were measured."""
 
   def __init__(self, entries: Dict[str, Dict[str, float]], target: Dict, overhead_ms: float = 0.0,
-               scale: Optional[float] = None):
+               scale: Optional[float] = None, correction: Optional[Dict[str, float]] = None,
+               validation: Optional[Dict] = None):
     self.entries, self.target, self.overhead_ms = dict(entries), dict(target), overhead_ms
-    self.scale = scale  # whole-network calibration factor; None = not calibrated (1.0)
+    self.scale = scale  # one whole-network factor (older tables); None = 1.0
+    # Per-stage factors {input side: factor} fitted on calibration networks (`fit_correction`).
+    self.correction = dict(correction) if correction else None
+    self.validation = validation  # the last `validate` summary (errors on held-out networks)
 
   def to_dict(self) -> Dict:
     data = {"format": FORMAT, "version": VERSION, "unit": "ms", "target": self.target,
             "overhead_ms": self.overhead_ms, "entries": self.entries}
-    if self.scale is not None:
-      data["scale"] = self.scale
+    for field in ("scale", "correction", "validation"):
+      if getattr(self, field) is not None:
+        data[field] = getattr(self, field)
     return data
 
   def save(self, path: str):
@@ -132,7 +170,7 @@ class LatencyTable:
       if not isinstance(entry, dict) or not isinstance(entry.get("mean"), (int, float)):
         raise ValueError(f"{path}: entry {key!r} has no numeric 'mean'")
     return cls(data["entries"], data.get("target", {}), data.get("overhead_ms", 0.0),
-               data.get("scale"))
+               data.get("scale"), data.get("correction"), data.get("validation"))
 
   def missing(self, keys: List[str]) -> List[str]:
     return [k for k in keys if k not in self.entries]
@@ -150,15 +188,34 @@ class LatencyTable:
       raise MissingEntriesError(f"latency table lacks {len(missing)} key(s): {', '.join(missing)}")
     return sum(self.lookup(k) for k in keys)
 
-  def predict(self, arch: arch_lib.Architecture) -> float:
-    """Predicted latency (ms): the layer sum times the table's calibration scale (if any).
+  def factor(self, input_size: int) -> float:
+    """The correction of a layer whose input side is `input_size`."""
+    if self.correction is not None and str(input_size) in self.correction:
+      return float(self.correction[str(input_size)])
+    return self.scale if self.scale is not None else 1.0
 
-    A layer timed alone runs with its weights and activations warm in cache; inside a
-    network it does not, so layer sums measured on a host underestimate whole networks
-    by a steady few per cent. `build --calibrate=N` measures N random networks (other
-    than validate's) and stores measured / summed as `scale`; imported tables have none.
+  def stage_sums(self, arch: arch_lib.Architecture) -> Dict[int, float]:
+    """{input side: sum of the entries of the network's layers at that side}."""
+    sums: Dict[int, float] = {}
+    keys = sized_layer_keys(arch)
+    missing = list(dict.fromkeys(self.missing([k for k, _ in keys])))
+    if missing:
+      raise MissingEntriesError(f"latency table lacks {len(missing)} key(s): {', '.join(missing)}")
+    for key, size in keys:
+      sums[size] = sums.get(size, 0.0) + self.lookup(key)
+    return sums
+
+  def predict(self, arch: arch_lib.Architecture) -> float:
+    """Predicted latency (ms): each layer's entry times the correction of its stage.
+
+    A layer timed alone runs with its weights and activations warm in cache and without
+    its neighbours; inside a network it does not, and how much that costs depends on the
+    resolution (memory-bound early stages differ from compute-bound late ones). `build
+    --calibrate=N` times N random networks (other than validate's) and fits one factor
+    per input resolution (`fit_correction`); older tables carry one `scale`, imported
+    tables none.
     """
-    return self.layer_sum(arch) * (self.scale if self.scale is not None else 1.0)
+    return sum(self.factor(size) * value for size, value in self.stage_sums(arch).items())
 
 
 def import_proxyless_yaml(path: str) -> LatencyTable:
@@ -241,23 +298,28 @@ def _empty_model():
 
 
 class HostTimer:
-  """Times fp32 TFLite models with the LiteRT interpreter on this machine."""
+  """Times fp32 TFLite models with the LiteRT interpreter on this machine, interleaved
+  (`timing.interleaved`): every model of one call is sampled in every round."""
 
-  def __init__(self, threads: int = 1, warmup: int = 10, runs: int = 50):
-    self.threads, self.warmup, self.runs = threads, warmup, runs
+  def __init__(self, threads: int = 1, plan: Optional[timing.TimingPlan] = None):
+    self.threads, self.plan = threads, plan or timing.TimingPlan()
+
+  def time_models(self, models: Dict[str, object]) -> Dict[str, Dict[str, float]]:
+    from betanas_tf import tflite  # pylint: disable=import-outside-toplevel
+    runners = {key: tflite.ready_interpreter(tflite.convert(model), self.threads).invoke
+               for key, model in models.items()}
+    return timing.interleaved(runners, self.plan)
 
   def time_model(self, model) -> Dict[str, float]:
-    from betanas_tf import tflite  # pylint: disable=import-outside-toplevel
-    stats = tflite.measure_latency(tflite.convert(model), self.threads, self.warmup, self.runs)
-    return {"mean": stats["mean_ms"], "median": stats["median_ms"], "std": stats["std_ms"],
-            "count": stats["runs"]}
+    return self.time_models({"model": model})["model"]
 
   def describe(self) -> Dict:
-    return host_description(self.threads)
+    return dict(host_description(self.threads), timing=dataclasses.asdict(self.plan))
 
 
 class AndroidTimer:
-  """Times fp32 TFLite models on a phone with benchmark_model (average over runs)."""
+  """Times fp32 TFLite models on a phone with benchmark_model (average over runs; the
+  phone's binary does its own warm-up and repetitions, one model after another)."""
 
   def __init__(self, bench, threads: int = 1, warmup: int = 10, runs: int = 50, workdir: str = "."):
     self.bench, self.threads, self.warmup, self.runs, self.workdir = bench, threads, warmup, runs, workdir
@@ -272,15 +334,60 @@ class AndroidTimer:
       avg = self.bench.measure(path, self.threads, self.warmup, self.runs)
     return {"mean": avg, "median": avg, "std": 0.0, "count": self.runs}
 
+  def time_models(self, models: Dict[str, object]) -> Dict[str, Dict[str, float]]:
+    return {key: self.time_model(model) for key, model in models.items()}
+
   def describe(self) -> Dict:
     return {"kind": "android", "serial": self.bench.serial, "threads": self.threads,
             "binary": self.bench.binary}
 
 
+class TensorFlowTimer:
+  """Times Keras models as TensorFlow graphs on a device at a stated batch size: the GPU
+  latency the paper's BetaNet-B is searched under (`--target=gpu`), or the same code path
+  on the CPU (`--target=tf_cpu`). Each call runs the model and reduces its output to one
+  number on the device, so reading that number waits for the device without copying the
+  output; the empty model's time (the overhead) is subtracted like on the host."""
+
+  def __init__(self, device: str = "/GPU:0", batch_size: int = 8,
+               plan: Optional[timing.TimingPlan] = None):
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    kind = device.strip("/").split(":")[0].upper()
+    if not tf.config.list_physical_devices(kind):
+      raise ValueError(f"no {kind} visible to TensorFlow (tf.config.list_physical_devices("
+                       f"{kind!r}) is empty); --target=tf_cpu times the same path on the CPU")
+    self.device, self.batch_size, self.plan = device, batch_size, plan or timing.TimingPlan()
+
+  def _runner(self, model):
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    with tf.device(self.device):
+      inputs = tf.zeros((self.batch_size,) + tuple(model.input_shape[1:]))
+      forward = tf.function(lambda x: tf.reduce_sum(model(x, training=False)))
+      forward(inputs).numpy()  # trace and place once
+    return lambda: forward(inputs).numpy()
+
+  def time_models(self, models: Dict[str, object]) -> Dict[str, Dict[str, float]]:
+    return timing.interleaved({key: self._runner(m) for key, m in models.items()}, self.plan)
+
+  def time_model(self, model) -> Dict[str, float]:
+    return self.time_models({"model": model})["model"]
+
+  def describe(self) -> Dict:
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    details = {}
+    for device in tf.config.list_physical_devices(self.device.strip("/").split(":")[0].upper()):
+      details = tf.config.experimental.get_device_details(device) or {}
+      break
+    name = details.get("device_name") or host_description(1)["cpu"]
+    return {"kind": "tensorflow", "device": self.device, "device_name": name,
+            "batch_size": self.batch_size, "tensorflow": tf.__version__,
+            "timing": dataclasses.asdict(self.plan)}
+
+
 def latency_cost_table(space, table_path: str, target_ms: float = 0.0):
   """The Phase-2 cost table (ms) of `space` from a lookup table, with the table's
-  calibration scale applied (the same figures as `LatencyTable.predict`); a missing
-  key is an error listing them."""
+  correction applied (the same figures as `LatencyTable.predict`); a missing key is an
+  error listing them."""
   table = LatencyTable.load(table_path)
   missing = table.missing(space_keys(space))
   if missing:
@@ -290,15 +397,14 @@ def latency_cost_table(space, table_path: str, target_ms: float = 0.0):
                      + (" ..." if len(missing) > 5 else "") +
                      "; build the right table with: " + build_command(space))
   skeleton = space.skeleton()
-  scale = table.scale if table.scale is not None else 1.0
-  keys = [[block_key(skeleton, c, choice.shape) for c in choice.candidates]
-          for choice in space.choice_blocks]
-  rows = [[0.0 if key is None else scale * table.lookup(key) for key in row] for row in keys]
-  fixed = table.lookup(stem_key(skeleton)) + sum(table.lookup(k) for k in head_keys(skeleton))
+  corrected = lambda key, size: 0.0 if key is None else table.factor(size) * table.lookup(key)
+  rows = [[corrected(block_key(skeleton, c, choice.shape), choice.shape.in_size)
+           for c in choice.candidates] for choice in space.choice_blocks]
+  fixed = corrected(stem_key(skeleton), skeleton.input_size)
+  fixed += sum(corrected(k, skeleton.final_size) for k in head_keys(skeleton))
   for block, shape in zip(space.fixed_blocks, skeleton.block_shapes()):
-    key = block_key(skeleton, block, shape)
-    fixed += 0.0 if key is None else table.lookup(key)
-  return cost_lib.cost_table(space, rows, fixed * scale, "ms", target_ms)
+    fixed += corrected(block_key(skeleton, block, shape), shape.in_size)
+  return cost_lib.cost_table(space, rows, fixed, "ms", target_ms)
 
 
 def build_command(space, out: str = "host_cpu.json") -> str:
@@ -311,60 +417,87 @@ def build_command(space, out: str = "host_cpu.json") -> str:
 CALIBRATION_SEED = 12345  # validate() uses other seeds by default
 
 
-def build_table(space, timer, out_path: str, progress: bool = True, calibrate: int = 0
-                ) -> LatencyTable:
-  """Measures every key of `space` not yet in `out_path` (resumable), saving after each;
-  then, with `calibrate` > 0 and no scale yet, fits the whole-network scale."""
+TIMED_FIELDS = ("mean", "median", "ci_low", "ci_high", "p10", "p90")
+
+
+def _without_overhead(entry: Dict[str, float], overhead: float) -> Dict[str, float]:
+  return {k: (max(0.0, v - overhead) if k in TIMED_FIELDS else v) for k, v in entry.items()}
+
+
+def build_table(space, timer, out_path: str, progress: bool = True, calibrate: int = 0,
+                chunk: int = 16) -> LatencyTable:
+  """Measures every key of `space` not yet in `out_path` (resumable: saved after each chunk
+  of `chunk` layers, timed interleaved); then, with `calibrate` > 0 and no correction yet,
+  times that many random networks (interleaved) and fits the per-stage correction."""
   import tqdm  # pylint: disable=import-outside-toplevel
   table = LatencyTable.load(out_path) if os.path.exists(out_path) else None
   if table is None:
     overhead = timer.time_model(_empty_model())["median"]
     table = LatencyTable({}, dict(timer.describe(), space=space.name, input_size=space.input_size,
                                   width_multiplier=space.width_multiplier), overhead)
-  skeleton = space.skeleton()
   makers = {}
-  for choice in space.choice_blocks:
+  for l, choice in enumerate(space.choice_blocks):
     for candidate_index in range(choice.num_candidates):
       choices = [0] * len(space)
-      choices[space.choice_blocks.index(choice)] = candidate_index
+      choices[l] = candidate_index
       makers.update(_layer_models(space.arch_from_choices(choices)))
-  makers.update(_layer_models(skeleton))
+  makers.update(_layer_models(space.skeleton()))
   todo = [k for k in space_keys(space) if k not in table.entries]
-  for key in tqdm.tqdm(todo, desc="latency table", unit="layer", disable=not progress, file=sys.stderr):
-    entry = timer.time_model(makers[key]())
-    for field in ("mean", "median"):
-      entry[field] = max(0.0, entry[field] - table.overhead_ms)
-    table.entries[key] = entry
+  chunks = [todo[i:i + chunk] for i in range(0, len(todo), chunk)]
+  for keys in tqdm.tqdm(chunks, desc="latency table", unit="chunk", disable=not progress,
+                        file=sys.stderr):
+    for key, entry in timer.time_models({k: makers[k]() for k in keys}).items():
+      table.entries[key] = _without_overhead(entry, table.overhead_ms)
     table.save(out_path)
-  if calibrate and table.scale is None:
+  if calibrate and table.correction is None:
     from betanas_tf import builder  # pylint: disable=import-outside-toplevel
     rng = np.random.default_rng(CALIBRATION_SEED)
-    measured = summed = 0.0
-    for _ in range(calibrate):
-      arch = space.arch_from_choices(space.sample(rng))
-      summed += table.layer_sum(arch)
-      measured += timer.time_model(builder.build_model(arch))["median"] - table.overhead_ms
-    table.scale = measured / summed
+    archs = [space.arch_from_choices(space.sample(rng)) for _ in range(calibrate)]
+    timed = timer.time_models({str(i): builder.build_model(a) for i, a in enumerate(archs)})
+    measured = [timed[str(i)]["median"] - table.overhead_ms for i in range(calibrate)]
+    table.correction = fit_correction([table.stage_sums(a) for a in archs], measured)
     table.target["calibration_networks"] = calibrate
   table.save(out_path)
   return table
 
 
-def validate(table: LatencyTable, space, n: int, timer, seed: int = 0) -> Dict:
-  """Predicted vs measured whole-network latency for n random architectures of `space`."""
+def validate(table: LatencyTable, space, n: int, timer, seed: int = 0,
+             plot: Optional[str] = None) -> Dict:
+  """Predicted vs measured whole-network latency for n random architectures of `space`
+  (timed interleaved), with the error distribution; `plot` writes the scatter (PNG)."""
   from betanas_tf import builder  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(seed)
+  archs = [space.arch_from_choices(space.sample(rng)) for _ in range(n)]
+  timed = timer.time_models({str(i): builder.build_model(a) for i, a in enumerate(archs)})
   rows = []
-  for _ in range(n):
-    arch = space.arch_from_choices(space.sample(rng))
+  for i, arch in enumerate(archs):
     predicted = table.predict(arch)
-    measured = timer.time_model(builder.build_model(arch))["median"] - table.overhead_ms
+    measured = timed[str(i)]["median"] - table.overhead_ms
     rows.append({"arch": space.choices_to_string(space.choices_from_arch(arch)),
                  "predicted_ms": predicted, "measured_ms": measured,
+                 "measured_ci_ms": [timed[str(i)]["ci_low"] - table.overhead_ms,
+                                    timed[str(i)]["ci_high"] - table.overhead_ms]
+                 if "ci_low" in timed[str(i)] else None,
                  "error_pct": 100.0 * (predicted - measured) / measured})
-  errors = np.abs([r["error_pct"] for r in rows])
-  return {"n": n, "rows": rows, "mean_abs_error_pct": float(errors.mean()),
-          "max_abs_error_pct": float(errors.max()), "target": table.target}
+  signed = np.array([r["error_pct"] for r in rows])
+  errors = np.abs(signed)
+  report = {"n": n, "seed": seed, "rows": rows, "mean_abs_error_pct": float(errors.mean()),
+            "median_abs_error_pct": float(np.median(errors)),
+            "p90_abs_error_pct": float(np.percentile(errors, 90)),
+            "max_abs_error_pct": float(errors.max()), "mean_error_pct": float(signed.mean()),
+            "within_5_pct": float(np.mean(errors <= 5.0)), "target": table.target}
+  if plot:
+    from betanas_tf import figures  # pylint: disable=import-outside-toplevel
+    figures.plot_latency_validation(rows, plot, f"{space.name}: n={n}, mean |error| "
+                                    f"{report['mean_abs_error_pct']:.2f} %, max "
+                                    f"{report['max_abs_error_pct']:.2f} %")
+  return report
+
+
+def validation_summary(report: Dict) -> Dict:
+  """What a table keeps of its last validation (and the search's summary shows)."""
+  return {k: report[k] for k in ("n", "seed", "mean_abs_error_pct", "median_abs_error_pct",
+                                  "p90_abs_error_pct", "max_abs_error_pct", "mean_error_pct")}
 
 
 # ---- command line ---------------------------------------------------------------------
@@ -389,17 +522,39 @@ def _define_flags():
   flags.DEFINE_integer("seed", 0, "Seed of the validation architectures.")
   cli.define_android_flags()
   flags.DEFINE_bool("progress", True, "Show a progress bar.")
-  flags.DEFINE_integer("calibrate", 5, "build: random networks to fit the whole-network scale "
+  flags.DEFINE_enum("target", "litert", ["litert", "gpu", "tf_cpu"], "What to time on: this "
+                    "host's LiteRT interpreter (a phone's CPU stand-in), TensorFlow on the GPU "
+                    "(batch --batch_size), or the same TensorFlow path on the CPU. --android: a phone.")
+  flags.DEFINE_integer("batch_size", 8, "Batch of --target=gpu / tf_cpu.", lower_bound=1)
+  flags.DEFINE_integer("calibrate", 20, "build: random networks to fit the per-stage correction "
                        "(0 = plain layer sums).", lower_bound=0)
+  flags.DEFINE_integer("invocations", 10, "Host: timed invocations per sample (a sample is their "
+                       "median).", lower_bound=1)
+  flags.DEFINE_integer("min_rounds", 5, "Host: interleaved rounds at least.", lower_bound=3)
+  flags.DEFINE_integer("max_rounds", 40, "Host: interleaved rounds at most.", lower_bound=3)
+  flags.DEFINE_float("rel_ci", 0.01, "Host: stop when every median's 95 % CI is within this "
+                     "fraction of it.", lower_bound=0.0)
+  flags.DEFINE_string("plot", None, "validate: the predicted-vs-measured scatter (PNG; default "
+                      "<lut>_validation.png).")
+  flags.DEFINE_bool("record", True, "validate: store the error summary in the table (the "
+                    "search's summary reports it).")
 
 
 def _timer(flags_):
+  plan = timing.TimingPlan(invocations=flags_.invocations, warmup=flags_.warmup_runs,
+                           min_rounds=flags_.min_rounds,
+                           max_rounds=max(flags_.min_rounds, flags_.max_rounds), rel_ci=flags_.rel_ci)
+  if flags_.android and flags_.target != "litert":
+    raise ValueError("give --android or --target, not both")
+  if flags_.target != "litert":
+    device = "/GPU:0" if flags_.target == "gpu" else "/CPU:0"
+    return TensorFlowTimer(device, flags_.batch_size, plan)
   if flags_.android:
     from betanas_tf import android  # pylint: disable=import-outside-toplevel
     bench = android.AndroidBenchmark(flags_.adb, flags_.adb_serial, flags_.benchmark_binary)
     bench.serial = bench.check()
     return AndroidTimer(bench, flags_.threads, flags_.warmup_runs, flags_.runs)
-  return HostTimer(flags_.threads, flags_.warmup_runs, flags_.runs)
+  return HostTimer(flags_.threads, plan)
 
 
 def main(argv):
@@ -419,8 +574,9 @@ def main(argv):
       if not flags_.out:
         raise ValueError("build needs --out")
       table = build_table(space, _timer(flags_), flags_.out, flags_.progress, flags_.calibrate)
+      factors = ", ".join(f"{s}px {f:.3f}" for s, f in (table.correction or {}).items())
       print(f"{len(table.entries)} entries in {flags_.out} (overhead {table.overhead_ms:.4f} ms "
-            f"subtracted, scale {table.scale if table.scale is not None else 1.0:.4f})")
+            f"subtracted; correction per stage: {factors or 'none'})")
     elif command == "import":
       if not (flags_.yaml and flags_.out):
         raise ValueError("import needs --yaml and --out")
@@ -435,12 +591,19 @@ def main(argv):
     else:
       if not flags_.lut:
         raise ValueError("validate needs --lut")
-      report = validate(LatencyTable.load(flags_.lut), space, flags_.n, _timer(flags_), flags_.seed)
+      table = LatencyTable.load(flags_.lut)
+      plot = flags_.plot or os.path.splitext(flags_.lut)[0] + "_validation.png"
+      report = validate(table, space, flags_.n, _timer(flags_), flags_.seed, plot)
       for row in report["rows"]:
         print(f"{row['arch']}  predicted {row['predicted_ms']:8.3f} ms  measured "
               f"{row['measured_ms']:8.3f} ms  error {row['error_pct']:+6.2f} %")
       print(f"n={report['n']} threads={flags_.threads}: mean abs error "
-            f"{report['mean_abs_error_pct']:.2f} %, max {report['max_abs_error_pct']:.2f} %")
+            f"{report['mean_abs_error_pct']:.2f} %, median {report['median_abs_error_pct']:.2f} %, "
+            f"p90 {report['p90_abs_error_pct']:.2f} %, max {report['max_abs_error_pct']:.2f} %, "
+            f"mean signed {report['mean_error_pct']:+.2f} %; scatter in {plot}")
+      if flags_.record:
+        table.validation = validation_summary(report)
+        table.save(flags_.lut)
       print("JSON " + json.dumps({k: v for k, v in report.items() if k != "rows"}))
   except (ValueError, MissingEntriesError, android.AndroidError) as error:
     print(f"latency: error: {error}", file=sys.stderr)

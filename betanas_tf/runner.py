@@ -279,12 +279,17 @@ class SearchRun:
   def _cost_summary(self, arch, choices) -> Dict:
     total = cost_lib.architecture_cost(arch)
     predicted = self.costs.of_choices(choices)
+    validation = None
     if self.settings.cost == "latency":  # the same figure, from the whole-network prediction
-      predicted = latency_lib.LatencyTable.load(self.settings.latency_table).predict(arch)
+      table = latency_lib.LatencyTable.load(self.settings.latency_table)
+      predicted, validation = table.predict(arch), table.validation
     target = self.costs.target
-    return {"macs": total.macs, "params": total.params,
-            "cost": {"kind": self.settings.cost, "unit": self.costs.unit, "value": predicted,
-                     "target": target or None, "meets_target": (predicted <= target) if target else None}}
+    cost = {"kind": self.settings.cost, "unit": self.costs.unit, "value": predicted,
+            "target": target or None, "meets_target": (predicted <= target) if target else None}
+    if self.settings.cost == "latency":
+      # How far the table's predictions were from measured whole networks (`latency validate`).
+      cost["table_validation"] = validation
+    return {"macs": total.macs, "params": total.params, "cost": cost}
 
   def _write_outputs(self, arch, summary: Dict):
     arch.save(os.path.join(self.out, "arch.json"))

@@ -164,6 +164,12 @@ def main(argv):
         f"cost {summary['cost']['value']:.3f} {summary['cost']['unit']}"
         + (f" (target {summary['cost']['target']:.3f}: "
            f"{'met' if summary['cost']['meets_target'] else 'NOT met'})" if summary['cost']['target'] else ""))
+  validation = summary["cost"].get("table_validation")
+  if summary["cost"]["kind"] == "latency":
+    print("latency table: " + (f"validated on {validation['n']} whole networks, mean |error| "
+                               f"{validation['mean_abs_error_pct']:.2f} %, max "
+                               f"{validation['max_abs_error_pct']:.2f} %" if validation else
+                               "never validated (python -m betanas_tf.latency validate)"))
   if summary["supernet_top1_arch_split"] is not None:
     print(f"supernet top-1 on the arch split (BN recalibrated): {summary['supernet_top1_arch_split']:.4f}")
   print(f"drops: {len(summary['drops'])}  outputs in {FLAGS.out_dir}")

@@ -98,12 +98,18 @@ def run(model_bytes: bytes, inputs: np.ndarray, threads: int = 1) -> np.ndarray:
   return np.stack(outputs)
 
 
-def measure_latency(model_bytes: bytes, threads: int = 1, warmup: int = 5, runs: int = 30
-                    ) -> Dict[str, float]:
-  """Host latency of `invoke()` in ms (inputs set once beforehand): median, p90, mean, std."""
+def ready_interpreter(model_bytes: bytes, threads: int = 1):
+  """An interpreter with its input set (zeros): `invoke()` is one timed inference."""
   runner = interpreter(model_bytes, threads)
   source = runner.get_input_details()[0]
   runner.set_tensor(source["index"], np.zeros(source["shape"], source["dtype"]))
+  return runner
+
+
+def measure_latency(model_bytes: bytes, threads: int = 1, warmup: int = 5, runs: int = 30
+                    ) -> Dict[str, float]:
+  """Host latency of `invoke()` in ms (inputs set once beforehand): median, p90, mean, std."""
+  runner = ready_interpreter(model_bytes, threads)
   for _ in range(warmup):
     runner.invoke()
   times = []

@@ -118,6 +118,24 @@ def test_latency_cost_table_predicts_like_the_lookup_table():
     latency.latency_cost_table(spaces.get_space("cifar_mobile"), path)
 
 
+def test_latency_cost_table_applies_the_per_stage_correction(tmp_path):
+  from betanas_tf import latency  # pylint: disable=import-outside-toplevel
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
+                      "pixel1_latency.json")
+  lut = latency.LatencyTable.load(path)
+  lut.correction = {"224": 1.3, "112": 1.2, "56": 1.1, "28": 1.0, "14": 0.9, "7": 0.8}
+  corrected_path = str(tmp_path / "corrected.json")
+  lut.save(corrected_path)
+  space = spaces.get_space("proxyless_mobile")
+  costs = latency.latency_cost_table(space, corrected_path)
+  rng = np.random.default_rng(2)
+  for _ in range(5):
+    arch = space.arch_from_choices(space.sample(rng))
+    choices = space.choices_from_arch(arch)
+    assert costs.of_choices(choices) == pytest.approx(lut.predict(arch), rel=1e-9)
+    assert lut.predict(arch) != pytest.approx(lut.layer_sum(arch), rel=1e-3)
+
+
 if __name__ == "__main__":
   import sys
   sys.exit(pytest.main([__file__, "-q"]))

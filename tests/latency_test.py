@@ -12,6 +12,7 @@ import yaml
 from betanas_tf import latency
 from betanas_tf import references
 from betanas_tf import spaces
+from betanas_tf import timing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PIXEL1_YAML = os.path.join(ROOT, "tests", "data", "pixel1_latency_proxyless.yaml")
@@ -81,38 +82,134 @@ def test_bad_table_files(tmp_path):
 
 
 @pytest.mark.slow
-def test_build_on_host_is_complete_resumable_and_predicts(tmp_path):
+def test_build_on_host_is_complete_resumable_calibrated_and_validated(tmp_path):
   space = spaces.get_space("micro")
-  timer = latency.HostTimer(threads=1, warmup=2, runs=5)
+  timer = latency.HostTimer(threads=1, plan=timing.TimingPlan(invocations=3, warmup=1,
+                                                              min_rounds=3, max_rounds=4))
   calls = []
-  original = timer.time_model
-  timer.time_model = lambda model: calls.append(model.name) or original(model)
+  original = timer.time_models
+  timer.time_models = lambda models: calls.append(sorted(models)) or original(models)
   out = str(tmp_path / "micro.json")
-  table = latency.build_table(space, timer, out, progress=False)
+  table = latency.build_table(space, timer, out, progress=False, chunk=5)
   keys = latency.space_keys(space)
   assert len(keys) == 1 + 3 * 3 + 2 and sorted(table.entries) == sorted(keys)  # stem, 9 MBConvs, head
-  assert len(calls) == len(keys) + 1  # + the empty model for the overhead
+  assert [len(c) for c in calls] == [1, 5, 5, 2]  # the empty model, then chunks timed interleaved
   data = json.load(open(out))
   assert data["format"] == "betanas_tf.latency_table" and data["target"]["threads"] == 1
   assert data["target"]["kind"] == "host" and data["target"]["space"] == "micro"
-  assert all(e["count"] == 5 and e["mean"] >= 0 and e["std"] >= 0 for e in data["entries"].values())
+  assert data["target"]["timing"]["invocations"] == 3 and data["target"]["input_size"] == 16
+  for entry in data["entries"].values():
+    assert 3 <= entry["rounds"] <= 4 and entry["count"] + entry["outliers"] == entry["rounds"]
+    assert 0 <= entry["ci_low"] <= entry["median"] <= entry["ci_high"] and entry["std"] >= 0
   calls.clear()
   latency.build_table(space, timer, out, progress=False)
   assert calls == []  # nothing left to measure
-  assert table.scale is None and table.predict(space.arch_from_choices([0, 0, 0])) == pytest.approx(
-      table.layer_sum(space.arch_from_choices([0, 0, 0])))
-  calls.clear()
-  calibrated = latency.build_table(space, timer, out, progress=False, calibrate=2)
-  assert len(calls) == 2 and 0.2 < calibrated.scale < 5.0  # two whole networks timed, no layer
   arch = space.arch_from_choices([1, 2, 3])
+  assert table.correction is None and table.predict(arch) == pytest.approx(table.layer_sum(arch))
+  calibrated = latency.build_table(space, timer, out, progress=False, calibrate=4)
+  assert calls == [["0", "1", "2", "3"]]  # four whole networks, interleaved, no layer
+  assert sorted(calibrated.correction) == ["16", "8"]  # one factor per input resolution
   reloaded = latency.LatencyTable.load(out)
-  assert reloaded.scale == calibrated.scale and reloaded.target["calibration_networks"] == 2
-  assert reloaded.predict(arch) == pytest.approx(reloaded.layer_sum(arch) * reloaded.scale)
-  report = latency.validate(latency.LatencyTable.load(out), space, 2, timer)
-  assert report["n"] == 2 and len(report["rows"]) == 2
+  assert reloaded.correction == calibrated.correction and reloaded.target["calibration_networks"] == 4
+  sums = reloaded.stage_sums(arch)
+  assert reloaded.predict(arch) == pytest.approx(sum(reloaded.correction[str(k)] * v for k, v in sums.items()))
+  plot = str(tmp_path / "scatter.png")
+  report = latency.validate(reloaded, space, 3, timer, seed=1, plot=plot)
+  assert report["n"] == 3 and len(report["rows"]) == 3 and os.path.getsize(plot) > 10_000
   for row in report["rows"]:
     assert row["predicted_ms"] > 0 and row["measured_ms"] > 0
     assert row["error_pct"] == pytest.approx(100 * (row["predicted_ms"] - row["measured_ms"]) / row["measured_ms"])
+  errors = [abs(r["error_pct"]) for r in report["rows"]]
+  assert report["max_abs_error_pct"] == pytest.approx(max(errors))
+  assert report["mean_abs_error_pct"] == pytest.approx(sum(errors) / 3)
+
+
+def test_gpu_target_without_a_gpu_is_one_clear_error():
+  with pytest.raises(ValueError, match=r"no GPU visible to TensorFlow .*--target=tf_cpu times the "
+                     "same path on the CPU"):
+    latency.TensorFlowTimer("/GPU:0")
+
+
+@pytest.mark.slow
+def test_tensorflow_target_builds_and_validates_through_the_gpu_code_path(tmp_path):
+  """--target=gpu's code path (TensorFlow graphs at a batch size), run on the CPU here."""
+  space = spaces.get_space("micro")
+  timer = latency.TensorFlowTimer("/CPU:0", batch_size=4, plan=timing.TimingPlan(
+      invocations=3, warmup=1, min_rounds=3, max_rounds=3))
+  out = str(tmp_path / "tf_cpu.json")
+  table = latency.build_table(space, timer, out, progress=False, calibrate=3)
+  assert sorted(table.entries) == sorted(latency.space_keys(space))
+  target = json.load(open(out))["target"]
+  assert (target["kind"], target["device"], target["batch_size"]) == ("tensorflow", "/CPU:0", 4)
+  assert all(e["median"] >= 0 and e["rounds"] == 3 for e in table.entries.values())
+  report = latency.validate(table, space, 2, timer, seed=3)
+  assert report["n"] == 2 and all(r["measured_ms"] > 0 for r in report["rows"])
+
+
+class FakeClock:
+  """Time that only advances when a fake model runs: model costs are known exactly."""
+
+  def __init__(self):
+    self.now, self.calls = 0.0, 0
+
+  def __call__(self):
+    return self.now
+
+  def model(self, ms, burst_every=0, burst_ms=0.0):
+    def run():
+      self.calls += 1
+      extra = burst_ms if burst_every and self.calls % burst_every == 0 else 0.0
+      self.now += (ms + extra) / 1000.0
+    return run
+
+
+def test_interleaved_timing_recovers_known_costs_through_bursts():
+  clock = FakeClock()
+  # Every 7th invocation anywhere is 40 ms slow (another job on the machine).
+  runners = {"a": clock.model(2.0, 7, 40.0), "b": clock.model(1.0, 7, 40.0), "c": clock.model(0.5, 7, 40.0)}
+  plan = timing.TimingPlan(invocations=5, warmup=2, min_rounds=5, max_rounds=20, rel_ci=0.01)
+  result = timing.interleaved(runners, plan, clock=clock)
+  assert {k: v["median"] for k, v in result.items()} == pytest.approx({"a": 2.0, "b": 1.0, "c": 0.5})
+  assert all(v["rounds"] == 5 and v["ci_high"] - v["ci_low"] < 1e-9 for v in result.values())
+  assert clock.calls == 3 * (2 + 5 * 5)
+
+
+def test_interleaved_timing_keeps_sampling_until_the_median_is_tight():
+  clock = FakeClock()
+  rng = np.random.default_rng(0)
+  noisy = lambda: setattr(clock, "now", clock.now + rng.uniform(0.9, 1.1) / 1000.0)
+  plan = timing.TimingPlan(invocations=1, warmup=0, min_rounds=5, max_rounds=400, rel_ci=0.01)
+  result = timing.interleaved({"x": noisy}, plan, clock=clock)["x"]
+  assert 5 < result["rounds"] < 400   # +-10 % noise needs more than 5 rounds for +-1 %
+  assert result["ci_high"] - result["ci_low"] <= 0.02 * result["median"]
+  assert result["median"] == pytest.approx(1.0, abs=0.02)
+
+
+def test_median_ci_and_outliers():
+  assert timing.median_ci(list(range(1, 101))) == (41, 60)
+  kept, rejected = timing.reject_outliers([1.0, 1.1, 0.9, 1.0, 1.05, 9.0])
+  assert rejected == 1 and 9.0 not in kept
+
+
+def test_fitted_correction_recovers_a_known_bias(pixel1):
+  """A world where layers inside a network run slower at high resolution than alone: the
+  fit on calibration networks recovers the per-stage factors it can tell apart and predicts
+  held-out networks exactly, where the plain layer sum is off by several per cent."""
+  space = spaces.get_space("proxyless_mobile")
+  true = {224: 1.08, 112: 1.08, 56: 1.12, 28: 1.05, 14: 0.97, 7: 0.92}
+  measure = lambda arch: sum(true[s] * v for s, v in pixel1.stage_sums(arch).items())
+  rng = np.random.default_rng(0)
+  calibration = [space.arch_from_choices(space.sample(rng)) for _ in range(30)]
+  fitted = latency.fit_correction([pixel1.stage_sums(a) for a in calibration],
+                                  [measure(a) for a in calibration], ridge=1e-9)
+  for size in (56, 28, 14, 7):   # the stem (224) and fixed block (112) are in every network alike
+    assert fitted[str(size)] == pytest.approx(true[size], rel=0.01)
+  corrected = latency.LatencyTable(pixel1.entries, pixel1.target, correction=fitted)
+  held_out = [space.arch_from_choices(space.sample(rng)) for _ in range(20)]
+  for arch in held_out:
+    assert corrected.predict(arch) == pytest.approx(measure(arch), rel=1e-3)
+  plain = max(abs(pixel1.predict(a) / measure(a) - 1) for a in held_out)
+  assert plain > 0.03
 
 
 def test_cli_import_and_predict(tmp_path, pixel1):

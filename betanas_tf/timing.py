@@ -1,0 +1,92 @@
+"""Timing that survives a noisy shared machine.
+
+Timing one model after another lets a slow minute of the machine (another job, a
+frequency change) land on some entries and not on others. Here every model is timed
+in interleaved rounds: each round visits all models in a fresh random order and
+takes one sample of each (the median of `invocations` timed calls). Rounds repeat
+until the 95 % confidence interval of every model's median sample is within
+`rel_ci` of it (or `max_rounds`); samples further than `outlier_mads` scaled MADs
+from the median are rejected before the statistics. Every entry records its spread.
+"""
+
+import dataclasses
+import math
+import statistics
+import time
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class TimingPlan:
+  invocations: int = 10     # timed calls per sample; the sample is their median
+  warmup: int = 5           # untimed calls per model before the first round
+  min_rounds: int = 5
+  max_rounds: int = 40
+  rel_ci: float = 0.01      # stop when every median's 95 % CI is within +-1 % of it
+  outlier_mads: float = 5.0
+
+
+def median_ci(samples: Sequence[float], z: float = 1.96) -> Tuple[float, float]:
+  """Distribution-free confidence interval of the median: the order statistics at
+  n/2 -+ z sqrt(n)/2 (binomial with p = 1/2)."""
+  ordered = sorted(samples)
+  n = len(ordered)
+  low = max(0, math.floor(n / 2 - z * math.sqrt(n) / 2))
+  high = min(n - 1, math.ceil(n / 2 + z * math.sqrt(n) / 2) - 1)
+  return ordered[low], ordered[high]
+
+
+def reject_outliers(samples: Sequence[float], mads: float = 5.0) -> Tuple[List[float], int]:
+  """(kept samples, how many were rejected): those within `mads` scaled median absolute
+  deviations of the median (1.4826 MAD estimates a normal sigma)."""
+  centre = statistics.median(samples)
+  spread = 1.4826 * statistics.median(abs(x - centre) for x in samples)
+  if spread == 0:
+    return list(samples), 0
+  kept = [x for x in samples if abs(x - centre) <= mads * spread]
+  return kept, len(samples) - len(kept)
+
+
+def summarize(samples: Sequence[float], mads: float = 5.0) -> Dict[str, float]:
+  """Median (the entry's value), mean, std, 95 % CI of the median, p10 / p90, counts."""
+  kept, rejected = reject_outliers(samples, mads)
+  low, high = median_ci(kept)
+  return {"median": statistics.median(kept), "mean": statistics.fmean(kept),
+          "std": statistics.pstdev(kept), "ci_low": low, "ci_high": high,
+          "p10": float(np.percentile(kept, 10)), "p90": float(np.percentile(kept, 90)),
+          "count": len(kept), "outliers": rejected}
+
+
+def converged(summary: Dict[str, float], rel_ci: float) -> bool:
+  return (summary["ci_high"] - summary["ci_low"]) <= 2 * rel_ci * max(summary["median"], 1e-12)
+
+
+def interleaved(runners: Dict[str, Callable[[], None]], plan: TimingPlan = TimingPlan(),
+                clock: Callable[[], float] = time.perf_counter, seed: int = 0,
+                on_round: Optional[Callable[[int, int], None]] = None) -> Dict[str, Dict[str, float]]:
+  """Times every runner (a zero-argument call: one inference) in interleaved rounds (module
+  docstring); returns {key: summary in ms, plus "rounds"}."""
+  rng = np.random.default_rng(seed)
+  keys = list(runners)
+  for key in keys:
+    for _ in range(plan.warmup):
+      runners[key]()
+  samples: Dict[str, List[float]] = {key: [] for key in keys}
+  rounds = 0
+  while rounds < plan.max_rounds:
+    for index in rng.permutation(len(keys)):
+      run, times = runners[keys[index]], []
+      for _ in range(plan.invocations):
+        start = clock()
+        run()
+        times.append((clock() - start) * 1000.0)
+      samples[keys[index]].append(statistics.median(times))
+    rounds += 1
+    if on_round is not None:
+      on_round(rounds, plan.max_rounds)
+    if rounds >= plan.min_rounds and all(
+        converged(summarize(samples[k], plan.outlier_mads), plan.rel_ci) for k in keys):
+      break
+  return {key: dict(summarize(samples[key], plan.outlier_mads), rounds=rounds) for key in keys}
