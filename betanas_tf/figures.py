@@ -134,11 +134,15 @@ def plot_architecture(arch: arch_lib.Architecture, path: str, title: str = ""):
 
 def plot_latency_validation(rows: List[Dict], path: str, title: str = ""):
   """Predicted vs measured latency of whole networks (a latency table's validation), with
-  the measurement's 95 % interval as error bars and the +-5 % band."""
+  the measurement's 95 % interval as error bars and the +-5 % band; rows with a
+  ``rescaled_predicted_ms`` (at the machine's speed during validation) add those points."""
   measured = np.array([r["measured_ms"] for r in rows])
   predicted = np.array([r["predicted_ms"] for r in rows])
+  rescaled = all("rescaled_predicted_ms" in r for r in rows)
   fig, (ax, hist) = plt.subplots(1, 2, figsize=(9.5, 4.2), gridspec_kw={"width_ratios": [3, 2]})
-  low, high = 0.95 * min(measured.min(), predicted.min()), 1.05 * max(measured.max(), predicted.max())
+  shown = np.concatenate([measured, predicted] + (
+      [[r["rescaled_predicted_ms"] for r in rows]] if rescaled else []))
+  low, high = 0.95 * shown.min(), 1.05 * shown.max()
   line = np.array([low, high])
   ax.fill_between(line, 0.95 * line, 1.05 * line, color="#dddddd", label="+-5 %")
   ax.plot(line, line, color="black", lw=0.8, label="predicted = measured")
@@ -149,13 +153,21 @@ def plot_latency_validation(rows: List[Dict], path: str, title: str = ""):
                 label="networks (95 % CI of the measurement)")
   else:
     ax.plot(measured, predicted, "o", ms=3.5, color="#4C72B0", label="networks")
+  if rescaled:
+    ax.plot(measured, [r["rescaled_predicted_ms"] for r in rows], "x", ms=4, color="#C44E52",
+            label="at the machine's speed now (anchor)")
   ax.set_xlim(low, high)
   ax.set_ylim(low, high)
   ax.set_xlabel("measured (ms)")
   ax.set_ylabel("predicted by the table (ms)")
   ax.legend(fontsize=7, loc="upper left")
   ax.grid(alpha=0.3)
-  hist.hist([r["error_pct"] for r in rows], bins=min(20, max(5, len(rows) // 3)), color="#55A868")
+  bins = min(20, max(5, len(rows) // 3))
+  hist.hist([r["error_pct"] for r in rows], bins=bins, color="#4C72B0", alpha=0.7, label="as built")
+  if rescaled:
+    hist.hist([r["rescaled_error_pct"] for r in rows], bins=bins, color="#C44E52", alpha=0.6,
+              label="at the speed now")
+    hist.legend(fontsize=7)
   hist.axvline(0, color="black", lw=0.8)
   hist.set_xlabel("error (%)")
   hist.set_ylabel("networks")

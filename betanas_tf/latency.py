@@ -12,7 +12,9 @@ Table format (JSON, sorted keys)::
      "target": {"kind": "host" | "android" | "tensorflow" | "imported", "cpu": ..., ...},
      "overhead_ms": <per-invoke cost of an empty model, already subtracted>,
      "entries": {"<layer key>": {"median": ms, "mean": ms, "std": ms, "ci_low": ms, "ci_high": ms,
-                                 "p10": ms, "p90": ms, "count": n, "outliers": n, "rounds": n}, ...},
+                                 "p10": ms, "p90": ms, "count": n, "outliers": n, "rounds": n,
+                                 "anchor_ms": ms}, ...},
+     "anchor": {"arch": "<compact choices>", "ms": ms},  # the drift reference (below)
      "correction": {"<input side>": factor, ...},        # fitted on calibration networks
      "validation": {"n": 50, "mean_abs_error_pct": ..., "max_abs_error_pct": ..., ...}}
 
@@ -24,6 +26,16 @@ Layer keys follow ProxylessNAS' naming, so its published tables import as they a
 with swish or squeeze-excite get ``-act:swish`` / ``-se:<ratio>`` suffixes.
 The latency of an Architecture is the sum of its layers' entries, each times the correction
 of its stage (input resolution) fitted on whole calibration networks.
+
+A shared machine changes speed by several per cent over minutes (measured here: the same
+networks 10 % slower for a few minutes of a build). So every timing call of `build` and
+`validate` also times one fixed whole network of the space, the *anchor* (`anchor_arch`),
+interleaved with the rest: an entry keeps the anchor's time of its own call (`anchor_ms`) and
+is read as ``median x anchor.ms / anchor_ms``, i.e. at the machine's speed of the reference
+(the median anchor time over the build). Calibration networks are read the same way.
+`validate` reports the error against what it measured, and also at the machine's speed
+during validation (the prediction times the anchor's ratio now / at build), which separates
+what the table gets wrong from what the machine did meanwhile.
 """
 
 import dataclasses
@@ -133,8 +145,10 @@ class LatencyTable:
 
   def __init__(self, entries: Dict[str, Dict[str, float]], target: Dict, overhead_ms: float = 0.0,
                scale: Optional[float] = None, correction: Optional[Dict[str, float]] = None,
-               validation: Optional[Dict] = None):
+               validation: Optional[Dict] = None, anchor: Optional[Dict] = None):
     self.entries, self.target, self.overhead_ms = dict(entries), dict(target), overhead_ms
+    # {"arch": compact choices, "ms": reference time}: the network timed in every call.
+    self.anchor = dict(anchor) if anchor else None
     self.scale = scale  # one whole-network factor (older tables); None = 1.0
     # Per-stage factors {input side: factor} fitted on calibration networks (`fit_correction`).
     self.correction = dict(correction) if correction else None
@@ -143,7 +157,7 @@ class LatencyTable:
   def to_dict(self) -> Dict:
     data = {"format": FORMAT, "version": VERSION, "unit": "ms", "target": self.target,
             "overhead_ms": self.overhead_ms, "entries": self.entries}
-    for field in ("scale", "correction", "validation"):
+    for field in ("scale", "correction", "validation", "anchor"):
       if getattr(self, field) is not None:
         data[field] = getattr(self, field)
     return data
@@ -170,15 +184,24 @@ class LatencyTable:
       if not isinstance(entry, dict) or not isinstance(entry.get("mean"), (int, float)):
         raise ValueError(f"{path}: entry {key!r} has no numeric 'mean'")
     return cls(data["entries"], data.get("target", {}), data.get("overhead_ms", 0.0),
-               data.get("scale"), data.get("correction"), data.get("validation"))
+               data.get("scale"), data.get("correction"), data.get("validation"),
+               data.get("anchor"))
 
   def missing(self, keys: List[str]) -> List[str]:
     return [k for k in keys if k not in self.entries]
 
   def lookup(self, key: str) -> float:
-    """The entry's median if it was measured here (robust to noise), else its mean."""
+    """The entry's median if it was measured here (robust to noise), else its mean; at the
+    anchor's reference speed when the entry was timed with the anchor."""
     entry = self.entries[key]
-    return float(entry.get("median", entry["mean"]))
+    value = float(entry.get("median", entry["mean"]))
+    return value * self.speed_correction(entry.get("anchor_ms"))
+
+  def speed_correction(self, anchor_ms: Optional[float]) -> float:
+    """reference anchor time / the anchor's time in one timing call (1.0 without one)."""
+    if self.anchor is None or not anchor_ms:
+      return 1.0
+    return float(self.anchor["ms"]) / float(anchor_ms)
 
   def layer_sum(self, arch: arch_lib.Architecture) -> float:
     """The sum of the table entries of the network's layers (ms)."""
@@ -306,15 +329,19 @@ class HostTimer:
 
   def time_models(self, models: Dict[str, object]) -> Dict[str, Dict[str, float]]:
     from betanas_tf import tflite  # pylint: disable=import-outside-toplevel
-    runners = {key: tflite.ready_interpreter(tflite.convert(model), self.threads).invoke
-               for key, model in models.items()}
-    return timing.interleaved(runners, self.plan)
+    converted = {key: tflite.convert(model) for key, model in models.items()}
+    with timing.pinned(self.threads):
+      runners = {key: tflite.ready_interpreter(flat, self.threads).invoke
+                 for key, flat in converted.items()}
+      return timing.interleaved(runners, self.plan)
 
   def time_model(self, model) -> Dict[str, float]:
     return self.time_models({"model": model})["model"]
 
   def describe(self) -> Dict:
-    return dict(host_description(self.threads), timing=dataclasses.asdict(self.plan))
+    with timing.pinned(self.threads) as cpus:
+      return dict(host_description(self.threads), timing=dataclasses.asdict(self.plan),
+                  pinned_cpus=cpus)
 
 
 class AndroidTimer:
@@ -424,11 +451,36 @@ def _without_overhead(entry: Dict[str, float], overhead: float) -> Dict[str, flo
   return {k: (max(0.0, v - overhead) if k in TIMED_FIELDS else v) for k, v in entry.items()}
 
 
+ANCHOR_KEY = "__anchor__"
+
+
+def anchor_arch(space) -> arch_lib.Architecture:
+  """The whole network timed in every timing call (the space's skeleton: first candidates)."""
+  return space.skeleton()
+
+
+def _time_with_anchor(timer, space, models: Dict[str, object], overhead: float):
+  """({key: timing}, the anchor's median minus overhead) of one interleaved call that also
+  times `anchor_arch(space)`."""
+  from betanas_tf import builder  # pylint: disable=import-outside-toplevel
+  models = dict(models)
+  models[ANCHOR_KEY] = builder.build_model(anchor_arch(space))
+  timed = timer.time_models(models)
+  return timed, timed.pop(ANCHOR_KEY)["median"] - overhead
+
+
+def _reference_anchor(table: LatencyTable, space) -> Dict:
+  """The median of the anchor's times over the build's calls (one per distinct call)."""
+  times = sorted({e["anchor_ms"] for e in table.entries.values() if "anchor_ms" in e})
+  return {"arch": space.choices_to_string([0] * len(space)), "ms": float(np.median(times))}
+
+
 def build_table(space, timer, out_path: str, progress: bool = True, calibrate: int = 0,
                 chunk: int = 16) -> LatencyTable:
   """Measures every key of `space` not yet in `out_path` (resumable: saved after each chunk
-  of `chunk` layers, timed interleaved); then, with `calibrate` > 0 and no correction yet,
-  times that many random networks (interleaved) and fits the per-stage correction."""
+  of `chunk` layers, timed interleaved with the anchor network); then, with `calibrate` > 0
+  and no correction yet, times that many random networks (interleaved, with the anchor) and
+  fits the per-stage correction on their times at the reference speed."""
   import tqdm  # pylint: disable=import-outside-toplevel
   table = LatencyTable.load(out_path) if os.path.exists(out_path) else None
   if table is None:
@@ -446,58 +498,91 @@ def build_table(space, timer, out_path: str, progress: bool = True, calibrate: i
   chunks = [todo[i:i + chunk] for i in range(0, len(todo), chunk)]
   for keys in tqdm.tqdm(chunks, desc="latency table", unit="chunk", disable=not progress,
                         file=sys.stderr):
-    for key, entry in timer.time_models({k: makers[k]() for k in keys}).items():
-      table.entries[key] = _without_overhead(entry, table.overhead_ms)
+    timed, anchor_ms = _time_with_anchor(timer, space, {k: makers[k]() for k in keys},
+                                         table.overhead_ms)
+    for key, entry in timed.items():
+      table.entries[key] = dict(_without_overhead(entry, table.overhead_ms), anchor_ms=anchor_ms)
     table.save(out_path)
+  table.anchor = _reference_anchor(table, space)
   if calibrate and table.correction is None:
     from betanas_tf import builder  # pylint: disable=import-outside-toplevel
     rng = np.random.default_rng(CALIBRATION_SEED)
     archs = [space.arch_from_choices(space.sample(rng)) for _ in range(calibrate)]
-    timed = timer.time_models({str(i): builder.build_model(a) for i, a in enumerate(archs)})
-    measured = [timed[str(i)]["median"] - table.overhead_ms for i in range(calibrate)]
+    timed, anchor_ms = _time_with_anchor(
+        timer, space, {str(i): builder.build_model(a) for i, a in enumerate(archs)}, table.overhead_ms)
+    speed = table.speed_correction(anchor_ms)
+    measured = [(timed[str(i)]["median"] - table.overhead_ms) * speed for i in range(calibrate)]
     table.correction = fit_correction([table.stage_sums(a) for a in archs], measured)
     table.target["calibration_networks"] = calibrate
+    table.target["calibration_anchor_ms"] = anchor_ms
   table.save(out_path)
   return table
+
+
+def _error_stats(signed: np.ndarray, prefix: str = "") -> Dict[str, float]:
+  errors = np.abs(signed)
+  return {f"{prefix}mean_abs_error_pct": float(errors.mean()),
+          f"{prefix}median_abs_error_pct": float(np.median(errors)),
+          f"{prefix}p90_abs_error_pct": float(np.percentile(errors, 90)),
+          f"{prefix}max_abs_error_pct": float(errors.max()),
+          f"{prefix}mean_error_pct": float(signed.mean()),
+          f"{prefix}within_5_pct": float(np.mean(errors <= 5.0))}
 
 
 def validate(table: LatencyTable, space, n: int, timer, seed: int = 0,
              plot: Optional[str] = None) -> Dict:
   """Predicted vs measured whole-network latency for n random architectures of `space`
-  (timed interleaved), with the error distribution; `plot` writes the scatter (PNG)."""
+  (timed interleaved, with the anchor), with the error distribution; `plot` writes the
+  scatter (PNG).
+
+  The ``*_error_pct`` figures compare the table's prediction with what was measured now.
+  When the table has an anchor, ``speed_ratio`` is the anchor's time now / at build and the
+  ``rescaled_*`` figures compare the prediction times that ratio: the table's error at the
+  machine's speed during validation (module docstring)."""
   from betanas_tf import builder  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(seed)
   archs = [space.arch_from_choices(space.sample(rng)) for _ in range(n)]
-  timed = timer.time_models({str(i): builder.build_model(a) for i, a in enumerate(archs)})
+  timed, anchor_ms = _time_with_anchor(
+      timer, space, {str(i): builder.build_model(a) for i, a in enumerate(archs)}, table.overhead_ms)
+  ratio = 1.0 / table.speed_correction(anchor_ms) if table.anchor else None
   rows = []
   for i, arch in enumerate(archs):
     predicted = table.predict(arch)
     measured = timed[str(i)]["median"] - table.overhead_ms
-    rows.append({"arch": space.choices_to_string(space.choices_from_arch(arch)),
-                 "predicted_ms": predicted, "measured_ms": measured,
-                 "measured_ci_ms": [timed[str(i)]["ci_low"] - table.overhead_ms,
-                                    timed[str(i)]["ci_high"] - table.overhead_ms]
-                 if "ci_low" in timed[str(i)] else None,
-                 "error_pct": 100.0 * (predicted - measured) / measured})
-  signed = np.array([r["error_pct"] for r in rows])
-  errors = np.abs(signed)
-  report = {"n": n, "seed": seed, "rows": rows, "mean_abs_error_pct": float(errors.mean()),
-            "median_abs_error_pct": float(np.median(errors)),
-            "p90_abs_error_pct": float(np.percentile(errors, 90)),
-            "max_abs_error_pct": float(errors.max()), "mean_error_pct": float(signed.mean()),
-            "within_5_pct": float(np.mean(errors <= 5.0)), "target": table.target}
+    row = {"arch": space.choices_to_string(space.choices_from_arch(arch)),
+           "predicted_ms": predicted, "measured_ms": measured,
+           "measured_ci_ms": [timed[str(i)]["ci_low"] - table.overhead_ms,
+                              timed[str(i)]["ci_high"] - table.overhead_ms]
+           if "ci_low" in timed[str(i)] else None,
+           "error_pct": 100.0 * (predicted - measured) / measured}
+    if ratio is not None:
+      row["rescaled_predicted_ms"] = predicted * ratio
+      row["rescaled_error_pct"] = 100.0 * (predicted * ratio - measured) / measured
+    rows.append(row)
+  report = {"n": n, "seed": seed, "rows": rows, "target": table.target, "anchor_ms": anchor_ms,
+            "speed_ratio": ratio}
+  report.update(_error_stats(np.array([r["error_pct"] for r in rows])))
+  if ratio is not None:
+    report.update(_error_stats(np.array([r["rescaled_error_pct"] for r in rows]), "rescaled_"))
   if plot:
     from betanas_tf import figures  # pylint: disable=import-outside-toplevel
-    figures.plot_latency_validation(rows, plot, f"{space.name}: n={n}, mean |error| "
-                                    f"{report['mean_abs_error_pct']:.2f} %, max "
-                                    f"{report['max_abs_error_pct']:.2f} %")
+    title = (f"{space.name}: n={n}, mean |error| {report['mean_abs_error_pct']:.2f} %, max "
+             f"{report['max_abs_error_pct']:.2f} %")
+    if ratio is not None:
+      title += (f"\nat the machine's speed now (anchor x{ratio:.3f}): "
+                f"{report['rescaled_mean_abs_error_pct']:.2f} %, max "
+                f"{report['rescaled_max_abs_error_pct']:.2f} %")
+    figures.plot_latency_validation(rows, plot, title)
   return report
 
 
 def validation_summary(report: Dict) -> Dict:
   """What a table keeps of its last validation (and the search's summary shows)."""
-  return {k: report[k] for k in ("n", "seed", "mean_abs_error_pct", "median_abs_error_pct",
-                                  "p90_abs_error_pct", "max_abs_error_pct", "mean_error_pct")}
+  keys = ["n", "seed", "mean_abs_error_pct", "median_abs_error_pct", "p90_abs_error_pct",
+          "max_abs_error_pct", "mean_error_pct", "speed_ratio"]
+  if report.get("speed_ratio") is not None:
+    keys += ["rescaled_mean_abs_error_pct", "rescaled_max_abs_error_pct"]
+  return {k: report[k] for k in keys}
 
 
 # ---- command line ---------------------------------------------------------------------
@@ -601,6 +686,13 @@ def main(argv):
             f"{report['mean_abs_error_pct']:.2f} %, median {report['median_abs_error_pct']:.2f} %, "
             f"p90 {report['p90_abs_error_pct']:.2f} %, max {report['max_abs_error_pct']:.2f} %, "
             f"mean signed {report['mean_error_pct']:+.2f} %; scatter in {plot}")
+      if report["speed_ratio"] is not None:
+        print(f"machine speed now / at build (anchor network): x{report['speed_ratio']:.3f}; "
+              f"at that speed: mean abs error {report['rescaled_mean_abs_error_pct']:.2f} %, "
+              f"median {report['rescaled_median_abs_error_pct']:.2f} %, p90 "
+              f"{report['rescaled_p90_abs_error_pct']:.2f} %, max "
+              f"{report['rescaled_max_abs_error_pct']:.2f} %, mean signed "
+              f"{report['rescaled_mean_error_pct']:+.2f} %")
       if flags_.record:
         table.validation = validation_summary(report)
         table.save(flags_.lut)

@@ -168,7 +168,11 @@ def main(argv):
   if summary["cost"]["kind"] == "latency":
     print("latency table: " + (f"validated on {validation['n']} whole networks, mean |error| "
                                f"{validation['mean_abs_error_pct']:.2f} %, max "
-                               f"{validation['max_abs_error_pct']:.2f} %" if validation else
+                               f"{validation['max_abs_error_pct']:.2f} %"
+                               + (f" ({validation['rescaled_mean_abs_error_pct']:.2f} % / "
+                                  f"{validation['rescaled_max_abs_error_pct']:.2f} % at the "
+                                  "machine's speed then)" if validation.get("speed_ratio") else "")
+                               if validation else
                                "never validated (python -m betanas_tf.latency validate)"))
   if summary["supernet_top1_arch_split"] is not None:
     print(f"supernet top-1 on the arch split (BN recalibrated): {summary['supernet_top1_arch_split']:.4f}")

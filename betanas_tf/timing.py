@@ -9,8 +9,10 @@ until the 95 % confidence interval of every model's median sample is within
 from the median are rejected before the statistics. Every entry records its spread.
 """
 
+import contextlib
 import dataclasses
 import math
+import os
 import statistics
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -26,6 +28,24 @@ class TimingPlan:
   max_rounds: int = 40
   rel_ci: float = 0.01      # stop when every median's 95 % CI is within +-1 % of it
   outlier_mads: float = 5.0
+
+
+@contextlib.contextmanager
+def pinned(cpus: int):
+  """Runs the calling thread (and the threads it starts meanwhile, e.g. an interpreter's
+  workers) on `cpus` fixed CPUs, the last ones this process may use, so the scheduler
+  cannot move a timed model between cores; yields their numbers ([] where the platform
+  cannot pin). The previous affinity is restored on exit."""
+  if not hasattr(os, "sched_setaffinity"):
+    yield []
+    return
+  allowed = sorted(os.sched_getaffinity(0))
+  chosen = allowed[-max(1, cpus):]
+  os.sched_setaffinity(0, chosen)
+  try:
+    yield chosen
+  finally:
+    os.sched_setaffinity(0, allowed)
 
 
 def median_ci(samples: Sequence[float], z: float = 1.96) -> Tuple[float, float]:

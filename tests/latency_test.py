@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
+from betanas_tf import builder
 from betanas_tf import latency
 from betanas_tf import references
 from betanas_tf import spaces
@@ -93,7 +94,8 @@ def test_build_on_host_is_complete_resumable_calibrated_and_validated(tmp_path):
   table = latency.build_table(space, timer, out, progress=False, chunk=5)
   keys = latency.space_keys(space)
   assert len(keys) == 1 + 3 * 3 + 2 and sorted(table.entries) == sorted(keys)  # stem, 9 MBConvs, head
-  assert [len(c) for c in calls] == [1, 5, 5, 2]  # the empty model, then chunks timed interleaved
+  # The empty model, then chunks timed interleaved, each with the anchor network.
+  assert [len(c) for c in calls] == [1, 6, 6, 3] and all("__anchor__" in c for c in calls[1:])
   data = json.load(open(out))
   assert data["format"] == "betanas_tf.latency_table" and data["target"]["threads"] == 1
   assert data["target"]["kind"] == "host" and data["target"]["space"] == "micro"
@@ -101,13 +103,17 @@ def test_build_on_host_is_complete_resumable_calibrated_and_validated(tmp_path):
   for entry in data["entries"].values():
     assert 3 <= entry["rounds"] <= 4 and entry["count"] + entry["outliers"] == entry["rounds"]
     assert 0 <= entry["ci_low"] <= entry["median"] <= entry["ci_high"] and entry["std"] >= 0
+    assert entry["anchor_ms"] > 0
+  anchors = sorted({e["anchor_ms"] for e in data["entries"].values()})
+  assert len(anchors) == 3 and data["anchor"] == {"arch": "k3e3-k3e3-k3e3", "ms": anchors[1]}
+  assert data["target"]["pinned_cpus"] == [max(os.sched_getaffinity(0))]
   calls.clear()
   latency.build_table(space, timer, out, progress=False)
   assert calls == []  # nothing left to measure
   arch = space.arch_from_choices([1, 2, 3])
   assert table.correction is None and table.predict(arch) == pytest.approx(table.layer_sum(arch))
   calibrated = latency.build_table(space, timer, out, progress=False, calibrate=4)
-  assert calls == [["0", "1", "2", "3"]]  # four whole networks, interleaved, no layer
+  assert calls == [["0", "1", "2", "3", "__anchor__"]]  # four whole networks and the anchor
   assert sorted(calibrated.correction) == ["16", "8"]  # one factor per input resolution
   reloaded = latency.LatencyTable.load(out)
   assert reloaded.correction == calibrated.correction and reloaded.target["calibration_networks"] == 4
@@ -122,6 +128,7 @@ def test_build_on_host_is_complete_resumable_calibrated_and_validated(tmp_path):
   errors = [abs(r["error_pct"]) for r in report["rows"]]
   assert report["max_abs_error_pct"] == pytest.approx(max(errors))
   assert report["mean_abs_error_pct"] == pytest.approx(sum(errors) / 3)
+  assert report["speed_ratio"] == pytest.approx(report["anchor_ms"] / reloaded.anchor["ms"])
 
 
 def test_gpu_target_without_a_gpu_is_one_clear_error():
@@ -144,6 +151,51 @@ def test_tensorflow_target_builds_and_validates_through_the_gpu_code_path(tmp_pa
   assert all(e["median"] >= 0 and e["rounds"] == 3 for e in table.entries.values())
   report = latency.validate(table, space, 2, timer, seed=3)
   assert report["n"] == 2 and all(r["measured_ms"] > 0 for r in report["rows"])
+
+
+class DriftingTimer:
+  """A machine whose speed changes from one timing call to the next: a model's time is its
+  parameter count x 1e-5 ms (additive over a network's layers, like real costs are meant to
+  be) x the speed of the call."""
+
+  def __init__(self, speeds):
+    self.speeds, self.calls = list(speeds), 0
+
+  def time_models(self, models):
+    speed = self.speeds[self.calls % len(self.speeds)]
+    self.calls += 1
+    return {k: {"median": m.count_params() * 1e-5 * speed, "mean": 0.0} for k, m in models.items()}
+
+  def time_model(self, model):
+    return self.time_models({"m": model})["m"]
+
+  def describe(self):
+    return {"kind": "fake"}
+
+
+def test_the_anchor_removes_machine_drift_from_entries_calibration_and_validation(tmp_path):
+  """Chunks timed at 1.0x, 1.5x, 0.7x, 1.2x the speed, calibration at 1.3x, validation at
+  0.8x: read through the anchor, every entry is at one reference speed (the median chunk's),
+  the fitted correction is 1, and validation at the machine's speed now is exact while the
+  plain comparison shows the drift (+25 %: prediction / measurement = 1 / 0.8)."""
+  space = spaces.get_space("micro")
+  builder_params = lambda arch: builder.build_model(arch).count_params() * 1e-5
+  timer = DriftingTimer([0.0, 1.0, 1.5, 0.7, 1.2, 1.3])  # call 0: the empty model (0 params)
+  table = latency.build_table(space, timer, str(tmp_path / "t.json"), progress=False, chunk=3,
+                              calibrate=6)
+  assert timer.calls == 6 and table.overhead_ms == 0.0
+  assert table.anchor["ms"] == pytest.approx(float(np.median([1.0, 1.5, 0.7, 1.2])) *
+                                             builder_params(space.skeleton()))
+  speed = table.anchor["ms"] / builder_params(space.skeleton())
+  rng = np.random.default_rng(3)
+  for arch in [space.arch_from_choices(space.sample(rng)) for _ in range(5)]:
+    assert table.layer_sum(arch) == pytest.approx(speed * builder_params(arch), rel=1e-9)
+  assert all(f == pytest.approx(1.0, abs=1e-6) for f in table.correction.values())
+  timer.speeds, timer.calls = [0.8 * speed], 0
+  report = latency.validate(table, space, 4, timer, seed=1)
+  assert report["speed_ratio"] == pytest.approx(0.8)
+  assert report["mean_error_pct"] == pytest.approx(25.0) and report["max_abs_error_pct"] == pytest.approx(25.0)
+  assert report["rescaled_max_abs_error_pct"] < 1e-6
 
 
 class FakeClock:
