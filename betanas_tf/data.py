@@ -3,6 +3,9 @@
 * ``digits``: scikit-learn's bundled real 8x8 digits (1,797 images, offline),
   upsampled bilinearly to the space's input size, stratified 60/20/20 into
   train / arch / eval with a fixed seed.
+* ``cluttered_digits``: the same digits, each at a random place on a 32x32 canvas among
+  fragments of other digits and noise (`cluttered`), split by source digit like
+  ``digits``: a task on which architectures of the micro space differ (rank benchmark).
 * ``synthetic``: random images and labels, for smoke and speed runs.
 * ``cifar10`` and ``imagenet2012``: tensorflow-datasets from ``--data_dir``;
   the arch split is the last ``arch_split_size`` examples of TRAIN (paper:
@@ -263,6 +266,34 @@ def load_digits(input_size: int = 16, seed: int = 0, **unused_options) -> Datase
       rest_x, rest_y, test_size=0.25, stratify=rest_y, random_state=0)
   return _array_dataset("digits", input_size, 10, seed, (train_x, train_y), (arch_x, arch_y),
                         (eval_x, eval_y))
+
+
+@DATASETS.decorator("cluttered_digits")
+def load_cluttered_digits(input_size: int = 32, seed: int = 0, **unused_options) -> Dataset:
+  """The digits, each enlarged onto a 32x32 canvas at a random place among fragments of
+  other digits and noise (`cluttered.generate`), resized to input_size; split by source
+  digit exactly as ``digits`` is (no digit in two splits)."""
+  from sklearn import datasets as sk_datasets  # pylint: disable=import-outside-toplevel
+  from sklearn import model_selection  # pylint: disable=import-outside-toplevel
+  from betanas_tf import cluttered  # pylint: disable=import-outside-toplevel
+  digits = sk_datasets.load_digits()
+  spec = cluttered.ClutterSpec()
+  canvases, source = cluttered.generate(digits.images / 16.0, spec)
+  images = canvases[..., None]
+  if input_size != spec.canvas:
+    images = tf.image.resize(images, (input_size, input_size), method="bilinear").numpy()
+  images = _to_uint8(np.repeat(images, 3, axis=-1))
+  labels = digits.target.astype(np.int32)
+  index = np.arange(len(labels))
+  rest, eval_index = model_selection.train_test_split(index, test_size=0.2, stratify=labels,
+                                                      random_state=0)
+  train_index, arch_index = model_selection.train_test_split(
+      rest, test_size=0.25, stratify=labels[rest], random_state=0)
+  def split(sources):
+    chosen = np.isin(source, sources)
+    return images[chosen], labels[source[chosen]]
+  return _array_dataset("cluttered_digits", input_size, 10, seed, split(train_index),
+                        split(arch_index), split(eval_index))
 
 
 @DATASETS.decorator("synthetic")

@@ -13,7 +13,7 @@ the drop log is kept on the device. The host reads state at log intervals only.
 
 import dataclasses
 import math
-from typing import Callable, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import keras
 import numpy as np
@@ -293,17 +293,28 @@ class SearchEngine:
                     calibration_batches: Optional[Iterable] = None) -> float:
     """Top-1 of the subnet `choices` (BN recalibrated first if batches are given);
     BN statistics are restored afterwards."""
+    return self.evaluate_path_metrics(choices, eval_batches, calibration_batches)["top1"]
+
+  def evaluate_path_metrics(self, choices: Sequence[int], eval_batches: Iterable,
+                            calibration_batches: Optional[Iterable] = None) -> Dict[str, float]:
+    """{"top1", "loss" (mean cross-entropy, no smoothing)} of the subnet `choices`, like
+    `evaluate_path`."""
     saved = self.bn_statistics()
     try:
       if calibration_batches is not None:
         self.recalibrate_bn(choices, calibration_batches)
       path = tf.constant(choices, tf.int32)
       correct = total = 0
+      loss = 0.0
       for images, labels in eval_batches:
-        logits = self._forward(tf.convert_to_tensor(images), path, False)
-        correct += int(np.sum(np.argmax(np.asarray(logits), -1) == np.asarray(labels)))
+        logits = np.asarray(self._forward(tf.convert_to_tensor(images), path, False), np.float64)
+        labels = np.asarray(labels)
+        correct += int(np.sum(np.argmax(logits, -1) == labels))
+        shifted = logits - logits.max(-1, keepdims=True)
+        log_p = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+        loss += float(-log_p[np.arange(len(labels)), labels].sum())
         total += len(labels)
-      return correct / max(1, total)
+      return {"top1": correct / max(1, total), "loss": loss / max(1, total)}
     finally:
       self.set_bn_statistics(saved)
 

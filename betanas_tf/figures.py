@@ -21,7 +21,8 @@ import numpy as np
 from betanas_tf import arch as arch_lib
 from betanas_tf import io_utils
 
-def _save(fig, path: str):
+def save(fig, path: str):
+  """Writes `fig` as a PNG atomically and closes it."""
   import io  # pylint: disable=import-outside-toplevel
   buffer = io.BytesIO()
   fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
@@ -71,7 +72,7 @@ def plot_trajectories(history: List[Dict], labels: Sequence[Sequence[str]], path
     fig.text(0.5, 0.5, "no alpha steps in this run", ha="center", fontsize=10)
   fig.suptitle(title or "Architecture probabilities per block (x = selective drop)", fontsize=10)
   fig.tight_layout(rect=(0, 0.04, 1, 0.97))
-  _save(fig, path)
+  save(fig, path)
 
 
 def plot_training_frequency(counts: np.ndarray, active: np.ndarray, labels: Sequence[Sequence[str]],
@@ -103,7 +104,7 @@ def plot_training_frequency(counts: np.ndarray, active: np.ndarray, labels: Sequ
   fig.colorbar(image, ax=ax, label="Phase-1 training steps")
   ax.set_title(title or "Training frequency per op (hatched: dropped)", fontsize=10)
   fig.tight_layout()
-  _save(fig, path)
+  save(fig, path)
 
 
 def plot_architecture(arch: arch_lib.Architecture, path: str, title: str = ""):
@@ -129,7 +130,7 @@ def plot_architecture(arch: arch_lib.Architecture, path: str, title: str = ""):
   handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in legend.values()]
   ax.legend(handles, list(legend), loc="upper right", fontsize=7, ncol=3, frameon=False)
   ax.set_title(title or arch.name or "architecture", fontsize=10)
-  _save(fig, path)
+  save(fig, path)
 
 
 def plot_latency_validation(rows: List[Dict], path: str, title: str = ""):
@@ -173,4 +174,4 @@ def plot_latency_validation(rows: List[Dict], path: str, title: str = ""):
   hist.set_ylabel("networks")
   fig.suptitle(title or "latency table validation", fontsize=10)
   fig.tight_layout()
-  _save(fig, path)
+  save(fig, path)

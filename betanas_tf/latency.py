@@ -13,8 +13,8 @@ Table format (JSON, sorted keys)::
      "overhead_ms": <per-invoke cost of an empty model, already subtracted>,
      "entries": {"<layer key>": {"median": ms, "mean": ms, "std": ms, "ci_low": ms, "ci_high": ms,
                                  "p10": ms, "p90": ms, "count": n, "outliers": n, "rounds": n,
-                                 "anchor_ms": ms}, ...},
-     "anchor": {"arch": "<compact choices>", "ms": ms},  # the drift reference (below)
+                                 "anchor_ms": [ms, ms, ms]}, ...},
+     "anchor": {"choices": [[...], [...], [...]], "ms": [ms, ms, ms]},  # drift reference (below)
      "correction": {"<input side>": factor, ...},        # fitted on calibration networks
      "validation": {"n": 50, "mean_abs_error_pct": ..., "max_abs_error_pct": ..., ...}}
 
@@ -27,15 +27,21 @@ with swish or squeeze-excite get ``-act:swish`` / ``-se:<ratio>`` suffixes.
 The latency of an Architecture is the sum of its layers' entries, each times the correction
 of its stage (input resolution) fitted on whole calibration networks.
 
-A shared machine changes speed by several per cent over minutes (measured here: the same
-networks 10 % slower for a few minutes of a build). So every timing call of `build` and
-`validate` also times one fixed whole network of the space, the *anchor* (`anchor_arch`),
-interleaved with the rest: an entry keeps the anchor's time of its own call (`anchor_ms`) and
-is read as ``median x anchor.ms / anchor_ms``, i.e. at the machine's speed of the reference
-(the median anchor time over the build). Calibration networks are read the same way.
-`validate` reports the error against what it measured, and also at the machine's speed
-during validation (the prediction times the anchor's ratio now / at build), which separates
-what the table gets wrong from what the machine did meanwhile.
+A shared machine changes speed by several per cent over minutes (measured here: 12 %
+between the chunks of one build, 13 % for a small network between build and validation),
+and not by the same factor for every network (in that second case the networks of
+2-10x the small one's cost slowed by 7 %). So every timing call of `build` and `validate`
+also times three fixed whole networks of the space, the *anchors* (`anchor_choices`: the
+cheapest, median and most expensive candidate of every block), interleaved with the rest.
+An entry keeps the anchors' times of its own call (`anchor_ms`) and is read at the
+reference speed (each anchor's median over the build): times the geometric mean of the
+anchors' reference / call ratios. A whole network timed in another call (calibration,
+validation) is compared at the reference speed through the *drift curve* of that call:
+the anchors' now / reference ratios interpolated over the logarithm of the network's
+layer sum (`LatencyTable.drift`). `validate` reports the error against what it measured,
+and also with the prediction moved along that drift curve (the table at the machine's
+speed during validation), which separates what the table gets wrong from what the
+machine did meanwhile.
 """
 
 import dataclasses
@@ -192,16 +198,25 @@ class LatencyTable:
 
   def lookup(self, key: str) -> float:
     """The entry's median if it was measured here (robust to noise), else its mean; at the
-    anchor's reference speed when the entry was timed with the anchor."""
+    anchors' reference speed when the entry was timed with them."""
     entry = self.entries[key]
     value = float(entry.get("median", entry["mean"]))
     return value * self.speed_correction(entry.get("anchor_ms"))
 
-  def speed_correction(self, anchor_ms: Optional[float]) -> float:
-    """reference anchor time / the anchor's time in one timing call (1.0 without one)."""
+  def speed_correction(self, anchor_ms: Optional[Sequence[float]]) -> float:
+    """Geometric mean over the anchors of reference time / time in one call (1.0 without)."""
     if self.anchor is None or not anchor_ms:
       return 1.0
-    return float(self.anchor["ms"]) / float(anchor_ms)
+    return float(np.exp(np.mean(np.log(np.asarray(self.anchor["ms"]) / np.asarray(anchor_ms)))))
+
+  def drift(self, space, anchor_ms: Sequence[float]):
+    """The drift curve of a call whose anchors took `anchor_ms`: a function of an
+    Architecture giving (its time in that call) / (its time at the reference speed),
+    interpolated between the anchors' ratios over log(layer sum), constant beyond them."""
+    sizes = np.log([self.layer_sum(space.arch_from_choices(c)) for c in self.anchor["choices"]])
+    ratios = np.asarray(anchor_ms) / np.asarray(self.anchor["ms"])
+    order = np.argsort(sizes)
+    return lambda arch: float(np.interp(np.log(self.layer_sum(arch)), sizes[order], ratios[order]))
 
   def layer_sum(self, arch: arch_lib.Architecture) -> float:
     """The sum of the table entries of the network's layers (ms)."""
@@ -326,10 +341,19 @@ class HostTimer:
 
   def __init__(self, threads: int = 1, plan: Optional[timing.TimingPlan] = None):
     self.threads, self.plan = threads, plan or timing.TimingPlan()
+    self._anchors: Dict[str, bytes] = {}  # converted once: the same networks in every call
+
+  def _convert(self, key: str, model) -> bytes:
+    from betanas_tf import tflite  # pylint: disable=import-outside-toplevel
+    if not key.startswith(ANCHOR_PREFIX):
+      return tflite.convert(model)
+    if key not in self._anchors:
+      self._anchors[key] = tflite.convert(model)
+    return self._anchors[key]
 
   def time_models(self, models: Dict[str, object]) -> Dict[str, Dict[str, float]]:
     from betanas_tf import tflite  # pylint: disable=import-outside-toplevel
-    converted = {key: tflite.convert(model) for key, model in models.items()}
+    converted = {key: self._convert(key, model) for key, model in models.items()}
     with timing.pinned(self.threads):
       runners = {key: tflite.ready_interpreter(flat, self.threads).invoke
                  for key, flat in converted.items()}
@@ -451,36 +475,52 @@ def _without_overhead(entry: Dict[str, float], overhead: float) -> Dict[str, flo
   return {k: (max(0.0, v - overhead) if k in TIMED_FIELDS else v) for k, v in entry.items()}
 
 
-ANCHOR_KEY = "__anchor__"
+ANCHOR_PREFIX = "__anchor"
 
 
-def anchor_arch(space) -> arch_lib.Architecture:
-  """The whole network timed in every timing call (the space's skeleton: first candidates)."""
-  return space.skeleton()
+def anchor_choices(space) -> List[List[int]]:
+  """The anchors: per choice block the candidate of least, median and most MACs."""
+  table = cost_lib.macs_cost_table(space).table
+  picks = []
+  for rank in ("min", "median", "max"):
+    choices = []
+    for l, block in enumerate(space.choice_blocks):
+      order = np.argsort(table[l][:block.num_candidates], kind="stable")
+      choices.append(int(order[{"min": 0, "median": len(order) // 2, "max": -1}[rank]]))
+    picks.append(choices)
+  return picks
 
 
-def _time_with_anchor(timer, space, models: Dict[str, object], overhead: float):
-  """({key: timing}, the anchor's median minus overhead) of one interleaved call that also
-  times `anchor_arch(space)`."""
+def _anchor_key(space, index: int) -> str:
+  return f"{ANCHOR_PREFIX}{index}_{space.name}_{space.input_size}_{space.width_multiplier:g}__"
+
+
+def _time_with_anchors(timer, space, models: Dict[str, object], overhead: float):
+  """({key: timing}, [each anchor's median minus overhead]) of one interleaved call that
+  also times the anchors."""
   from betanas_tf import builder  # pylint: disable=import-outside-toplevel
   models = dict(models)
-  models[ANCHOR_KEY] = builder.build_model(anchor_arch(space))
+  keys = []
+  for index, choices in enumerate(anchor_choices(space)):
+    keys.append(_anchor_key(space, index))
+    models[keys[-1]] = builder.build_model(space.arch_from_choices(choices))
   timed = timer.time_models(models)
-  return timed, timed.pop(ANCHOR_KEY)["median"] - overhead
+  return timed, [timed.pop(key)["median"] - overhead for key in keys]
 
 
 def _reference_anchor(table: LatencyTable, space) -> Dict:
-  """The median of the anchor's times over the build's calls (one per distinct call)."""
-  times = sorted({e["anchor_ms"] for e in table.entries.values() if "anchor_ms" in e})
-  return {"arch": space.choices_to_string([0] * len(space)), "ms": float(np.median(times))}
+  """Each anchor's median time over the build's calls (one value per call)."""
+  calls = sorted({tuple(e["anchor_ms"]) for e in table.entries.values() if "anchor_ms" in e})
+  return {"choices": anchor_choices(space),
+          "ms": [float(np.median([call[k] for call in calls])) for k in range(len(calls[0]))]}
 
 
 def build_table(space, timer, out_path: str, progress: bool = True, calibrate: int = 0,
                 chunk: int = 16) -> LatencyTable:
   """Measures every key of `space` not yet in `out_path` (resumable: saved after each chunk
-  of `chunk` layers, timed interleaved with the anchor network); then, with `calibrate` > 0
-  and no correction yet, times that many random networks (interleaved, with the anchor) and
-  fits the per-stage correction on their times at the reference speed."""
+  of `chunk` layers, timed interleaved with the anchor networks); then, with `calibrate` > 0
+  and no correction yet, times that many random networks (interleaved, with the anchors) and
+  fits the per-stage correction on their times brought to the reference speed."""
   import tqdm  # pylint: disable=import-outside-toplevel
   table = LatencyTable.load(out_path) if os.path.exists(out_path) else None
   if table is None:
@@ -498,8 +538,8 @@ def build_table(space, timer, out_path: str, progress: bool = True, calibrate: i
   chunks = [todo[i:i + chunk] for i in range(0, len(todo), chunk)]
   for keys in tqdm.tqdm(chunks, desc="latency table", unit="chunk", disable=not progress,
                         file=sys.stderr):
-    timed, anchor_ms = _time_with_anchor(timer, space, {k: makers[k]() for k in keys},
-                                         table.overhead_ms)
+    timed, anchor_ms = _time_with_anchors(timer, space, {k: makers[k]() for k in keys},
+                                          table.overhead_ms)
     for key, entry in timed.items():
       table.entries[key] = dict(_without_overhead(entry, table.overhead_ms), anchor_ms=anchor_ms)
     table.save(out_path)
@@ -508,10 +548,10 @@ def build_table(space, timer, out_path: str, progress: bool = True, calibrate: i
     from betanas_tf import builder  # pylint: disable=import-outside-toplevel
     rng = np.random.default_rng(CALIBRATION_SEED)
     archs = [space.arch_from_choices(space.sample(rng)) for _ in range(calibrate)]
-    timed, anchor_ms = _time_with_anchor(
+    timed, anchor_ms = _time_with_anchors(
         timer, space, {str(i): builder.build_model(a) for i, a in enumerate(archs)}, table.overhead_ms)
-    speed = table.speed_correction(anchor_ms)
-    measured = [(timed[str(i)]["median"] - table.overhead_ms) * speed for i in range(calibrate)]
+    drift = table.drift(space, anchor_ms)
+    measured = [(timed[str(i)]["median"] - table.overhead_ms) / drift(a) for i, a in enumerate(archs)]
     table.correction = fit_correction([table.stage_sums(a) for a in archs], measured)
     table.target["calibration_networks"] = calibrate
     table.target["calibration_anchor_ms"] = anchor_ms
@@ -536,15 +576,15 @@ def validate(table: LatencyTable, space, n: int, timer, seed: int = 0,
   scatter (PNG).
 
   The ``*_error_pct`` figures compare the table's prediction with what was measured now.
-  When the table has an anchor, ``speed_ratio`` is the anchor's time now / at build and the
-  ``rescaled_*`` figures compare the prediction times that ratio: the table's error at the
-  machine's speed during validation (module docstring)."""
+  When the table has anchors, ``speed_ratios`` are the anchors' times now / at build and the
+  ``rescaled_*`` figures compare the prediction moved along this call's drift curve
+  (`LatencyTable.drift`): the table's error at the machine's speed during validation."""
   from betanas_tf import builder  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(seed)
   archs = [space.arch_from_choices(space.sample(rng)) for _ in range(n)]
-  timed, anchor_ms = _time_with_anchor(
+  timed, anchor_ms = _time_with_anchors(
       timer, space, {str(i): builder.build_model(a) for i, a in enumerate(archs)}, table.overhead_ms)
-  ratio = 1.0 / table.speed_correction(anchor_ms) if table.anchor else None
+  drift = table.drift(space, anchor_ms) if table.anchor else None
   rows = []
   for i, arch in enumerate(archs):
     predicted = table.predict(arch)
@@ -555,21 +595,24 @@ def validate(table: LatencyTable, space, n: int, timer, seed: int = 0,
                               timed[str(i)]["ci_high"] - table.overhead_ms]
            if "ci_low" in timed[str(i)] else None,
            "error_pct": 100.0 * (predicted - measured) / measured}
-    if ratio is not None:
-      row["rescaled_predicted_ms"] = predicted * ratio
-      row["rescaled_error_pct"] = 100.0 * (predicted * ratio - measured) / measured
+    if drift is not None:
+      row["drift"] = drift(arch)
+      row["rescaled_predicted_ms"] = predicted * row["drift"]
+      row["rescaled_error_pct"] = 100.0 * (row["rescaled_predicted_ms"] - measured) / measured
     rows.append(row)
+  ratios = ([now / ref for now, ref in zip(anchor_ms, table.anchor["ms"])] if table.anchor
+            else None)
   report = {"n": n, "seed": seed, "rows": rows, "target": table.target, "anchor_ms": anchor_ms,
-            "speed_ratio": ratio}
+            "speed_ratios": ratios}
   report.update(_error_stats(np.array([r["error_pct"] for r in rows])))
-  if ratio is not None:
+  if ratios is not None:
     report.update(_error_stats(np.array([r["rescaled_error_pct"] for r in rows]), "rescaled_"))
   if plot:
     from betanas_tf import figures  # pylint: disable=import-outside-toplevel
     title = (f"{space.name}: n={n}, mean |error| {report['mean_abs_error_pct']:.2f} %, max "
              f"{report['max_abs_error_pct']:.2f} %")
-    if ratio is not None:
-      title += (f"\nat the machine's speed now (anchor x{ratio:.3f}): "
+    if ratios is not None:
+      title += (f"\nat the machine's speed now (anchors x{min(ratios):.3f}-{max(ratios):.3f}): "
                 f"{report['rescaled_mean_abs_error_pct']:.2f} %, max "
                 f"{report['rescaled_max_abs_error_pct']:.2f} %")
     figures.plot_latency_validation(rows, plot, title)
@@ -579,8 +622,8 @@ def validate(table: LatencyTable, space, n: int, timer, seed: int = 0,
 def validation_summary(report: Dict) -> Dict:
   """What a table keeps of its last validation (and the search's summary shows)."""
   keys = ["n", "seed", "mean_abs_error_pct", "median_abs_error_pct", "p90_abs_error_pct",
-          "max_abs_error_pct", "mean_error_pct", "speed_ratio"]
-  if report.get("speed_ratio") is not None:
+          "max_abs_error_pct", "mean_error_pct", "speed_ratios"]
+  if report.get("speed_ratios") is not None:
     keys += ["rescaled_mean_abs_error_pct", "rescaled_max_abs_error_pct"]
   return {k: report[k] for k in keys}
 
@@ -686,9 +729,10 @@ def main(argv):
             f"{report['mean_abs_error_pct']:.2f} %, median {report['median_abs_error_pct']:.2f} %, "
             f"p90 {report['p90_abs_error_pct']:.2f} %, max {report['max_abs_error_pct']:.2f} %, "
             f"mean signed {report['mean_error_pct']:+.2f} %; scatter in {plot}")
-      if report["speed_ratio"] is not None:
-        print(f"machine speed now / at build (anchor network): x{report['speed_ratio']:.3f}; "
-              f"at that speed: mean abs error {report['rescaled_mean_abs_error_pct']:.2f} %, "
+      if report["speed_ratios"] is not None:
+        print("anchor networks' time now / at build: "
+              + ", ".join(f"x{r:.3f}" for r in report["speed_ratios"]) + "; "
+              f"along that drift: mean abs error {report['rescaled_mean_abs_error_pct']:.2f} %, "
               f"median {report['rescaled_median_abs_error_pct']:.2f} %, p90 "
               f"{report['rescaled_p90_abs_error_pct']:.2f} %, max "
               f"{report['rescaled_max_abs_error_pct']:.2f} %, mean signed "

@@ -228,6 +228,22 @@ class SearchRun:
     size = self.space.input_size
     return ds.cache() if examples * size * size * 3 <= MAX_CACHED_EVAL_BYTES else ds
 
+  def score_paths(self, choices_list, split: str = "arch") -> List[Dict[str, float]]:
+    """{"top1", "loss"} of each subnet with the supernet's weights, BN recalibrated on
+    training batches (SPOS practice), on the first `eval_batches` batches of `split`
+    ("arch": the held-out search split; "eval": the eval split) — how a rank benchmark
+    asks a trained supernet what it thinks of every architecture."""
+    if split == "arch":
+      batches = self._eval_batches()
+    elif split == "eval":
+      batches = self._maybe_cached(
+          self.dataset.eval.eval_dataset(self.config.arch_batch_size).take(self.settings.eval_batches),
+          self.config.arch_batch_size * self.settings.eval_batches)
+    else:
+      raise ValueError(f"split must be 'arch' or 'eval', got {split!r}")
+    calibration = self._calibration()
+    return [self.engine.evaluate_path_metrics(c, batches, calibration) for c in choices_list]
+
   def _select(self):
     engine, settings = self.engine, self.settings
     budget = self.costs.target or None

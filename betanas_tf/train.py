@@ -104,13 +104,14 @@ def define_flags():
   flags.DEFINE_string("out_dir", None, "Output directory (re-running resumes).")
 
 
-def _training_data(dataset, batch_size: int, num_classes: int, autoaugment: bool, seed: int):
-  """TRAIN (the search's arch split included) as a batched tf.data pipeline of normalised
-  images and one-hot labels, in the data layer's (seed, step) order."""
+def training_data(split, batch_size: int, num_classes: int, autoaugment: bool, seed: int,
+                  start_step: int = 0):
+  """A training split (retraining: TRAIN with the search's arch split) as a batched tf.data
+  pipeline of normalised images and one-hot labels, in the data layer's (seed, step) order
+  from batch `start_step` (positioned in O(1)); and the steps of one pass."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  split = dataset.full_train
   mean, std = tf.constant(split.mean, tf.float32), tf.constant(split.std, tf.float32)
-  ds = split.train_dataset(batch_size, 0, seed=seed).map(
+  ds = split.train_dataset(batch_size, start_step, seed=seed).map(
       lambda x, y: ((tf.cast(x, tf.float32) - mean) / std, y), num_parallel_calls=tf.data.AUTOTUNE)
   if autoaugment:
     import keras  # pylint: disable=import-outside-toplevel
@@ -120,10 +121,11 @@ def _training_data(dataset, batch_size: int, num_classes: int, autoaugment: bool
   return ds.prefetch(tf.data.AUTOTUNE), max(1, len(split) // batch_size)
 
 
-def _eval_data(dataset, batch_size: int, num_classes: int):
+def eval_data(split, batch_size: int, num_classes: int):
+  """A split in order, normalised by the split's own statistics, with one-hot labels."""
   import numpy as np  # pylint: disable=import-outside-toplevel
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  batches = list(dataset.eval.eval_batches(batch_size))
+  batches = list(split.eval_batches(batch_size))
   images = np.concatenate([b[0] for b in batches])
   labels = np.concatenate([b[1] for b in batches])
   return tf.data.Dataset.from_tensor_slices((images, tf.one_hot(labels, num_classes))).batch(batch_size)
@@ -171,12 +173,36 @@ def _epoch_log(optimizer, path: str):
   return EpochLog()
 
 
+def compile_with_recipe(model, config: TrainConfig, steps_per_epoch: int):
+  """Compiles `model` with the recipe of `config` (SGD nesterov, linear warm-up then cosine
+  to 0 over config.epochs, coupled L2, label smoothing; metrics top1 / top5); returns the
+  optimizer. Call inside the distribution strategy's scope."""
+  import keras  # pylint: disable=import-outside-toplevel
+  from betanas_tf import path_sgd  # pylint: disable=import-outside-toplevel
+  c = config
+  total, warmup = c.epochs * steps_per_epoch, int(c.warmup_epochs * steps_per_epoch)
+  schedule = keras.optimizers.schedules.CosineDecay(
+      0.0 if warmup else c.lr, max(1, total - warmup), alpha=0.0,
+      warmup_target=c.lr if warmup else None, warmup_steps=warmup)
+  # Coupled L2 on conv/dense kernels (the paper's PyTorch-style weight decay); with no
+  # path bound, PathMaskedSGD is plain SGD plus that decay.
+  optimizer = path_sgd.PathMaskedSGD(schedule, momentum=c.momentum, nesterov=True,
+                                     l2=c.weight_decay, use_ema=c.ema, ema_momentum=c.ema_decay)
+  optimizer.bind(model.trainable_variables, None, [])
+  model.compile(optimizer=optimizer,
+                loss=keras.losses.CategoricalCrossentropy(from_logits=True,
+                                                          label_smoothing=c.label_smoothing),
+                metrics=[keras.metrics.CategoricalAccuracy(name="top1"),
+                         keras.metrics.TopKCategoricalAccuracy(5, name="top5")])
+  return optimizer
+
+
 def train(arch: arch_lib.Architecture, out_dir: str, config: TrainConfig = TrainConfig()) -> Dict:
   """Retrains `arch` from scratch on `config.data` and writes the outputs (module docstring)
   to `out_dir`; calling it again with the same arguments resumes. Returns eval.json's
   contents (top-1, top-5 on the eval split)."""
   import keras  # pylint: disable=import-outside-toplevel
-  from betanas_tf import builder, distribution, path_sgd  # pylint: disable=import-outside-toplevel
+  from betanas_tf import builder, distribution  # pylint: disable=import-outside-toplevel
   c = config
   os.makedirs(out_dir, exist_ok=True)
   keras.utils.set_random_seed(c.seed)
@@ -185,8 +211,8 @@ def train(arch: arch_lib.Architecture, out_dir: str, config: TrainConfig = Train
                              c.width_multiplier, c.input_size)
   arch.save(os.path.join(out_dir, "arch.json"))
   data_lib.save_data_info(dataset, out_dir)
-  train_ds, steps = _training_data(dataset, c.batch_size, dataset.num_classes,
-                                   c.autoaugment, c.seed)
+  train_ds, steps = training_data(dataset.full_train, c.batch_size, dataset.num_classes,
+                                  c.autoaugment, c.seed)
   steps = c.steps_per_epoch or steps
   strategy = distribution.make_strategy(c.distribution)
   with strategy.scope():
@@ -194,22 +220,8 @@ def train(arch: arch_lib.Architecture, out_dir: str, config: TrainConfig = Train
     if c.init_from_supernet:
       copied = _init_from_supernet(model, c.init_from_supernet, dataset.num_classes)
       print(f"initialised {copied} layers from {c.init_from_supernet}")
-    total, warmup = c.epochs * steps, int(c.warmup_epochs * steps)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        0.0 if warmup else c.lr, max(1, total - warmup), alpha=0.0,
-        warmup_target=c.lr if warmup else None, warmup_steps=warmup)
-    # Coupled L2 on conv/dense kernels (the paper's PyTorch-style weight decay); with no
-    # path bound, PathMaskedSGD is plain SGD plus that decay.
-    optimizer = path_sgd.PathMaskedSGD(schedule, momentum=c.momentum, nesterov=True,
-                                       l2=c.weight_decay, use_ema=c.ema,
-                                       ema_momentum=c.ema_decay)
-    optimizer.bind(model.trainable_variables, None, [])
-    model.compile(optimizer=optimizer,
-                  loss=keras.losses.CategoricalCrossentropy(from_logits=True,
-                                                            label_smoothing=c.label_smoothing),
-                  metrics=[keras.metrics.CategoricalAccuracy(name="top1"),
-                           keras.metrics.TopKCategoricalAccuracy(5, name="top5")])
-  eval_ds = _eval_data(dataset, min(c.batch_size, 256), dataset.num_classes)
+    optimizer = compile_with_recipe(model, c, steps)
+  eval_ds = eval_data(dataset.eval, min(c.batch_size, 256), dataset.num_classes)
   callbacks = [keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup")),
                _epoch_log(optimizer, os.path.join(out_dir, "history.json")),
                keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard"))]

@@ -94,8 +94,10 @@ def test_build_on_host_is_complete_resumable_calibrated_and_validated(tmp_path):
   table = latency.build_table(space, timer, out, progress=False, chunk=5)
   keys = latency.space_keys(space)
   assert len(keys) == 1 + 3 * 3 + 2 and sorted(table.entries) == sorted(keys)  # stem, 9 MBConvs, head
-  # The empty model, then chunks timed interleaved, each with the anchor network.
-  assert [len(c) for c in calls] == [1, 6, 6, 3] and all("__anchor__" in c for c in calls[1:])
+  # The empty model, then chunks timed interleaved, each with the three anchor networks.
+  anchor_keys = [k for k in calls[1] if k.startswith("__anchor")]
+  assert [len(c) for c in calls] == [1, 8, 8, 5] and len(anchor_keys) == 3
+  assert all(set(anchor_keys) <= set(c) for c in calls[1:])
   data = json.load(open(out))
   assert data["format"] == "betanas_tf.latency_table" and data["target"]["threads"] == 1
   assert data["target"]["kind"] == "host" and data["target"]["space"] == "micro"
@@ -103,9 +105,12 @@ def test_build_on_host_is_complete_resumable_calibrated_and_validated(tmp_path):
   for entry in data["entries"].values():
     assert 3 <= entry["rounds"] <= 4 and entry["count"] + entry["outliers"] == entry["rounds"]
     assert 0 <= entry["ci_low"] <= entry["median"] <= entry["ci_high"] and entry["std"] >= 0
-    assert entry["anchor_ms"] > 0
-  anchors = sorted({e["anchor_ms"] for e in data["entries"].values()})
-  assert len(anchors) == 3 and data["anchor"] == {"arch": "k3e3-k3e3-k3e3", "ms": anchors[1]}
+    assert len(entry["anchor_ms"]) == 3 and min(entry["anchor_ms"]) > 0
+  per_call = sorted({tuple(e["anchor_ms"]) for e in data["entries"].values()})
+  assert len(per_call) == 3   # one set of anchor times per chunk
+  # Anchors: per block the cheapest, median and dearest candidate (micro: id/k3e3, k5e3, k3e6).
+  assert data["anchor"]["choices"] == [[3, 0, 3], [2, 2, 2], [1, 1, 1]]
+  assert data["anchor"]["ms"] == pytest.approx([sorted(c[k] for c in per_call)[1] for k in range(3)])
   assert data["target"]["pinned_cpus"] == [max(os.sched_getaffinity(0))]
   calls.clear()
   latency.build_table(space, timer, out, progress=False)
@@ -113,7 +118,7 @@ def test_build_on_host_is_complete_resumable_calibrated_and_validated(tmp_path):
   arch = space.arch_from_choices([1, 2, 3])
   assert table.correction is None and table.predict(arch) == pytest.approx(table.layer_sum(arch))
   calibrated = latency.build_table(space, timer, out, progress=False, calibrate=4)
-  assert calls == [["0", "1", "2", "3", "__anchor__"]]  # four whole networks and the anchor
+  assert calls == [["0", "1", "2", "3"] + sorted(anchor_keys)]  # four networks and the anchors
   assert sorted(calibrated.correction) == ["16", "8"]  # one factor per input resolution
   reloaded = latency.LatencyTable.load(out)
   assert reloaded.correction == calibrated.correction and reloaded.target["calibration_networks"] == 4
@@ -128,7 +133,8 @@ def test_build_on_host_is_complete_resumable_calibrated_and_validated(tmp_path):
   errors = [abs(r["error_pct"]) for r in report["rows"]]
   assert report["max_abs_error_pct"] == pytest.approx(max(errors))
   assert report["mean_abs_error_pct"] == pytest.approx(sum(errors) / 3)
-  assert report["speed_ratio"] == pytest.approx(report["anchor_ms"] / reloaded.anchor["ms"])
+  assert report["speed_ratios"] == pytest.approx(
+      [now / ref for now, ref in zip(report["anchor_ms"], reloaded.anchor["ms"])])
 
 
 def test_gpu_target_without_a_gpu_is_one_clear_error():
@@ -156,7 +162,7 @@ def test_tensorflow_target_builds_and_validates_through_the_gpu_code_path(tmp_pa
 class DriftingTimer:
   """A machine whose speed changes from one timing call to the next: a model's time is its
   parameter count x 1e-5 ms (additive over a network's layers, like real costs are meant to
-  be) x the speed of the call."""
+  be) x the speed of the call, or x `speed(params)` when the call's speed is a function."""
 
   def __init__(self, speeds):
     self.speeds, self.calls = list(speeds), 0
@@ -164,7 +170,9 @@ class DriftingTimer:
   def time_models(self, models):
     speed = self.speeds[self.calls % len(self.speeds)]
     self.calls += 1
-    return {k: {"median": m.count_params() * 1e-5 * speed, "mean": 0.0} for k, m in models.items()}
+    at = lambda p: speed(p) if callable(speed) else speed
+    return {k: {"median": m.count_params() * 1e-5 * at(m.count_params()), "mean": 0.0}
+            for k, m in models.items()}
 
   def time_model(self, model):
     return self.time_models({"m": model})["m"]
@@ -173,28 +181,34 @@ class DriftingTimer:
     return {"kind": "fake"}
 
 
-def test_the_anchor_removes_machine_drift_from_entries_calibration_and_validation(tmp_path):
-  """Chunks timed at 1.0x, 1.5x, 0.7x, 1.2x the speed, calibration at 1.3x, validation at
-  0.8x: read through the anchor, every entry is at one reference speed (the median chunk's),
-  the fitted correction is 1, and validation at the machine's speed now is exact while the
-  plain comparison shows the drift (+25 %: prediction / measurement = 1 / 0.8)."""
+def _params(arch):
+  return builder.build_model(arch).count_params()
+
+
+def test_the_anchors_remove_machine_drift_from_entries_calibration_and_validation(tmp_path):
+  """Chunks timed at 1.0x, 1.5x, 0.7x, 1.2x the speed, calibration at 1.3x: read through the
+  anchors every entry is at one reference speed (the median chunk's) and the fitted
+  correction is 1. Validation on a machine that slowed by 25 % for small networks and less
+  for large ones (linear in log size): the table as built is off by that drift; moved
+  along the drift curve the anchors measured, it is exact."""
   space = spaces.get_space("micro")
-  builder_params = lambda arch: builder.build_model(arch).count_params() * 1e-5
   timer = DriftingTimer([0.0, 1.0, 1.5, 0.7, 1.2, 1.3])  # call 0: the empty model (0 params)
   table = latency.build_table(space, timer, str(tmp_path / "t.json"), progress=False, chunk=3,
                               calibrate=6)
   assert timer.calls == 6 and table.overhead_ms == 0.0
-  assert table.anchor["ms"] == pytest.approx(float(np.median([1.0, 1.5, 0.7, 1.2])) *
-                                             builder_params(space.skeleton()))
-  speed = table.anchor["ms"] / builder_params(space.skeleton())
+  reference = float(np.median([1.0, 1.5, 0.7, 1.2]))
+  anchors = [space.arch_from_choices(c) for c in table.anchor["choices"]]
+  assert table.anchor["ms"] == pytest.approx([reference * _params(a) * 1e-5 for a in anchors])
   rng = np.random.default_rng(3)
   for arch in [space.arch_from_choices(space.sample(rng)) for _ in range(5)]:
-    assert table.layer_sum(arch) == pytest.approx(speed * builder_params(arch), rel=1e-9)
+    assert table.layer_sum(arch) == pytest.approx(reference * _params(arch) * 1e-5, rel=1e-9)
   assert all(f == pytest.approx(1.0, abs=1e-6) for f in table.correction.values())
-  timer.speeds, timer.calls = [0.8 * speed], 0
-  report = latency.validate(table, space, 4, timer, seed=1)
-  assert report["speed_ratio"] == pytest.approx(0.8)
-  assert report["mean_error_pct"] == pytest.approx(25.0) and report["max_abs_error_pct"] == pytest.approx(25.0)
+  small, large = _params(anchors[0]), _params(anchors[2])
+  slow = lambda p: reference * (1.25 - 0.15 * np.log(p / small) / np.log(large / small))
+  timer.speeds, timer.calls = [slow], 0
+  report = latency.validate(table, space, 6, timer, seed=1)
+  assert report["speed_ratios"][0] == pytest.approx(1.25) and report["speed_ratios"][2] == pytest.approx(1.10)
+  assert all(-20.0 < r["error_pct"] < -9.0 for r in report["rows"])   # 1/1.25 .. 1/1.10
   assert report["rescaled_max_abs_error_pct"] < 1e-6
 
 
