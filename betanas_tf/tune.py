@@ -55,7 +55,7 @@ class TuneConfig:
   bayesian_initial_points: Optional[int] = None   # None: keras-tuner's 3 x blocks
   tuner_seed: int = 0                      # the oracle's; training uses train.seed
   train: train_lib.TrainConfig = train_lib.TrainConfig(
-      data=data_lib.DataSource("cluttered_digits"), epochs=15, batch_size=64, lr=0.1,
+      data=data_lib.DataSource("cluttered_digits"), epochs=8, batch_size=64, lr=0.1,
       warmup_epochs=1.0, weight_decay=4e-5, dropout=0.0, verbose=0)
 
 

@@ -49,10 +49,10 @@ SELECTION_STRATEGIES = ("betanas", "proxyless", "spos")
 @dataclasses.dataclass(frozen=True)
 class RankPlan:
   space: str = "micro"
-  input_size: int = 32
+  input_size: int = 16                      # the micro space's own (canvases resized 32 -> 16)
   dataset: str = "cluttered_digits"
   gt_seeds: Tuple[int, ...] = (0, 1)
-  gt_epochs: int = 12
+  gt_epochs: int = 8
   gt_max_trials: Optional[int] = None      # None: the whole space
   search_seeds: Tuple[int, ...] = (0, 1, 2)   # ranking
   selection_seeds: int = 8                  # Fig 6: seeds past search_seeds only select (and
@@ -105,6 +105,8 @@ def bootstrap_tau(per_seed_scores: Sequence[Sequence[float]], truth: Sequence[fl
     taus = [stats.kendalltau(s[pick], truth[pick])[0] for s in scores]
     if not any(np.isnan(taus)):
       values.append(float(np.mean(taus)))
+  if not values:  # constant scores: tau is undefined in every resample
+    return float("nan"), float("nan")
   return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
 
 
@@ -207,7 +209,8 @@ def analyse(plan: RankPlan, gt: Dict, searches: Dict[str, List[Dict]], budget_ma
   truth_top1 = np.mean(gt["top1"], axis=0)
   truth_loss = np.mean(gt["loss"], axis=0)
   feasible = [i for i, m in enumerate(gt["macs"]) if m <= budget_macs]
-  result = {"archs": archs, "truth_top1": truth_top1.tolist(), "truth_loss": truth_loss.tolist(),
+  result = {"archs": archs, "macs": gt["macs"], "truth_top1": truth_top1.tolist(),
+            "truth_loss": truth_loss.tolist(),
             "budget_macs": budget_macs, "feasible": len(feasible),
             "top1_range": [float(truth_top1.min()), float(truth_top1.max())]}
   if len(gt["top1"]) > 1:
@@ -282,7 +285,8 @@ def plot(result: Dict, searches: Dict[str, List[Dict]], out_dir: str) -> List[st
         continue
       low, high = entry[f"tau_{metric}_ci"]
       mean = entry[f"tau_{metric}_mean"]
-      ax.errorbar([x - 0.12], [mean], yerr=[[mean - low], [high - mean]], fmt="o", color="#4C72B0",
+      ax.errorbar([x - 0.12], [mean], yerr=[[max(0.0, mean - low)], [max(0.0, high - mean)]],
+                  fmt="o", color="#4C72B0",
                   capsize=3, label="all architectures" if x == 0 else None)
       ax.plot([x - 0.12] * len(entry[f"tau_{metric}"]), entry[f"tau_{metric}"], ".", color="#4C72B0",
               alpha=0.4)
@@ -306,7 +310,9 @@ def plot(result: Dict, searches: Dict[str, List[Dict]], out_dir: str) -> List[st
 
   fig, ax = plt.subplots(figsize=(7, 3.8))
   random_values = result["random_within_budget"]["values"]
-  ax.violinplot([random_values], positions=[0], showmedians=True)
+  if len(random_values) > 1:
+    ax.violinplot([random_values], positions=[0], showmedians=True)
+  ax.plot(np.zeros(len(random_values)), random_values, "_", color="#4C72B0", ms=12)
   labels = ["random\nwithin budget"]
   groups = [(n, result["strategies"][n]["selected_top1"]) for n in names]
   groups += [(f"{o}\n(multi-trial)", m["selected_top1"]) for o, m in result["multi_trial"].items()]
