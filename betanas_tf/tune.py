@@ -181,6 +181,29 @@ def _budgeted(oracle_class, feasible: Callable[[Dict], bool]):
   return Budgeted
 
 
+def _grid_oracle_class():
+  """keras-tuner's GridSearchOracle keeps its walk through the grid in memory only: resumed
+  after an interruption it fails (KeyError in its linked list of trial ids, measured with
+  keras-tuner 1.4.8). This grid walks the space in `SearchSpace.enumerate` order and takes
+  the first combination not yet tried; what was tried is part of the oracle's saved state."""
+  import keras_tuner  # pylint: disable=import-outside-toplevel
+  from keras_tuner.engine import trial as trial_module  # pylint: disable=import-outside-toplevel
+
+  class ArchitectureGrid(keras_tuner.Oracle):
+
+    def __init__(self, combinations: List[Dict], **kwargs):
+      super().__init__(**kwargs)
+      self.combinations = combinations
+
+    def populate_space(self, trial_id):
+      for values in self.combinations:
+        if not self._duplicate(values):
+          return {"status": trial_module.TrialStatus.RUNNING, "values": dict(values)}
+      return {"status": trial_module.TrialStatus.STOPPED, "values": None}
+
+  return ArchitectureGrid
+
+
 def make_tuner(hypermodel, config: TuneConfig, directory: str):
   """The keras-tuner Tuner of `config.oracle`, its trials kept in `directory`/tuner."""
   import keras_tuner  # pylint: disable=import-outside-toplevel
@@ -199,7 +222,9 @@ def make_tuner(hypermodel, config: TuneConfig, directory: str):
             # Grid trials over the budget are skipped by failing them before training.
             "max_consecutive_failed_trials": space.size() + 1}
   if config.oracle == "grid":
-    oracle = keras_tuner.oracles.GridSearchOracle(max_trials=config.max_trials, **common)
+    combinations = [{hp_name(l): hypermodel.labels[l][c] for l, c in enumerate(choices)}
+                    for choices in space.enumerate()]
+    oracle = _grid_oracle_class()(combinations, max_trials=config.max_trials, **common)
   else:
     if not config.max_trials:
       raise ValueError(f"--oracle={config.oracle} needs --max_trials")

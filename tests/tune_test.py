@@ -29,7 +29,7 @@ def _macs(choices):
 
 
 @pytest.mark.slow
-def test_grid_trains_each_architecture_once_and_a_rerun_trains_nothing(tmp_path, monkeypatch):
+def test_grid_trains_each_architecture_once_and_resumes_where_it_stopped(tmp_path, monkeypatch):
   out = str(tmp_path / "grid")
   results = tune.tune(out, _config(max_trials=3))
   trials = results["trials"]
@@ -52,6 +52,10 @@ def test_grid_trains_each_architecture_once_and_a_rerun_trains_nothing(tmp_path,
   monkeypatch.setattr(train, "training_data", lambda *a, **k: trained.append(1) or original(*a, **k))
   again = tune.tune(out, _config(max_trials=3))
   assert trained == [] and again["trials"] == results["trials"]
+  # A stopped walk continues where it stopped (keras-tuner's own grid oracle cannot resume).
+  more = tune.tune(out, _config(max_trials=5))
+  assert len(trained) == 2 and more["trials"][:3] == results["trials"]
+  assert [t["choices"] for t in more["trials"][3:]] == [[0, 0, 3], [0, 1, 0]]
 
 
 @pytest.mark.slow
