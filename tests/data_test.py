@@ -146,7 +146,7 @@ def test_cifar10_splits_and_preprocessing(tmp_path):
 def test_unknown_dataset_lists_valid_names():
   with pytest.raises(KeyError) as error:
     data.load("mnist")
-  assert str(error.value) == "unknown dataset 'mnist'; valid names: cifar10, digits, folder, imagenet2012, synthetic"
+  assert str(error.value) == "unknown dataset 'mnist'; valid names: cifar10, cluttered_digits, digits, folder, imagenet2012, synthetic"
 
 
 if __name__ == "__main__":

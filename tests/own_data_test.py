@@ -118,7 +118,7 @@ def test_any_tfds_dataset_by_name(tiny_imagenet):
   with pytest.raises(data.DatasetNotPreparedError, match="'oxford_flowers102' is not prepared .* "
                      "run once with --download"):
     data.load("tfds:oxford_flowers102", data_dir=tiny_imagenet, input_size=32)
-  with pytest.raises(KeyError, match="valid names: cifar10, digits, folder, imagenet2012, synthetic"):
+  with pytest.raises(KeyError, match="valid names: cifar10, cluttered_digits, digits, folder, imagenet2012, synthetic"):
     data.check_name("flowers")
 
 
