@@ -65,8 +65,8 @@ class RankPlan:
   strategies: Tuple[str, ...] = tuple(STRATEGIES)
 
 
-QUICK = RankPlan(input_size=16, gt_seeds=(0,), gt_epochs=1, gt_max_trials=8, search_seeds=(0,),
-                 selection_seeds=1, search_steps=60, multi_trial_epochs=1, bootstrap=200,
+QUICK = RankPlan(input_size=16, gt_seeds=(0,), gt_epochs=1, gt_max_trials=6, search_seeds=(0,),
+                 selection_seeds=1, search_steps=40, multi_trial_epochs=1, bootstrap=200,
                  strategies=("betanas", "proxyless", "spos"))
 
 
