@@ -15,7 +15,7 @@ Table format (JSON, sorted keys)::
                                  "p10": ms, "p90": ms, "count": n, "outliers": n, "rounds": n,
                                  "anchor_ms": [ms, ms, ms]}, ...},
      "anchor": {"choices": [[...], [...], [...]], "ms": [ms, ms, ms]},  # drift reference (below)
-     "correction": {"<input side>": factor, ...},        # fitted on calibration networks
+     "correction": {"factor": f, "per_layer_ms": d},  # fitted on calibration networks
      "validation": {"n": 50, "mean_abs_error_pct": ..., "max_abs_error_pct": ..., ...}}
 
 Layer keys follow ProxylessNAS' naming, so its published tables import as they are:
@@ -24,8 +24,8 @@ Layer keys follow ProxylessNAS' naming, so its published tables import as they a
 (an MBConv; idskip:1 = residual), ``Conv_1-input:7x7x320-output:7x7x1280`` (head conv),
 ``Logits-input:7x7x1280-output:1000`` (pool + classifier). Identity blocks cost 0. Networks
 with swish or squeeze-excite get ``-act:swish`` / ``-se:<ratio>`` suffixes.
-The latency of an Architecture is the sum of its layers' entries, each times the correction
-of its stage (input resolution) fitted on whole calibration networks.
+The latency of an Architecture is the sum over its layers of f x entry + d, with the factor f
+and the per-layer cost d fitted on whole calibration networks (`fit_correction`).
 
 A shared machine changes speed by several per cent over minutes (measured here: 12 %
 between the chunks of one build, 13 % for a small network between build and validation),
@@ -107,30 +107,26 @@ def layer_keys(arch: arch_lib.Architecture) -> List[str]:
   return keys + head_keys(arch)
 
 
-def sized_layer_keys(arch: arch_lib.Architecture) -> List[Tuple[str, int]]:
-  """(key, input side) of every layer that costs time, in network order."""
-  keys = [(stem_key(arch), arch.input_size)]
-  for block, shape in zip(arch.blocks, arch.block_shapes()):
-    key = block_key(arch, block, shape)
-    if key is not None:
-      keys.append((key, shape.in_size))
-  return keys + [(key, arch.final_size) for key in head_keys(arch)]
+def fit_correction(layer_sums: Sequence[float], layer_counts: Sequence[int],
+                   measured: Sequence[float], ridge: float = 1e-2) -> Dict[str, float]:
+  """The in-network correction ``{"factor": f, "per_layer_ms": d}`` minimising
+  sum_n (f x_n + d c_n - y_n)^2 + lam_f (f - 1)^2 + lam_d d^2 over calibration networks n
+  (x_n: the table's sum of network n's layers, c_n: how many layers it has, y_n: its
+  measured latency); lam = ridge x the column's own sum of squares.
 
-
-def fit_correction(stage_sums: Sequence[Dict[int, float]], measured: Sequence[float],
-                   ridge: float = 1e-3) -> Dict[str, float]:
-  """Per-stage factors a_s minimising sum_n (sum_s a_s x_ns - y_n)^2 + lam sum_s (a_s - 1)^2
-  over calibration networks n (x_ns: the table's sum of network n's layers at input side s,
-  y_n: its measured latency). The ridge toward 1 (lam = ridge x mean diagonal of X'X) keeps
-  stages that the networks barely tell apart at their table values."""
-  sizes = sorted({s for sums in stage_sums for s in sums}, reverse=True)
-  x = np.array([[sums.get(s, 0.0) for s in sizes] for sums in stage_sums])
+  A layer timed alone runs with its weights and input warm in cache and hands its output to
+  nobody; inside a network every layer also pays for the hand-over, so whole networks cost a
+  few per cent more than their layer sums plus a fixed amount per layer. Two parameters
+  that every network informs alike (unlike one factor per resolution: the stem's is
+  confounded with a constant, since every network has the same stem, and swung between
+  0.83 and 1.21 over two builds here)."""
+  x = np.stack([np.asarray(layer_sums, np.float64), np.asarray(layer_counts, np.float64)], 1)
   y = np.asarray(measured, np.float64)
-  lam = ridge * float(np.mean(np.sum(x * x, axis=0)))
-  a = np.vstack([x, np.sqrt(lam) * np.eye(len(sizes))])
-  b = np.concatenate([y, np.sqrt(lam) * np.ones(len(sizes))])
-  factors = np.linalg.lstsq(a, b, rcond=None)[0]
-  return {str(s): float(f) for s, f in zip(sizes, factors)}
+  lam = np.sqrt(ridge * np.sum(x * x, axis=0))
+  a = np.vstack([x, np.diag(lam)])
+  b = np.concatenate([y, lam * np.array([1.0, 0.0])])
+  factor, per_layer = np.linalg.lstsq(a, b, rcond=None)[0]
+  return {"factor": float(factor), "per_layer_ms": float(per_layer)}
 
 
 def space_keys(space) -> List[str]:
@@ -156,8 +152,13 @@ class LatencyTable:
     # {"arch": compact choices, "ms": reference time}: the network timed in every call.
     self.anchor = dict(anchor) if anchor else None
     self.scale = scale  # one whole-network factor (older tables); None = 1.0
-    # Per-stage factors {input side: factor} fitted on calibration networks (`fit_correction`).
+    # {"factor", "per_layer_ms"} fitted on calibration networks (`fit_correction`).
     self.correction = dict(correction) if correction else None
+    if self.correction is not None and set(self.correction) != {"factor", "per_layer_ms"}:
+      raise ValueError("the table's correction is not {factor, per_layer_ms} (a per-stage "
+                       "correction of an older build?): delete its 'correction' field and rerun "
+                       "`latency build` with --calibrate to fit the current one (the entries "
+                       "are kept)")
     self.validation = validation  # the last `validate` summary (errors on held-out networks)
 
   def to_dict(self) -> Dict:
@@ -189,9 +190,12 @@ class LatencyTable:
     for key, entry in data["entries"].items():
       if not isinstance(entry, dict) or not isinstance(entry.get("mean"), (int, float)):
         raise ValueError(f"{path}: entry {key!r} has no numeric 'mean'")
-    return cls(data["entries"], data.get("target", {}), data.get("overhead_ms", 0.0),
-               data.get("scale"), data.get("correction"), data.get("validation"),
-               data.get("anchor"))
+    try:
+      return cls(data["entries"], data.get("target", {}), data.get("overhead_ms", 0.0),
+                 data.get("scale"), data.get("correction"), data.get("validation"),
+                 data.get("anchor"))
+    except ValueError as error:
+      raise ValueError(f"{path}: {error}") from None
 
   def missing(self, keys: List[str]) -> List[str]:
     return [k for k in keys if k not in self.entries]
@@ -226,34 +230,27 @@ class LatencyTable:
       raise MissingEntriesError(f"latency table lacks {len(missing)} key(s): {', '.join(missing)}")
     return sum(self.lookup(k) for k in keys)
 
-  def factor(self, input_size: int) -> float:
-    """The correction of a layer whose input side is `input_size`."""
-    if self.correction is not None and str(input_size) in self.correction:
-      return float(self.correction[str(input_size)])
-    return self.scale if self.scale is not None else 1.0
-
-  def stage_sums(self, arch: arch_lib.Architecture) -> Dict[int, float]:
-    """{input side: sum of the entries of the network's layers at that side}."""
-    sums: Dict[int, float] = {}
-    keys = sized_layer_keys(arch)
-    missing = list(dict.fromkeys(self.missing([k for k, _ in keys])))
-    if missing:
-      raise MissingEntriesError(f"latency table lacks {len(missing)} key(s): {', '.join(missing)}")
-    for key, size in keys:
-      sums[size] = sums.get(size, 0.0) + self.lookup(key)
-    return sums
+  def layer_cost(self, key: Optional[str]) -> float:
+    """What one layer adds to a whole network (ms): f x its entry + d (0 for an identity)."""
+    if key is None:
+      return 0.0
+    if self.correction is not None:
+      return self.correction["factor"] * self.lookup(key) + self.correction["per_layer_ms"]
+    return (self.scale if self.scale is not None else 1.0) * self.lookup(key)
 
   def predict(self, arch: arch_lib.Architecture) -> float:
-    """Predicted latency (ms): each layer's entry times the correction of its stage.
+    """Predicted latency (ms): the sum of `layer_cost` over the network's layers.
 
     A layer timed alone runs with its weights and activations warm in cache and without
-    its neighbours; inside a network it does not, and how much that costs depends on the
-    resolution (memory-bound early stages differ from compute-bound late ones). `build
-    --calibrate=N` times N random networks (other than validate's) and fits one factor
-    per input resolution (`fit_correction`); older tables carry one `scale`, imported
-    tables none.
+    its neighbours; inside a network it does not. `build --calibrate=N` times N random
+    networks (other than validate's) and fits the factor and the per-layer cost
+    (`fit_correction`); older tables carry one `scale`, imported tables neither.
     """
-    return sum(self.factor(size) * value for size, value in self.stage_sums(arch).items())
+    keys = layer_keys(arch)
+    missing = list(dict.fromkeys(self.missing(keys)))
+    if missing:
+      raise MissingEntriesError(f"latency table lacks {len(missing)} key(s): {', '.join(missing)}")
+    return sum(self.layer_cost(k) for k in keys)
 
 
 def import_proxyless_yaml(path: str) -> LatencyTable:
@@ -448,13 +445,11 @@ def latency_cost_table(space, table_path: str, target_ms: float = 0.0):
                      + (" ..." if len(missing) > 5 else "") +
                      "; build the right table with: " + build_command(space))
   skeleton = space.skeleton()
-  corrected = lambda key, size: 0.0 if key is None else table.factor(size) * table.lookup(key)
-  rows = [[corrected(block_key(skeleton, c, choice.shape), choice.shape.in_size)
-           for c in choice.candidates] for choice in space.choice_blocks]
-  fixed = corrected(stem_key(skeleton), skeleton.input_size)
-  fixed += sum(corrected(k, skeleton.final_size) for k in head_keys(skeleton))
+  rows = [[table.layer_cost(block_key(skeleton, c, choice.shape)) for c in choice.candidates]
+          for choice in space.choice_blocks]
+  fixed = table.layer_cost(stem_key(skeleton)) + sum(table.layer_cost(k) for k in head_keys(skeleton))
   for block, shape in zip(space.fixed_blocks, skeleton.block_shapes()):
-    fixed += corrected(block_key(skeleton, block, shape), shape.in_size)
+    fixed += table.layer_cost(block_key(skeleton, block, shape))
   return cost_lib.cost_table(space, rows, fixed, "ms", target_ms)
 
 
@@ -516,11 +511,11 @@ def _reference_anchor(table: LatencyTable, space) -> Dict:
 
 
 def build_table(space, timer, out_path: str, progress: bool = True, calibrate: int = 0,
-                chunk: int = 16) -> LatencyTable:
+                chunk: int = 36) -> LatencyTable:
   """Measures every key of `space` not yet in `out_path` (resumable: saved after each chunk
   of `chunk` layers, timed interleaved with the anchor networks); then, with `calibrate` > 0
   and no correction yet, times that many random networks (interleaved, with the anchors) and
-  fits the per-stage correction on their times brought to the reference speed."""
+  fits the in-network correction on their times brought to the reference speed."""
   import tqdm  # pylint: disable=import-outside-toplevel
   table = LatencyTable.load(out_path) if os.path.exists(out_path) else None
   if table is None:
@@ -552,7 +547,8 @@ def build_table(space, timer, out_path: str, progress: bool = True, calibrate: i
         timer, space, {str(i): builder.build_model(a) for i, a in enumerate(archs)}, table.overhead_ms)
     drift = table.drift(space, anchor_ms)
     measured = [(timed[str(i)]["median"] - table.overhead_ms) / drift(a) for i, a in enumerate(archs)]
-    table.correction = fit_correction([table.stage_sums(a) for a in archs], measured)
+    table.correction = fit_correction([table.layer_sum(a) for a in archs],
+                                      [len(layer_keys(a)) for a in archs], measured)
     table.target["calibration_networks"] = calibrate
     table.target["calibration_anchor_ms"] = anchor_ms
   table.save(out_path)
@@ -654,7 +650,7 @@ def _define_flags():
                     "host's LiteRT interpreter (a phone's CPU stand-in), TensorFlow on the GPU "
                     "(batch --batch_size), or the same TensorFlow path on the CPU. --android: a phone.")
   flags.DEFINE_integer("batch_size", 8, "Batch of --target=gpu / tf_cpu.", lower_bound=1)
-  flags.DEFINE_integer("calibrate", 20, "build: random networks to fit the per-stage correction "
+  flags.DEFINE_integer("calibrate", 30, "build: random networks to fit the in-network correction "
                        "(0 = plain layer sums).", lower_bound=0)
   flags.DEFINE_integer("invocations", 10, "Host: timed invocations per sample (a sample is their "
                        "median).", lower_bound=1)
@@ -702,9 +698,10 @@ def main(argv):
       if not flags_.out:
         raise ValueError("build needs --out")
       table = build_table(space, _timer(flags_), flags_.out, flags_.progress, flags_.calibrate)
-      factors = ", ".join(f"{s}px {f:.3f}" for s, f in (table.correction or {}).items())
+      fitted = ("x{factor:.4f} + {per_layer_ms:.4f} ms per layer".format(**table.correction)
+                if table.correction else "none")
       print(f"{len(table.entries)} entries in {flags_.out} (overhead {table.overhead_ms:.4f} ms "
-            f"subtracted; correction per stage: {factors or 'none'})")
+            f"subtracted; in-network correction: {fitted})")
     elif command == "import":
       if not (flags_.yaml and flags_.out):
         raise ValueError("import needs --yaml and --out")

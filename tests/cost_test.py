@@ -118,12 +118,12 @@ def test_latency_cost_table_predicts_like_the_lookup_table():
     latency.latency_cost_table(spaces.get_space("cifar_mobile"), path)
 
 
-def test_latency_cost_table_applies_the_per_stage_correction(tmp_path):
+def test_latency_cost_table_applies_the_in_network_correction(tmp_path):
   from betanas_tf import latency  # pylint: disable=import-outside-toplevel
   path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
                       "pixel1_latency.json")
   lut = latency.LatencyTable.load(path)
-  lut.correction = {"224": 1.3, "112": 1.2, "56": 1.1, "28": 1.0, "14": 0.9, "7": 0.8}
+  lut.correction = {"factor": 1.05, "per_layer_ms": 0.3}
   corrected_path = str(tmp_path / "corrected.json")
   lut.save(corrected_path)
   space = spaces.get_space("proxyless_mobile")

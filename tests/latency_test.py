@@ -119,11 +119,12 @@ def test_build_on_host_is_complete_resumable_calibrated_and_validated(tmp_path):
   assert table.correction is None and table.predict(arch) == pytest.approx(table.layer_sum(arch))
   calibrated = latency.build_table(space, timer, out, progress=False, calibrate=4)
   assert calls == [["0", "1", "2", "3"] + sorted(anchor_keys)]  # four networks and the anchors
-  assert sorted(calibrated.correction) == ["16", "8"]  # one factor per input resolution
+  assert sorted(calibrated.correction) == ["factor", "per_layer_ms"]
   reloaded = latency.LatencyTable.load(out)
   assert reloaded.correction == calibrated.correction and reloaded.target["calibration_networks"] == 4
-  sums = reloaded.stage_sums(arch)
-  assert reloaded.predict(arch) == pytest.approx(sum(reloaded.correction[str(k)] * v for k, v in sums.items()))
+  fitted = reloaded.correction
+  assert reloaded.predict(arch) == pytest.approx(  # micro [1, 2, 3]: stem, 2 MBConvs, 2 head layers
+      fitted["factor"] * reloaded.layer_sum(arch) + 5 * fitted["per_layer_ms"])
   plot = str(tmp_path / "scatter.png")
   report = latency.validate(reloaded, space, 3, timer, seed=1, plot=plot)
   assert report["n"] == 3 and len(report["rows"]) == 3 and os.path.getsize(plot) > 10_000
@@ -202,7 +203,8 @@ def test_the_anchors_remove_machine_drift_from_entries_calibration_and_validatio
   rng = np.random.default_rng(3)
   for arch in [space.arch_from_choices(space.sample(rng)) for _ in range(5)]:
     assert table.layer_sum(arch) == pytest.approx(reference * _params(arch) * 1e-5, rel=1e-9)
-  assert all(f == pytest.approx(1.0, abs=1e-6) for f in table.correction.values())
+  assert table.correction["factor"] == pytest.approx(1.0, abs=1e-6)
+  assert table.correction["per_layer_ms"] == pytest.approx(0.0, abs=1e-9)
   small, large = _params(anchors[0]), _params(anchors[2])
   slow = lambda p: reference * (1.25 - 0.15 * np.log(p / small) / np.log(large / small))
   timer.speeds, timer.calls = [slow], 0
@@ -258,24 +260,39 @@ def test_median_ci_and_outliers():
 
 
 def test_fitted_correction_recovers_a_known_bias(pixel1):
-  """A world where layers inside a network run slower at high resolution than alone: the
-  fit on calibration networks recovers the per-stage factors it can tell apart and predicts
-  held-out networks exactly, where the plain layer sum is off by several per cent."""
+  """A world where every layer inside a network runs 6 % slower than alone and hands its
+  output on for 0.4 ms: the fit on 30 calibration networks recovers both, predicts held-out
+  networks exactly, and the plain layer sum is off by several per cent."""
   space = spaces.get_space("proxyless_mobile")
-  true = {224: 1.08, 112: 1.08, 56: 1.12, 28: 1.05, 14: 0.97, 7: 0.92}
-  measure = lambda arch: sum(true[s] * v for s, v in pixel1.stage_sums(arch).items())
+  measure = lambda arch: 1.06 * pixel1.layer_sum(arch) + 0.4 * len(latency.layer_keys(arch))
   rng = np.random.default_rng(0)
   calibration = [space.arch_from_choices(space.sample(rng)) for _ in range(30)]
-  fitted = latency.fit_correction([pixel1.stage_sums(a) for a in calibration],
+  fitted = latency.fit_correction([pixel1.layer_sum(a) for a in calibration],
+                                  [len(latency.layer_keys(a)) for a in calibration],
                                   [measure(a) for a in calibration], ridge=1e-9)
-  for size in (56, 28, 14, 7):   # the stem (224) and fixed block (112) are in every network alike
-    assert fitted[str(size)] == pytest.approx(true[size], rel=0.01)
+  assert fitted["factor"] == pytest.approx(1.06, rel=1e-5)
+  assert fitted["per_layer_ms"] == pytest.approx(0.4, rel=1e-4)
   corrected = latency.LatencyTable(pixel1.entries, pixel1.target, correction=fitted)
   held_out = [space.arch_from_choices(space.sample(rng)) for _ in range(20)]
   for arch in held_out:
-    assert corrected.predict(arch) == pytest.approx(measure(arch), rel=1e-3)
-  plain = max(abs(pixel1.predict(a) / measure(a) - 1) for a in held_out)
-  assert plain > 0.03
+    assert corrected.predict(arch) == pytest.approx(measure(arch), rel=1e-6)
+  plain = min(abs(pixel1.predict(a) / measure(a) - 1) for a in held_out)
+  assert plain > 0.06
+  # The ridge pulls a fit from few networks toward no correction (factor 1, nothing per layer).
+  shrunk = latency.fit_correction([pixel1.layer_sum(a) for a in calibration[:3]],
+                                  [len(latency.layer_keys(a)) for a in calibration[:3]],
+                                  [measure(a) for a in calibration[:3]], ridge=10.0)
+  assert 1.0 < shrunk["factor"] < 1.06 and 0.0 < shrunk["per_layer_ms"] < 0.4
+
+
+def test_a_per_stage_correction_of_an_older_build_is_one_clear_error(tmp_path, pixel1):
+  path = tmp_path / "old.json"
+  data = pixel1.to_dict()
+  data["correction"] = {"224": 0.83, "112": 1.12}
+  path.write_text(json.dumps(data))
+  with pytest.raises(ValueError, match=r"old.json: the table's correction is not \{factor, "
+                     r"per_layer_ms\} .*rerun `latency build` with --calibrate"):
+    latency.LatencyTable.load(str(path))
 
 
 def test_cli_import_and_predict(tmp_path, pixel1):
