@@ -272,17 +272,20 @@ def load_digits(input_size: int = 16, seed: int = 0, **unused_options) -> Datase
 def load_cluttered_digits(input_size: int = 32, seed: int = 0, **unused_options) -> Dataset:
   """The digits, each enlarged onto a 32x32 canvas at a random place among fragments of
   other digits and noise (`cluttered.generate`), resized to input_size; split by source
-  digit exactly as ``digits`` is (no digit in two splits)."""
+  digit exactly as ``digits`` is (no digit in two splits), with `eval_copies` canvases per
+  eval digit (generated apart) against `copies` per train / arch digit."""
   from sklearn import datasets as sk_datasets  # pylint: disable=import-outside-toplevel
   from sklearn import model_selection  # pylint: disable=import-outside-toplevel
   from betanas_tf import cluttered  # pylint: disable=import-outside-toplevel
   digits = sk_datasets.load_digits()
   spec = cluttered.ClutterSpec()
+  def to_pixels(canvases):
+    images = canvases[..., None]
+    if input_size != spec.canvas:
+      images = tf.image.resize(images, (input_size, input_size), method="bilinear").numpy()
+    return _to_uint8(np.repeat(images, 3, axis=-1))
   canvases, source = cluttered.generate(digits.images / 16.0, spec)
-  images = canvases[..., None]
-  if input_size != spec.canvas:
-    images = tf.image.resize(images, (input_size, input_size), method="bilinear").numpy()
-  images = _to_uint8(np.repeat(images, 3, axis=-1))
+  images = to_pixels(canvases)
   labels = digits.target.astype(np.int32)
   index = np.arange(len(labels))
   rest, eval_index = model_selection.train_test_split(index, test_size=0.2, stratify=labels,
@@ -292,8 +295,12 @@ def load_cluttered_digits(input_size: int = 32, seed: int = 0, **unused_options)
   def split(sources):
     chosen = np.isin(source, sources)
     return images[chosen], labels[source[chosen]]
+  eval_canvases, eval_source = cluttered.generate(
+      digits.images[eval_index] / 16.0, dataclasses.replace(spec, copies=spec.eval_copies),
+      seed=cluttered.GENERATION_SEED + 1)
+  evaluation = (to_pixels(eval_canvases), labels[eval_index][eval_source])
   return _array_dataset("cluttered_digits", input_size, 10, seed, split(train_index),
-                        split(arch_index), split(eval_index))
+                        split(arch_index), evaluation)
 
 
 @DATASETS.decorator("synthetic")

@@ -44,13 +44,19 @@ def test_clutter_is_deterministic_and_adds_pieces_and_noise(digits):
 def test_the_dataset_splits_by_source_digit_like_digits():
   ds = data.load("cluttered_digits", input_size=32)
   plain = data.load("digits", input_size=8)
-  copies = cluttered.ClutterSpec().copies
-  assert (len(ds.train), len(ds.arch), len(ds.eval)) == (copies * 1077, copies * 360, copies * 360)
+  copies, eval_copies = cluttered.ClutterSpec().copies, cluttered.ClutterSpec().eval_copies
+  assert (copies, eval_copies) == (3, 12)
+  assert (len(ds.train), len(ds.arch), len(ds.eval)) == (3 * 1077, 3 * 360, 12 * 360)
   assert ds.train.images.shape[1:] == (32, 32, 3) and ds.train.images.dtype == np.uint8
+  assert ds.eval.images.shape[1:] == (32, 32, 3) and ds.eval.images.dtype == np.uint8
   # Same source digits per split as `digits` (same stratified split): same label counts.
-  for mine, theirs in ((ds.train, plain.train), (ds.arch, plain.arch), (ds.eval, plain.eval)):
+  for mine, theirs, n in ((ds.train, plain.train, copies), (ds.arch, plain.arch, copies),
+                          (ds.eval, plain.eval, eval_copies)):
     assert np.array_equal(np.bincount(mine.labels, minlength=10),
-                          copies * np.bincount(theirs.labels, minlength=10))
+                          n * np.bincount(theirs.labels, minlength=10))
+  # The eval canvases are new images, not the training canvases' positions again.
+  train_pixels = {image.tobytes() for image in ds.train.images}
+  assert not any(image.tobytes() in train_pixels for image in ds.eval.images)
   again = data.load("cluttered_digits", input_size=24, seed=3)
   assert again.eval.images.shape[1:] == (24, 24, 3)
   assert np.array_equal(again.eval.labels, ds.eval.labels)   # the data do not follow the seed
