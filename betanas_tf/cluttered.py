@@ -11,8 +11,9 @@ Everything is generated from `GENERATION_SEED`, not from the training seed: ever
 stage and machine sees the same images. Splits follow the source digit (train / arch /
 eval = 60 / 20 / 20 % of the digits, stratified, as for ``digits``), so no digit appears in
 two splits, not even at another position; the eval digits get more canvases each
-(`eval_copies`), which makes top-1 on them a finer measurement. The knobs below were tuned once so that the benchmark
-separates architectures (docs/benchmarks.md); changing them makes another dataset.
+(`eval_copies`), which makes top-1 on them a finer measurement. The knobs below were tuned
+once so that the benchmark separates architectures (docs/benchmarks.md); changing them makes
+another dataset.
 """
 
 import dataclasses

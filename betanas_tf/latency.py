@@ -224,11 +224,15 @@ class LatencyTable:
 
   def layer_sum(self, arch: arch_lib.Architecture) -> float:
     """The sum of the table entries of the network's layers (ms)."""
+    return sum(self.lookup(k) for k in self._measured_layer_keys(arch))
+
+  def _measured_layer_keys(self, arch: arch_lib.Architecture) -> List[str]:
+    """`layer_keys(arch)`; MissingEntriesError listing those the table lacks."""
     keys = layer_keys(arch)
     missing = list(dict.fromkeys(self.missing(keys)))
     if missing:
       raise MissingEntriesError(f"latency table lacks {len(missing)} key(s): {', '.join(missing)}")
-    return sum(self.lookup(k) for k in keys)
+    return keys
 
   def layer_cost(self, key: Optional[str]) -> float:
     """What one layer adds to a whole network (ms): f x its entry + d (0 for an identity)."""
@@ -246,11 +250,7 @@ class LatencyTable:
     networks (other than validate's) and fits the factor and the per-layer cost
     (`fit_correction`); older tables carry one `scale`, imported tables neither.
     """
-    keys = layer_keys(arch)
-    missing = list(dict.fromkeys(self.missing(keys)))
-    if missing:
-      raise MissingEntriesError(f"latency table lacks {len(missing)} key(s): {', '.join(missing)}")
-    return sum(self.layer_cost(k) for k in keys)
+    return sum(self.layer_cost(k) for k in self._measured_layer_keys(arch))
 
 
 def import_proxyless_yaml(path: str) -> LatencyTable:
