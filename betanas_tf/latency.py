@@ -15,7 +15,7 @@ Table format (JSON, sorted keys)::
                                  "p10": ms, "p90": ms, "count": n, "outliers": n, "rounds": n,
                                  "anchor_ms": [ms, ms, ms]}, ...},
      "anchor": {"choices": [[...], [...], [...]], "ms": [ms, ms, ms]},  # drift reference (below)
-     "correction": {"factor": f, "per_layer_ms": d},  # fitted on calibration networks
+     "correction": {"factor": f, "deep_factor": g, "per_layer_ms": d},  # fitted (below)
      "validation": {"n": 50, "mean_abs_error_pct": ..., "max_abs_error_pct": ..., ...}}
 
 Layer keys follow ProxylessNAS' naming, so its published tables import as they are:
@@ -25,7 +25,8 @@ Layer keys follow ProxylessNAS' naming, so its published tables import as they a
 ``Logits-input:7x7x1280-output:1000`` (pool + classifier). Identity blocks cost 0. Networks
 with swish or squeeze-excite get ``-act:swish`` / ``-se:<ratio>`` suffixes.
 The latency of an Architecture is the sum over its layers of f x entry + d, with the factor f
-and the per-layer cost d fitted on whole calibration networks (`fit_correction`).
+(g for the deep layers: at 1/8 of the input resolution or less) and the per-layer cost d
+fitted on whole calibration networks (`fit_correction`).
 
 A shared machine changes speed by several per cent over minutes (measured here: 12 %
 between the chunks of one build, 13 % for a small network between build and validation),
@@ -48,6 +49,7 @@ import dataclasses
 import json
 import os
 import platform
+import re
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -107,26 +109,46 @@ def layer_keys(arch: arch_lib.Architecture) -> List[str]:
   return keys + head_keys(arch)
 
 
-def fit_correction(layer_sums: Sequence[float], layer_counts: Sequence[int],
-                   measured: Sequence[float], ridge: float = 1e-2) -> Dict[str, float]:
-  """The in-network correction ``{"factor": f, "per_layer_ms": d}`` minimising
-  sum_n (f x_n + d c_n - y_n)^2 + lam_f (f - 1)^2 + lam_d d^2 over calibration networks n
-  (x_n: the table's sum of network n's layers, c_n: how many layers it has, y_n: its
-  measured latency); lam = ridge x the column's own sum of squares.
+DEEP_STRIDE = 8  # layers at 1/DEEP_STRIDE of the input resolution or less are "deep"
+
+
+def is_deep(key: str, input_size: int) -> bool:
+  """Whether a layer (by its key) runs at 1/DEEP_STRIDE of the network's input resolution or
+  less (at 224 px: the layers at 28, 14 and 7 px, which read the most weights per
+  activation)."""
+  match = re.search(r"input:(\d+)x", key)
+  if match is None:
+    raise ValueError(f"latency key {key!r} names no input resolution")
+  return int(match.group(1)) * DEEP_STRIDE <= input_size
+
+
+def fit_correction(early_sums: Sequence[float], deep_sums: Sequence[float],
+                   layer_counts: Sequence[int], measured: Sequence[float],
+                   ridge: float = 1e-2) -> Dict[str, float]:
+  """The in-network correction ``{"factor": f, "deep_factor": g, "per_layer_ms": d}``
+  minimising sum_n (f a_n + g b_n + d c_n - y_n)^2 + lam_f (f - 1)^2 + lam_g (g - 1)^2
+  + lam_d d^2 over calibration networks n (a_n, b_n: the table's sums of network n's early
+  and deep layers (`is_deep`), c_n: how many layers it has, y_n: its measured latency);
+  lam = ridge x the column's own sum of squares (1 for a column of zeros, which then keeps
+  its prior).
 
   A layer timed alone runs with its weights and input warm in cache and hands its output to
-  nobody; inside a network every layer also pays for the hand-over, so whole networks cost a
-  few per cent more than their layer sums plus a fixed amount per layer. Two parameters
-  that every network informs alike (unlike one factor per resolution: the stem's is
-  confounded with a constant, since every network has the same stem, and swung between
-  0.83 and 1.21 over two builds here)."""
-  x = np.stack([np.asarray(layer_sums, np.float64), np.asarray(layer_counts, np.float64)], 1)
+  nobody; inside a network every layer also pays for the hand-over (d), and the deep layers,
+  which read more weights per activation, find their weights cold: on three builds here the
+  deep layers' factor came out 2-8 % above the early layers'. Three parameters that every
+  network informs (unlike one factor per resolution: the stem's is confounded with a
+  constant, since every network has the same stem, and swung between 0.83 and 1.21 over two
+  builds here)."""
+  x = np.stack([np.asarray(early_sums, np.float64), np.asarray(deep_sums, np.float64),
+                np.asarray(layer_counts, np.float64)], 1)
   y = np.asarray(measured, np.float64)
-  lam = np.sqrt(ridge * np.sum(x * x, axis=0))
+  squares = np.sum(x * x, axis=0)
+  lam = np.sqrt(np.where(squares > 0, ridge * squares, 1.0))
   a = np.vstack([x, np.diag(lam)])
-  b = np.concatenate([y, lam * np.array([1.0, 0.0])])
-  factor, per_layer = np.linalg.lstsq(a, b, rcond=None)[0]
-  return {"factor": float(factor), "per_layer_ms": float(per_layer)}
+  b = np.concatenate([y, lam * np.array([1.0, 1.0, 0.0])])
+  factor, deep_factor, per_layer = np.linalg.lstsq(a, b, rcond=None)[0]
+  return {"factor": float(factor), "deep_factor": float(deep_factor),
+          "per_layer_ms": float(per_layer)}
 
 
 def space_keys(space) -> List[str]:
@@ -142,6 +164,9 @@ def space_keys(space) -> List[str]:
   return list(dict.fromkeys(k for k in keys if k is not None))
 
 
+CORRECTION_FIELDS = ({"factor", "deep_factor", "per_layer_ms"}, {"factor", "per_layer_ms"})
+
+
 class LatencyTable:
   """Per-layer latency entries (ms) with the description of where they were measured."""
 
@@ -152,13 +177,14 @@ class LatencyTable:
     # {"arch": compact choices, "ms": reference time}: the network timed in every call.
     self.anchor = dict(anchor) if anchor else None
     self.scale = scale  # one whole-network factor (older tables); None = 1.0
-    # {"factor", "per_layer_ms"} fitted on calibration networks (`fit_correction`).
+    # {"factor", "deep_factor", "per_layer_ms"} fitted on calibration networks
+    # (`fit_correction`); tables of the previous build have no deep_factor (= factor).
     self.correction = dict(correction) if correction else None
-    if self.correction is not None and set(self.correction) != {"factor", "per_layer_ms"}:
-      raise ValueError("the table's correction is not {factor, per_layer_ms} (a per-stage "
-                       "correction of an older build?): delete its 'correction' field and rerun "
-                       "`latency build` with --calibrate to fit the current one (the entries "
-                       "are kept)")
+    if self.correction is not None and set(self.correction) not in CORRECTION_FIELDS:
+      raise ValueError("the table's correction is not {factor, deep_factor, per_layer_ms} (a "
+                       "per-stage correction of an older build?): delete its 'correction' field "
+                       "and rerun `latency build` with --calibrate to fit the current one (the "
+                       "entries are kept)")
     self.validation = validation  # the last `validate` summary (errors on held-out networks)
 
   def to_dict(self) -> Dict:
@@ -224,7 +250,14 @@ class LatencyTable:
 
   def layer_sum(self, arch: arch_lib.Architecture) -> float:
     """The sum of the table entries of the network's layers (ms)."""
-    return sum(self.lookup(k) for k in self._measured_layer_keys(arch))
+    return sum(self.group_sums(arch))
+
+  def group_sums(self, arch: arch_lib.Architecture) -> Tuple[float, float]:
+    """The sums of the table entries of the network's early and deep layers (`is_deep`)."""
+    sums = [0.0, 0.0]
+    for key in self._measured_layer_keys(arch):
+      sums[is_deep(key, arch.input_size)] += self.lookup(key)
+    return sums[0], sums[1]
 
   def _measured_layer_keys(self, arch: arch_lib.Architecture) -> List[str]:
     """`layer_keys(arch)`; MissingEntriesError listing those the table lacks."""
@@ -234,12 +267,16 @@ class LatencyTable:
       raise MissingEntriesError(f"latency table lacks {len(missing)} key(s): {', '.join(missing)}")
     return keys
 
-  def layer_cost(self, key: Optional[str]) -> float:
-    """What one layer adds to a whole network (ms): f x its entry + d (0 for an identity)."""
+  def layer_cost(self, key: Optional[str], input_size: int) -> float:
+    """What one layer adds to a whole network of `input_size` px (ms): its factor (early or
+    deep, `is_deep`) x its entry + d; 0 for an identity (key None)."""
     if key is None:
       return 0.0
     if self.correction is not None:
-      return self.correction["factor"] * self.lookup(key) + self.correction["per_layer_ms"]
+      factor = self.correction["factor"]
+      if is_deep(key, input_size):
+        factor = self.correction.get("deep_factor", factor)
+      return factor * self.lookup(key) + self.correction["per_layer_ms"]
     return (self.scale if self.scale is not None else 1.0) * self.lookup(key)
 
   def predict(self, arch: arch_lib.Architecture) -> float:
@@ -247,10 +284,10 @@ class LatencyTable:
 
     A layer timed alone runs with its weights and activations warm in cache and without
     its neighbours; inside a network it does not. `build --calibrate=N` times N random
-    networks (other than validate's) and fits the factor and the per-layer cost
+    networks (other than validate's) and fits the factors and the per-layer cost
     (`fit_correction`); older tables carry one `scale`, imported tables neither.
     """
-    return sum(self.layer_cost(k) for k in self._measured_layer_keys(arch))
+    return sum(self.layer_cost(k, arch.input_size) for k in self._measured_layer_keys(arch))
 
 
 def import_proxyless_yaml(path: str) -> LatencyTable:
@@ -445,11 +482,12 @@ def latency_cost_table(space, table_path: str, target_ms: float = 0.0):
                      + (" ..." if len(missing) > 5 else "") +
                      "; build the right table with: " + build_command(space))
   skeleton = space.skeleton()
-  rows = [[table.layer_cost(block_key(skeleton, c, choice.shape)) for c in choice.candidates]
+  cost = lambda key: table.layer_cost(key, space.input_size)
+  rows = [[cost(block_key(skeleton, c, choice.shape)) for c in choice.candidates]
           for choice in space.choice_blocks]
-  fixed = table.layer_cost(stem_key(skeleton)) + sum(table.layer_cost(k) for k in head_keys(skeleton))
+  fixed = cost(stem_key(skeleton)) + sum(cost(k) for k in head_keys(skeleton))
   for block, shape in zip(space.fixed_blocks, skeleton.block_shapes()):
-    fixed += table.layer_cost(block_key(skeleton, block, shape))
+    fixed += cost(block_key(skeleton, block, shape))
   return cost_lib.cost_table(space, rows, fixed, "ms", target_ms)
 
 
@@ -547,8 +585,8 @@ def build_table(space, timer, out_path: str, progress: bool = True, calibrate: i
         timer, space, {str(i): builder.build_model(a) for i, a in enumerate(archs)}, table.overhead_ms)
     drift = table.drift(space, anchor_ms)
     measured = [(timed[str(i)]["median"] - table.overhead_ms) / drift(a) for i, a in enumerate(archs)]
-    table.correction = fit_correction([table.layer_sum(a) for a in archs],
-                                      [len(layer_keys(a)) for a in archs], measured)
+    early, deep = zip(*[table.group_sums(a) for a in archs])
+    table.correction = fit_correction(early, deep, [len(layer_keys(a)) for a in archs], measured)
     table.target["calibration_networks"] = calibrate
     table.target["calibration_anchor_ms"] = anchor_ms
   table.save(out_path)
@@ -698,8 +736,8 @@ def main(argv):
       if not flags_.out:
         raise ValueError("build needs --out")
       table = build_table(space, _timer(flags_), flags_.out, flags_.progress, flags_.calibrate)
-      fitted = ("x{factor:.4f} + {per_layer_ms:.4f} ms per layer".format(**table.correction)
-                if table.correction else "none")
+      fitted = ("x{factor:.4f} (deep layers x{deep_factor:.4f}) + {per_layer_ms:.4f} ms per "
+                "layer".format(**table.correction) if table.correction else "none")
       print(f"{len(table.entries)} entries in {flags_.out} (overhead {table.overhead_ms:.4f} ms "
             f"subtracted; in-network correction: {fitted})")
     elif command == "import":

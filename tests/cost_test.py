@@ -123,7 +123,7 @@ def test_latency_cost_table_applies_the_in_network_correction(tmp_path):
   path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
                       "pixel1_latency.json")
   lut = latency.LatencyTable.load(path)
-  lut.correction = {"factor": 1.05, "per_layer_ms": 0.3}
+  lut.correction = {"factor": 1.05, "deep_factor": 1.1, "per_layer_ms": 0.3}
   corrected_path = str(tmp_path / "corrected.json")
   lut.save(corrected_path)
   space = spaces.get_space("proxyless_mobile")

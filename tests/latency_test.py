@@ -119,7 +119,9 @@ def test_build_on_host_is_complete_resumable_calibrated_and_validated(tmp_path):
   assert table.correction is None and table.predict(arch) == pytest.approx(table.layer_sum(arch))
   calibrated = latency.build_table(space, timer, out, progress=False, calibrate=4)
   assert calls == [["0", "1", "2", "3"] + sorted(anchor_keys)]  # four networks and the anchors
-  assert sorted(calibrated.correction) == ["factor", "per_layer_ms"]
+  assert sorted(calibrated.correction) == ["deep_factor", "factor", "per_layer_ms"]
+  # micro at 16 px has no layer at 2 px or less: the deep factor keeps its prior.
+  assert calibrated.correction["deep_factor"] == pytest.approx(1.0, abs=1e-12)
   reloaded = latency.LatencyTable.load(out)
   assert reloaded.correction == calibrated.correction and reloaded.target["calibration_networks"] == 4
   fitted = reloaded.correction
@@ -204,6 +206,7 @@ def test_the_anchors_remove_machine_drift_from_entries_calibration_and_validatio
   for arch in [space.arch_from_choices(space.sample(rng)) for _ in range(5)]:
     assert table.layer_sum(arch) == pytest.approx(reference * _params(arch) * 1e-5, rel=1e-9)
   assert table.correction["factor"] == pytest.approx(1.0, abs=1e-6)
+  assert table.correction["deep_factor"] == pytest.approx(1.0, abs=1e-12)  # no deep layers
   assert table.correction["per_layer_ms"] == pytest.approx(0.0, abs=1e-9)
   small, large = _params(anchors[0]), _params(anchors[2])
   slow = lambda p: reference * (1.25 - 0.15 * np.log(p / small) / np.log(large / small))
@@ -260,17 +263,23 @@ def test_median_ci_and_outliers():
 
 
 def test_fitted_correction_recovers_a_known_bias(pixel1):
-  """A world where every layer inside a network runs 6 % slower than alone and hands its
-  output on for 0.4 ms: the fit on 30 calibration networks recovers both, predicts held-out
-  networks exactly, and the plain layer sum is off by several per cent."""
+  """A world where every early layer inside a network runs 3 % slower than alone, every
+  deep one (28 px and below) 9 % slower, and each hands its output on for 0.4 ms: the fit on
+  30 calibration networks recovers all three, predicts held-out networks exactly, and the
+  plain layer sum is off by several per cent."""
   space = spaces.get_space("proxyless_mobile")
-  measure = lambda arch: 1.06 * pixel1.layer_sum(arch) + 0.4 * len(latency.layer_keys(arch))
+  def measure(arch):
+    early, deep = pixel1.group_sums(arch)
+    return 1.03 * early + 1.09 * deep + 0.4 * len(latency.layer_keys(arch))
   rng = np.random.default_rng(0)
   calibration = [space.arch_from_choices(space.sample(rng)) for _ in range(30)]
-  fitted = latency.fit_correction([pixel1.layer_sum(a) for a in calibration],
-                                  [len(latency.layer_keys(a)) for a in calibration],
-                                  [measure(a) for a in calibration], ridge=1e-9)
-  assert fitted["factor"] == pytest.approx(1.06, rel=1e-5)
+  def fit(archs, ridge):
+    early, deep = zip(*[pixel1.group_sums(a) for a in archs])
+    return latency.fit_correction(early, deep, [len(latency.layer_keys(a)) for a in archs],
+                                  [measure(a) for a in archs], ridge=ridge)
+  fitted = fit(calibration, 1e-9)
+  assert fitted["factor"] == pytest.approx(1.03, rel=1e-5)
+  assert fitted["deep_factor"] == pytest.approx(1.09, rel=1e-5)
   assert fitted["per_layer_ms"] == pytest.approx(0.4, rel=1e-4)
   corrected = latency.LatencyTable(pixel1.entries, pixel1.target, correction=fitted)
   held_out = [space.arch_from_choices(space.sample(rng)) for _ in range(20)]
@@ -278,11 +287,26 @@ def test_fitted_correction_recovers_a_known_bias(pixel1):
     assert corrected.predict(arch) == pytest.approx(measure(arch), rel=1e-6)
   plain = min(abs(pixel1.predict(a) / measure(a) - 1) for a in held_out)
   assert plain > 0.06
-  # The ridge pulls a fit from few networks toward no correction (factor 1, nothing per layer).
-  shrunk = latency.fit_correction([pixel1.layer_sum(a) for a in calibration[:3]],
-                                  [len(latency.layer_keys(a)) for a in calibration[:3]],
-                                  [measure(a) for a in calibration[:3]], ridge=10.0)
-  assert 1.0 < shrunk["factor"] < 1.06 and 0.0 < shrunk["per_layer_ms"] < 0.4
+  # The ridge pulls a fit from few networks toward no correction (factors 1, nothing per layer).
+  shrunk = fit(calibration[:3], 10.0)
+  assert 1.0 < shrunk["deep_factor"] < 1.09 and 0.0 < shrunk["per_layer_ms"] < 0.4
+  assert abs(shrunk["factor"] - 1.0) < 0.03
+
+
+def test_deep_layers_are_those_at_an_eighth_of_the_input_resolution_or_less(pixel1):
+  arch = spaces.get_space("proxyless_mobile").skeleton()
+  deep = {k.split("-")[1]: latency.is_deep(k, 224) for k in latency.layer_keys(arch)}
+  assert deep == {"input:224x224x3": False, "input:112x112x32": False, "input:112x112x16": False,
+                  "input:56x56x24": False, "input:28x28x40": True, "input:14x14x80": True,
+                  "input:14x14x96": True, "input:7x7x192": True, "input:7x7x320": True,
+                  "input:7x7x1280": True}
+  early, deep_sum = pixel1.group_sums(arch)
+  assert early + deep_sum == pytest.approx(pixel1.layer_sum(arch)) and min(early, deep_sum) > 0
+  # The previous build's correction has one factor for every layer: it still predicts.
+  older = latency.LatencyTable(pixel1.entries, pixel1.target,
+                               correction={"factor": 1.05, "per_layer_ms": 0.3})
+  assert older.predict(arch) == pytest.approx(
+      1.05 * pixel1.layer_sum(arch) + 0.3 * len(latency.layer_keys(arch)))
 
 
 def test_a_per_stage_correction_of_an_older_build_is_one_clear_error(tmp_path, pixel1):
@@ -291,7 +315,7 @@ def test_a_per_stage_correction_of_an_older_build_is_one_clear_error(tmp_path, p
   data["correction"] = {"224": 0.83, "112": 1.12}
   path.write_text(json.dumps(data))
   with pytest.raises(ValueError, match=r"old.json: the table's correction is not \{factor, "
-                     r"per_layer_ms\} .*rerun `latency build` with --calibrate"):
+                     r"deep_factor, per_layer_ms\} .*rerun `latency build` with --calibrate"):
     latency.LatencyTable.load(str(path))
 
 
