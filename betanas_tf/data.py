@@ -41,6 +41,7 @@ use for.
 """
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -274,6 +275,13 @@ def load_cluttered_digits(input_size: int = 32, seed: int = 0, **unused_options)
   other digits and noise (`cluttered.generate`), resized to input_size; split by source
   digit exactly as ``digits`` is (no digit in two splits), with `eval_copies` canvases per
   eval digit (generated apart) against `copies` per train / arch digit."""
+  return _array_dataset("cluttered_digits", input_size, 10, seed, *_cluttered_splits(input_size))
+
+
+@functools.lru_cache(maxsize=4)
+def _cluttered_splits(input_size: int):
+  """(train, arch, eval) (images, labels) of `load_cluttered_digits`, generated once per
+  process and size (a rank benchmark loads it for every search), read-only."""
   from sklearn import datasets as sk_datasets  # pylint: disable=import-outside-toplevel
   from sklearn import model_selection  # pylint: disable=import-outside-toplevel
   from betanas_tf import cluttered  # pylint: disable=import-outside-toplevel
@@ -298,9 +306,13 @@ def load_cluttered_digits(input_size: int = 32, seed: int = 0, **unused_options)
   eval_canvases, eval_source = cluttered.generate(
       digits.images[eval_index] / 16.0, dataclasses.replace(spec, copies=spec.eval_copies),
       seed=cluttered.GENERATION_SEED + 1)
-  evaluation = (to_pixels(eval_canvases), labels[eval_index][eval_source])
-  return _array_dataset("cluttered_digits", input_size, 10, seed, split(train_index),
-                        split(arch_index), evaluation)
+  splits = (split(train_index), split(arch_index),
+            (to_pixels(eval_canvases), labels[eval_index][eval_source]))
+  for array in (a for pair in splits for a in pair):
+    array.flags.writeable = False
+  return splits
+
+
 
 
 @DATASETS.decorator("synthetic")

@@ -111,6 +111,7 @@ class SearchEngine:
     self._cost_table = tf.constant(costs.table, tf.float32)
     self._arch_step = tf.function(self._arch_step_fn)
     self._forward = tf.function(self._forward_fn)
+    self._calibration_step = tf.function(self._calibration_step_fn)
 
   # ---- data and state -------------------------------------------------------------
 
@@ -277,17 +278,23 @@ class SearchEngine:
     Keras BN keeps m <- mu m + (1 - mu) b; from the values before and after a
     training-mode forward we recover the batch statistic b and keep the running
     mean of all b instead. Layers off the path see b == m and stay as they were.
+    Each batch is one call of a tf.function: the statistics never leave the device.
     """
     path = tf.constant(choices, tf.int32)
-    momentum = [layer.momentum for layer in self._batchnorm_layers() for _ in range(2)]
-    averages = None
     for k, (images, _) in enumerate(batches, start=1):
-      before = self.bn_statistics()
-      self._forward(tf.convert_to_tensor(images), path, True)
-      after = self.bn_statistics()
-      stats = [(a - mu * b) / (1 - mu) for a, b, mu in zip(after, before, momentum)]
-      averages = stats if averages is None else [avg + (s - avg) / k for avg, s in zip(averages, stats)]
-      self.set_bn_statistics(averages)
+      self._calibration_step(tf.convert_to_tensor(images), path, tf.constant(k, tf.float32))
+
+  def _calibration_step_fn(self, images, path, k):
+    # Automatic control dependencies order the reads, the forward's own updates and the
+    # assignments below as written (they touch the same variables).
+    variables = self._bn_statistics_variables()
+    momentum = [layer.momentum for layer in self._batchnorm_layers() for _ in range(2)]
+    before = [tf.identity(v.value) for v in variables]
+    self._forward_fn(images, path, True)
+    for variable, average, mu in zip(variables, before, momentum):
+      batch_statistic = (variable.value - mu * average) / (1.0 - mu)
+      # The running mean of the batch statistics; at k = 1 it is the first one.
+      variable.assign(average + (batch_statistic - average) / k)
 
   def evaluate_path(self, choices: Sequence[int], eval_batches: Iterable,
                     calibration_batches: Optional[Iterable] = None) -> float:

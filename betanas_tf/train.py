@@ -173,10 +173,14 @@ def _epoch_log(optimizer, path: str):
   return EpochLog()
 
 
-def compile_with_recipe(model, config: TrainConfig, steps_per_epoch: int):
+def compile_with_recipe(model, config: TrainConfig, steps_per_epoch: int,
+                        steps_per_execution: int = 1):
   """Compiles `model` with the recipe of `config` (SGD nesterov, linear warm-up then cosine
   to 0 over config.epochs, coupled L2, label smoothing; metrics top1 / top5); returns the
-  optimizer. Call inside the distribution strategy's scope."""
+  optimizer. Call inside the distribution strategy's scope. `steps_per_execution` > 1 runs
+  that many steps per call of the train function (Keras' own loop: single device only, it
+  fails under a tf.distribute strategy in Keras 3.15); keep it a divisor of the epoch's
+  steps, or Keras rounds each epoch up to a multiple of it."""
   import keras  # pylint: disable=import-outside-toplevel
   from betanas_tf import path_sgd  # pylint: disable=import-outside-toplevel
   c = config
@@ -193,7 +197,8 @@ def compile_with_recipe(model, config: TrainConfig, steps_per_epoch: int):
                 loss=keras.losses.CategoricalCrossentropy(from_logits=True,
                                                           label_smoothing=c.label_smoothing),
                 metrics=[keras.metrics.CategoricalAccuracy(name="top1"),
-                         keras.metrics.TopKCategoricalAccuracy(5, name="top5")])
+                         keras.metrics.TopKCategoricalAccuracy(5, name="top5")],
+                steps_per_execution=steps_per_execution)
   return optimizer
 
 

@@ -44,6 +44,18 @@ def test_grid_trains_each_architecture_once_and_resumes_where_it_stopped(tmp_pat
     assert t["images"] == 1 * 2 * 16
   best = max(trials, key=lambda t: (t["val_top1"], -t["val_loss"]))
   assert results["best"]["choices"] == best["choices"]
+  # Each trial's checkpoint holds the weights its metrics were measured on (the final ones).
+  dataset = TINY.data.load(space.input_size, TINY.seed)
+  first = space.arch_from_choices(trials[0]["choices"]).for_retraining(
+      dataset.num_classes, TINY.se_ratio, TINY.activation, TINY.dropout)
+  model = builder.build_model(first)
+  train.compile_with_recipe(model, TINY, 2)
+  model.load_weights(os.path.join(out, "tuner", f"trial_{trials[0]['trial_id']}",
+                                  "checkpoint.weights.h5"))
+  eval_loss, eval_top1, _ = model.evaluate(train.eval_data(dataset.eval, 256, dataset.num_classes),
+                                           verbose=0)
+  assert eval_top1 == pytest.approx(trials[0]["eval_top1"], abs=1e-7)
+  assert eval_loss == pytest.approx(trials[0]["eval_loss"], rel=1e-5)
   saved = json.load(open(os.path.join(out, "arch.json")))
   assert saved["name"] == "micro_grid"
   assert json.load(open(os.path.join(out, "results.json")))["trials"] == json.loads(json.dumps(trials))
@@ -56,6 +68,19 @@ def test_grid_trains_each_architecture_once_and_resumes_where_it_stopped(tmp_pat
   more = tune.tune(out, _config(max_trials=5))
   assert len(trained) == 2 and more["trials"][:3] == results["trials"]
   assert [t["choices"] for t in more["trials"][3:]] == [[0, 0, 3], [0, 1, 0]]
+
+
+def test_a_trial_runs_one_train_call_per_epoch_and_exactly_its_steps(tmp_path, monkeypatch):
+  compiled = []
+  original = train.compile_with_recipe
+  monkeypatch.setattr(train, "compile_with_recipe",
+                      lambda model, *a, **k: compiled.append((model, original(model, *a, **k))))
+  config = _config(max_trials=1, train=dataclasses.replace(TINY, epochs=2, steps_per_epoch=3))
+  tune.tune(str(tmp_path / "one"), config)
+  model, optimizer = compiled[-1]   # (keras-tuner also builds one model to learn the space)
+  assert model.steps_per_execution == 3
+  # Keras rounds an epoch up to a multiple of steps_per_execution: no step more than asked.
+  assert int(optimizer.iterations.numpy()) == 2 * 3
 
 
 @pytest.mark.slow
