@@ -233,3 +233,13 @@ def micro() -> SearchSpace:
   return staged_space(
       "micro", 16, 10, arch_lib.Stem(16, 3, 1), [],
       [(16, 1, 1), (24, 2, 2)], ((3, 3), (3, 6), (5, 3)), arch_lib.Head(64))
+
+
+@SPACES.decorator("small")
+def small() -> SearchSpace:
+  """micro's next size up (2,000 architectures in 5 choice blocks, down to 4 px): large
+  enough that a grid is no longer the way to search it, small enough to train a sample
+  of it standalone in minutes (`bench.separation`)."""
+  return staged_space(
+      "small", 16, 10, arch_lib.Stem(16, 3, 1), [],
+      [(16, 1, 1), (24, 2, 2), (32, 2, 2)], ((3, 3), (3, 6), (5, 3), (5, 6)), arch_lib.Head(96))

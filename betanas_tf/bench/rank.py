@@ -54,6 +54,8 @@ class RankPlan:
   gt_seeds: Tuple[int, ...] = (0, 1)
   gt_epochs: int = 8
   gt_max_trials: Optional[int] = None      # None: the whole space
+  gt_oracle: str = "grid"                   # "random": a uniform sample of gt_max_trials,
+                                            # the same for every seed (one oracle seed)
   search_seeds: Tuple[int, ...] = (0, 1, 2)   # ranking
   selection_seeds: int = 8                  # Fig 6: seeds past search_seeds only select (and
                                             # only the SELECTION_STRATEGIES)
@@ -123,17 +125,26 @@ def percentile_of(value: float, population: Sequence[float]) -> float:
 
 # ---- stages -------------------------------------------------------------------------
 
-def ground_truth(plan: RankPlan, out_dir: str) -> Dict:
-  """{"archs": [choices string], "choices", "macs", "top1": per seed, "loss": per seed}."""
+def _ground_truth_seed(plan: RankPlan, seed: int, out_dir: str) -> Dict:
+  """One training seed of the ground truth (`tune`; cached, so a second call reads it)."""
   from betanas_tf import data as data_lib  # pylint: disable=import-outside-toplevel
   from betanas_tf import tune  # pylint: disable=import-outside-toplevel
+  recipe = dataclasses.replace(tune.TuneConfig().train, data=data_lib.DataSource(plan.dataset),
+                               epochs=plan.gt_epochs, seed=seed)
+  config = tune.TuneConfig(space=plan.space, input_size=plan.input_size, oracle=plan.gt_oracle,
+                           max_trials=plan.gt_max_trials, tuner_seed=0, train=recipe)
+  return tune.tune(os.path.join(out_dir, f"ground_truth_seed{seed}"), config)
+
+
+def ground_truth(plan: RankPlan, out_dir: str, workers: int = 1) -> Dict:
+  """{"archs": [choices string], "choices", "macs", "top1": per seed, "loss": per seed};
+  the seeds train side by side in `workers` processes (`parallel.run_tasks`)."""
+  from betanas_tf.bench import parallel  # pylint: disable=import-outside-toplevel
+  parallel.run_tasks([(_ground_truth_seed, (plan, seed, out_dir)) for seed in plan.gt_seeds],
+                     workers)
   per_seed = []
   for seed in plan.gt_seeds:
-    recipe = dataclasses.replace(tune.TuneConfig().train, data=data_lib.DataSource(plan.dataset),
-                                 epochs=plan.gt_epochs, seed=seed)
-    config = tune.TuneConfig(space=plan.space, input_size=plan.input_size, oracle="grid",
-                             max_trials=plan.gt_max_trials, train=recipe)
-    results = tune.tune(os.path.join(out_dir, f"ground_truth_seed{seed}"), config)
+    results = _ground_truth_seed(plan, seed, out_dir)
     per_seed.append({r["choices_string"]: r for r in results["trials"] if r["status"] == "COMPLETED"})
   archs = sorted(set.intersection(*[set(p) for p in per_seed]))
   first = per_seed[0]
@@ -392,29 +403,43 @@ def report(result: Dict, plan: RankPlan, seconds: float) -> str:
   return "\n".join(lines) + "\n"
 
 
-def run(out_dir: str, plan: RankPlan = RankPlan(), log=print) -> Dict:
-  """The whole benchmark (module docstring); returns results.json's contents."""
+def run(out_dir: str, plan: RankPlan = RankPlan(), log=print, workers: int = 1) -> Dict:
+  """The whole benchmark (module docstring); returns results.json's contents. Its stages run
+  in `workers` single-threaded processes (`parallel.run_tasks`)."""
   from betanas_tf import data as data_lib  # pylint: disable=import-outside-toplevel
   from betanas_tf import io_utils  # pylint: disable=import-outside-toplevel
+  from betanas_tf.bench import parallel  # pylint: disable=import-outside-toplevel
   start = time.time()
   os.makedirs(out_dir, exist_ok=True)
-  gt = ground_truth(plan, out_dir)
+  gt = ground_truth(plan, out_dir, workers)
   log(f"ground truth: {len(gt['archs'])} architectures x {len(plan.gt_seeds)} seeds "
       f"({time.time() - start:.0f} s)")
   budget = float(np.quantile(gt["macs"], plan.budget_quantile))
-  searches: Dict[str, List[Dict]] = {name: [] for name in plan.strategies}
-  for seed in range(max(len(plan.search_seeds), plan.selection_seeds)):
-    for name in plan.strategies:
-      score = seed in plan.search_seeds
-      if not score and name not in SELECTION_STRATEGIES:
-        continue  # the ablations rank; selecting over 8 seeds is for the strategies themselves
-      out = one_search(plan, name, seed, out_dir, budget, gt, score)
-      searches[name].append(dict(out, seed=seed))
-      log(f"search {name} seed {seed}: {out['summary']['choices_string']} "
-          f"({time.time() - start:.0f} s)")
+  runs = [(name, seed, seed in plan.search_seeds)
+          for seed in range(max(len(plan.search_seeds), plan.selection_seeds))
+          for name in plan.strategies
+          # The ablations rank; selecting over 8 seeds is for the strategies themselves.
+          if seed in plan.search_seeds or name in SELECTION_STRATEGIES]
   train_examples = len(data_lib.load(plan.dataset, input_size=plan.input_size).train)
+  trials = [(oracle, seed) for oracle in ("random", "bayesian") for seed in plan.search_seeds]
+  # Searches and multi-trial searches side by side; the loops below then read their outputs.
+  # (The longest tasks, multi-trial searches, first: the last to start is then a short one.)
+  ran = parallel.run_tasks(
+      [(multi_trial, (plan, oracle, seed, out_dir, budget, one_shot_images(plan),
+                      train_examples)) for oracle, seed in trials]
+      + [(one_search, (plan, name, seed, out_dir, budget, gt, score)) for name, seed, score in runs],
+      workers)
+  if ran:
+    log(f"{len(runs)} searches and {len(trials)} multi-trial searches in {workers} workers "
+        f"({time.time() - start:.0f} s)")
+  searches: Dict[str, List[Dict]] = {name: [] for name in plan.strategies}
+  for name, seed, score in runs:
+    out = one_search(plan, name, seed, out_dir, budget, gt, score)
+    searches[name].append(dict(out, seed=seed))
+    log(f"search {name} seed {seed}: {out['summary']['choices_string']} "
+        f"({time.time() - start:.0f} s)")
   multi = {oracle: [multi_trial(plan, oracle, seed, out_dir, budget, one_shot_images(plan),
-                                train_examples) for seed in plan.search_seeds]
+                                train_examples) for o, seed in trials if o == oracle]
            for oracle in ("random", "bayesian")}
   log(f"multi-trial done ({time.time() - start:.0f} s)")
   result = analyse(plan, gt, searches, budget, multi)
@@ -434,7 +459,7 @@ def main(argv):
     print("rank: error: give --out_dir", file=sys.stderr)
     return 1
   plan = QUICK if f.quick else RankPlan()
-  result = run(f.out_dir, plan, log=lambda m: print(m, flush=True))
+  result = run(f.out_dir, plan, log=lambda m: print(m, flush=True), workers=f.workers)
   print(report(result, plan, result["seconds"]))
   return 0
 
@@ -443,4 +468,8 @@ if __name__ == "__main__":
   from absl import app, flags  # pylint: disable=g-import-not-at-top
   flags.DEFINE_string("out_dir", None, "Output directory (re-running resumes).")
   flags.DEFINE_bool("quick", False, "The small plan (a few minutes; what the test runs).")
+  from betanas_tf.bench import parallel as _parallel  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_integer("workers", _parallel.available_cores(), "Processes for the independent "
+                       "stages, one TensorFlow thread each (1: all in this process).",
+                       lower_bound=1)
   app.run(main)

@@ -1,0 +1,59 @@
+"""The task-separation benchmark: the same sampled architectures in every seed, its figures
+against scipy, clear errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from betanas_tf import spaces
+from betanas_tf.bench import separation
+
+
+def test_small_space_is_micros_next_size():
+  space = spaces.get_space("small")
+  assert space.size() == 5 * 4 * 5 * 4 * 5 == 2000 and len(space) == 5
+  arch = space.arch_from_choices([0] * 5)
+  assert [s.out_size for s in arch.block_shapes()] == [16, 8, 8, 4, 4]
+  assert [b.labels for b in space.choice_blocks][:2] == [("k3e3", "k3e6", "k5e3", "k5e6", "id"),
+                                                         ("k3e3", "k3e6", "k5e3", "k5e6")]
+
+
+@pytest.mark.slow
+def test_every_seed_trains_the_same_sample_and_tau_is_scipys(tmp_path):
+  out = str(tmp_path / "sep")
+  plan = separation.plan_for("small", archs=4, epochs=1, dataset="digits")
+  result = separation.separation(out, plan, bootstrap=50)
+  trials = [json.load(open(os.path.join(out, f"ground_truth_seed{s}", "results.json")))["trials"]
+            for s in (0, 1)]
+  assert [t["choices"] for t in trials[0]] == [t["choices"] for t in trials[1]]
+  assert len({t["choices_string"] for t in trials[0]}) == 4 == len(result["archs"])
+  by_arch = [{t["choices_string"]: t for t in seed} for seed in trials]
+  top1 = [[seed[a]["eval_top1"] for a in result["archs"]] for seed in by_arch]
+  loss = [[seed[a]["eval_loss"] for a in result["archs"]] for seed in by_arch]
+  assert result["seed_tau_top1"]["mean"] == pytest.approx(stats.kendalltau(*top1)[0], nan_ok=True)
+  assert result["seed_tau_loss"]["mean"] == pytest.approx(stats.kendalltau(*loss)[0])
+  mean = np.mean(top1, axis=0)
+  assert result["top1_range"] == pytest.approx([mean.min(), mean.max()])
+  assert result["meets"]["spread"] == (mean.max() - mean.min() >= 0.10)
+  # Cached: a second call trains nothing and returns the same figures.
+  again = separation.separation(out, plan, bootstrap=50)
+  assert again["top1"] == result["top1"] and again["archs"] == result["archs"]
+
+
+def test_one_seed_is_refused():
+  with pytest.raises(ValueError, match="at least two training seeds"):
+    separation.separation("/nonexistent", separation.plan_for("small", 4, seeds=(0,)))
+
+
+def test_cli_errors_exit_1_with_one_line(tmp_path):
+  command = [sys.executable, "-m", "betanas_tf.bench.separation", f"--out_dir={tmp_path}",
+             "--seeds=0,x"]
+  done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+  assert done.returncode == 1
+  assert done.stderr.strip().splitlines()[-1] == "separation: error: --seeds must be integers, got 0,x"
+  assert os.listdir(tmp_path) == []
