@@ -13,7 +13,6 @@ tau >= 0.7 and >= 10 points of top-1 between the worst and the best architecture
 Every trial is cached in --out_dir (re-running resumes); writes results.json.
 """
 
-import dataclasses
 import os
 import sys
 import time
