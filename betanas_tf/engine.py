@@ -70,7 +70,7 @@ class SearchEngine:
 
   Args:
     space, policy, config: what to search and how.
-    costs: the Phase-2 cost table (cost.macs_cost_table or latency.latency_cost_table).
+    costs: the Phase-2 cost table (cost.macs_cost_table or latency_table.latency_cost_table).
     strategy: a tf.distribute strategy (default: the current one).
     input_mean, input_std: the dataset's per-channel pixel normalisation, applied
       on the device (batches arrive as uint8).

@@ -131,7 +131,7 @@ def export(arch: arch_lib.Architecture, out_dir: str, config: ExportConfig = Exp
   and report.json / report.md to `out_dir` and returns the report. An Android failure is
   recorded in the report's "android_error" (host results are still written)."""
   import numpy as np  # pylint: disable=import-outside-toplevel
-  from betanas_tf import builder, cost, latency, tflite  # pylint: disable=import-outside-toplevel
+  from betanas_tf import builder, cost, latency_table, tflite  # pylint: disable=import-outside-toplevel
   c = config
   name = name or arch.name or "model"
   if "int8_qat" in c.quantize and not (weights or "").endswith(".keras"):
@@ -151,7 +151,7 @@ def export(arch: arch_lib.Architecture, out_dir: str, config: ExportConfig = Exp
             "params": total.params, "weights": weights, "latency_only": weights is None,
             "dataset": c.data.name, "threads": c.threads, "formats": {}}
   report.update(_labels_and_input(arch, c, weights, out_dir))
-  table = latency.LatencyTable.load(c.latency_table) if c.latency_table else None
+  table = latency_table.LatencyTable.load(c.latency_table) if c.latency_table else None
   if table is not None:
     report["predicted_latency_ms"] = table.predict(arch)
     report["latency_table_target"] = table.target

@@ -71,14 +71,14 @@ def require_tensorboard():
 
 def _space_and_costs(config: TuneConfig, num_classes: int):
   from betanas_tf import cost as cost_lib  # pylint: disable=import-outside-toplevel
-  from betanas_tf import latency  # pylint: disable=import-outside-toplevel
+  from betanas_tf import latency_table  # pylint: disable=import-outside-toplevel
   from betanas_tf import spaces  # pylint: disable=import-outside-toplevel
   space = dataclasses.replace(spaces.get_space(config.space, config.input_size),
                               num_classes=num_classes)
   if config.cost == "latency":
     if not config.latency_table:
       raise ValueError("--cost=latency needs --latency_table")
-    costs = latency.latency_cost_table(space, config.latency_table, config.cost_target)
+    costs = latency_table.latency_cost_table(space, config.latency_table, config.cost_target)
   elif config.cost == "macs":
     costs = cost_lib.macs_cost_table(space, config.cost_target)
   else:

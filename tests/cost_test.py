@@ -101,13 +101,13 @@ def test_macs_cost_table_is_the_cost_model_padded(se_ratio):
 
 
 def test_latency_cost_table_predicts_like_the_lookup_table():
-  from betanas_tf import latency  # pylint: disable=import-outside-toplevel
+  from betanas_tf import latency_table  # pylint: disable=import-outside-toplevel
   path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
                       "pixel1_latency.json")
   space = spaces.get_space("proxyless_mobile")
   table = cost.CostTable  # the type latency_cost_table returns
-  lut = latency.LatencyTable.load(path)
-  costs = latency.latency_cost_table(space, path, 80.0)
+  lut = latency_table.LatencyTable.load(path)
+  costs = latency_table.latency_cost_table(space, path, 80.0)
   assert isinstance(costs, table) and costs.unit == "ms" and costs.target == 80.0
   rng = np.random.default_rng(6)
   for _ in range(10):
@@ -115,19 +115,19 @@ def test_latency_cost_table_predicts_like_the_lookup_table():
     assert costs.of_choices(choices) == pytest.approx(lut.predict(space.arch_from_choices(choices)),
                                                       rel=1e-9)
   with pytest.raises(ValueError, match=r"lacks \d+ key\(s\) of cifar_mobile"):
-    latency.latency_cost_table(spaces.get_space("cifar_mobile"), path)
+    latency_table.latency_cost_table(spaces.get_space("cifar_mobile"), path)
 
 
 def test_latency_cost_table_applies_the_in_network_correction(tmp_path):
-  from betanas_tf import latency  # pylint: disable=import-outside-toplevel
+  from betanas_tf import latency_table  # pylint: disable=import-outside-toplevel
   path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
                       "pixel1_latency.json")
-  lut = latency.LatencyTable.load(path)
+  lut = latency_table.LatencyTable.load(path)
   lut.correction = {"factor": 1.05, "deep_factor": 1.1, "per_layer_ms": 0.3}
   corrected_path = str(tmp_path / "corrected.json")
   lut.save(corrected_path)
   space = spaces.get_space("proxyless_mobile")
-  costs = latency.latency_cost_table(space, corrected_path)
+  costs = latency_table.latency_cost_table(space, corrected_path)
   rng = np.random.default_rng(2)
   for _ in range(5):
     arch = space.arch_from_choices(space.sample(rng))

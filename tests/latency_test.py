@@ -11,6 +11,8 @@ import yaml
 
 from betanas_tf import builder
 from betanas_tf import latency
+from betanas_tf import latency_table
+from betanas_tf import latency_timers
 from betanas_tf import references
 from betanas_tf import spaces
 from betanas_tf import timing
@@ -22,20 +24,20 @@ PIXEL1_JSON = os.path.join(ROOT, "configs", "pixel1_latency.json")
 
 @pytest.fixture(scope="module")
 def pixel1():
-  return latency.import_proxyless_yaml(PIXEL1_YAML)
+  return latency_table.import_proxyless_yaml(PIXEL1_YAML)
 
 
 def test_pixel1_table_covers_every_choice_of_proxyless_mobile(pixel1):
   assert len(pixel1.entries) == 72
   space = spaces.get_space("proxyless_mobile")
-  keys = latency.space_keys(space)
+  keys = latency_table.space_keys(space)
   assert len(keys) == 70 and pixel1.missing(keys) == []
   raw = yaml.safe_load(open(PIXEL1_YAML))
   stem = "Conv-input:224x224x3-output:112x112x32"
   assert pixel1.entries[stem]["mean"] == raw[stem]["mean"] and pixel1.entries[stem]["count"] == 982
   assert pixel1.entries[stem]["std"] == pytest.approx(np.sqrt(raw[stem]["var"]))
   # The bundled JSON is this very table converted.
-  assert latency.LatencyTable.load(PIXEL1_JSON).entries == pixel1.entries
+  assert latency_table.LatencyTable.load(PIXEL1_JSON).entries == pixel1.entries
 
 
 def test_identity_costs_nothing_and_all_k3e3_sum(pixel1):
@@ -56,7 +58,7 @@ def test_identity_costs_nothing_and_all_k3e3_sum(pixel1):
   choices = list(space.choices_from_arch(k3e3))
   with_id = list(choices)
   with_id[1] = space.choice_blocks[1].index_of("id")
-  dropped_key = latency.block_key(k3e3, k3e3.blocks[2], k3e3.block_shapes()[2])
+  dropped_key = latency_table.block_key(k3e3, k3e3.blocks[2], k3e3.block_shapes()[2])
   assert pixel1.predict(space.arch_from_choices(with_id)) == pytest.approx(
       pixel1.predict(k3e3) - raw[dropped_key]["mean"])
   assert pixel1.predict(references.get_reference("proxyless_k3e6")) == pytest.approx(136.466, abs=1e-3)
@@ -64,7 +66,7 @@ def test_identity_costs_nothing_and_all_k3e3_sum(pixel1):
 
 
 def test_missing_keys_are_listed(pixel1):
-  with pytest.raises(latency.MissingEntriesError) as error:
+  with pytest.raises(latency_table.MissingEntriesError) as error:
     pixel1.predict(references.mobilenet_v2())
   message = str(error.value)
   assert message.startswith("latency table lacks 8 key(s): ")  # 12 blocks, 8 distinct shapes
@@ -75,24 +77,24 @@ def test_bad_table_files(tmp_path):
   path = tmp_path / "t.json"
   path.write_text(json.dumps({"format": "other"}))
   with pytest.raises(ValueError, match=r"t\.json: not a latency table"):
-    latency.LatencyTable.load(str(path))
-  path.write_text(json.dumps({"format": latency.FORMAT, "version": 1, "unit": "ms",
+    latency_table.LatencyTable.load(str(path))
+  path.write_text(json.dumps({"format": latency_table.FORMAT, "version": 1, "unit": "ms",
                               "entries": {"k": {"std": 1}}}))
   with pytest.raises(ValueError, match=r"entry 'k' has no numeric 'mean'"):
-    latency.LatencyTable.load(str(path))
+    latency_table.LatencyTable.load(str(path))
 
 
 @pytest.mark.slow
 def test_build_on_host_is_complete_resumable_calibrated_and_validated(tmp_path):
   space = spaces.get_space("micro")
-  timer = latency.HostTimer(threads=1, plan=timing.TimingPlan(invocations=3, warmup=1,
+  timer = latency_timers.HostTimer(threads=1, plan=timing.TimingPlan(invocations=3, warmup=1,
                                                               min_rounds=3, max_rounds=4))
   calls = []
   original = timer.time_models
   timer.time_models = lambda models: calls.append(sorted(models)) or original(models)
   out = str(tmp_path / "micro.json")
   table = latency.build_table(space, timer, out, progress=False, chunk=5)
-  keys = latency.space_keys(space)
+  keys = latency_table.space_keys(space)
   assert len(keys) == 1 + 3 * 3 + 2 and sorted(table.entries) == sorted(keys)  # stem, 9 MBConvs, head
   # The empty model, then chunks timed interleaved, each with the three anchor networks.
   anchor_keys = [k for k in calls[1] if k.startswith("__anchor")]
@@ -122,7 +124,7 @@ def test_build_on_host_is_complete_resumable_calibrated_and_validated(tmp_path):
   assert sorted(calibrated.correction) == ["deep_factor", "factor", "per_layer_ms"]
   # micro at 16 px has no layer at 2 px or less: the deep factor keeps its prior.
   assert calibrated.correction["deep_factor"] == pytest.approx(1.0, abs=1e-12)
-  reloaded = latency.LatencyTable.load(out)
+  reloaded = latency_table.LatencyTable.load(out)
   assert reloaded.correction == calibrated.correction and reloaded.target["calibration_networks"] == 4
   fitted = reloaded.correction
   assert reloaded.predict(arch) == pytest.approx(  # micro [1, 2, 3]: stem, 2 MBConvs, 2 head layers
@@ -143,18 +145,18 @@ def test_build_on_host_is_complete_resumable_calibrated_and_validated(tmp_path):
 def test_gpu_target_without_a_gpu_is_one_clear_error():
   with pytest.raises(ValueError, match=r"no GPU visible to TensorFlow .*--target=tf_cpu times the "
                      "same path on the CPU"):
-    latency.TensorFlowTimer("/GPU:0")
+    latency_timers.TensorFlowTimer("/GPU:0")
 
 
 @pytest.mark.slow
 def test_tensorflow_target_builds_and_validates_through_the_gpu_code_path(tmp_path):
   """--target=gpu's code path (TensorFlow graphs at a batch size), run on the CPU here."""
   space = spaces.get_space("micro")
-  timer = latency.TensorFlowTimer("/CPU:0", batch_size=4, plan=timing.TimingPlan(
+  timer = latency_timers.TensorFlowTimer("/CPU:0", batch_size=4, plan=timing.TimingPlan(
       invocations=3, warmup=1, min_rounds=3, max_rounds=3))
   out = str(tmp_path / "tf_cpu.json")
   table = latency.build_table(space, timer, out, progress=False, calibrate=3)
-  assert sorted(table.entries) == sorted(latency.space_keys(space))
+  assert sorted(table.entries) == sorted(latency_table.space_keys(space))
   target = json.load(open(out))["target"]
   assert (target["kind"], target["device"], target["batch_size"]) == ("tensorflow", "/CPU:0", 4)
   assert all(e["median"] >= 0 and e["rounds"] == 3 for e in table.entries.values())
@@ -270,18 +272,18 @@ def test_fitted_correction_recovers_a_known_bias(pixel1):
   space = spaces.get_space("proxyless_mobile")
   def measure(arch):
     early, deep = pixel1.group_sums(arch)
-    return 1.03 * early + 1.09 * deep + 0.4 * len(latency.layer_keys(arch))
+    return 1.03 * early + 1.09 * deep + 0.4 * len(latency_table.layer_keys(arch))
   rng = np.random.default_rng(0)
   calibration = [space.arch_from_choices(space.sample(rng)) for _ in range(30)]
   def fit(archs, ridge):
     early, deep = zip(*[pixel1.group_sums(a) for a in archs])
-    return latency.fit_correction(early, deep, [len(latency.layer_keys(a)) for a in archs],
+    return latency_table.fit_correction(early, deep, [len(latency_table.layer_keys(a)) for a in archs],
                                   [measure(a) for a in archs], ridge=ridge)
   fitted = fit(calibration, 1e-9)
   assert fitted["factor"] == pytest.approx(1.03, rel=1e-5)
   assert fitted["deep_factor"] == pytest.approx(1.09, rel=1e-5)
   assert fitted["per_layer_ms"] == pytest.approx(0.4, rel=1e-4)
-  corrected = latency.LatencyTable(pixel1.entries, pixel1.target, correction=fitted)
+  corrected = latency_table.LatencyTable(pixel1.entries, pixel1.target, correction=fitted)
   held_out = [space.arch_from_choices(space.sample(rng)) for _ in range(20)]
   for arch in held_out:
     assert corrected.predict(arch) == pytest.approx(measure(arch), rel=1e-6)
@@ -295,7 +297,7 @@ def test_fitted_correction_recovers_a_known_bias(pixel1):
 
 def test_deep_layers_are_those_at_an_eighth_of_the_input_resolution_or_less(pixel1):
   arch = spaces.get_space("proxyless_mobile").skeleton()
-  deep = {k.split("-")[1]: latency.is_deep(k, 224) for k in latency.layer_keys(arch)}
+  deep = {k.split("-")[1]: latency_table.is_deep(k, 224) for k in latency_table.layer_keys(arch)}
   assert deep == {"input:224x224x3": False, "input:112x112x32": False, "input:112x112x16": False,
                   "input:56x56x24": False, "input:28x28x40": True, "input:14x14x80": True,
                   "input:14x14x96": True, "input:7x7x192": True, "input:7x7x320": True,
@@ -303,10 +305,10 @@ def test_deep_layers_are_those_at_an_eighth_of_the_input_resolution_or_less(pixe
   early, deep_sum = pixel1.group_sums(arch)
   assert early + deep_sum == pytest.approx(pixel1.layer_sum(arch)) and min(early, deep_sum) > 0
   # The previous build's correction has one factor for every layer: it still predicts.
-  older = latency.LatencyTable(pixel1.entries, pixel1.target,
+  older = latency_table.LatencyTable(pixel1.entries, pixel1.target,
                                correction={"factor": 1.05, "per_layer_ms": 0.3})
   assert older.predict(arch) == pytest.approx(
-      1.05 * pixel1.layer_sum(arch) + 0.3 * len(latency.layer_keys(arch)))
+      1.05 * pixel1.layer_sum(arch) + 0.3 * len(latency_table.layer_keys(arch)))
 
 
 def test_a_per_stage_correction_of_an_older_build_is_one_clear_error(tmp_path, pixel1):
@@ -316,7 +318,7 @@ def test_a_per_stage_correction_of_an_older_build_is_one_clear_error(tmp_path, p
   path.write_text(json.dumps(data))
   with pytest.raises(ValueError, match=r"old.json: the table's correction is not \{factor, "
                      r"deep_factor, per_layer_ms\} .*rerun `latency build` with --calibrate"):
-    latency.LatencyTable.load(str(path))
+    latency_table.LatencyTable.load(str(path))
 
 
 def test_cli_import_and_predict(tmp_path, pixel1):

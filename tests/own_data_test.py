@@ -11,7 +11,7 @@ import pytest
 
 from betanas_tf import cost
 from betanas_tf import data
-from betanas_tf import latency
+from betanas_tf import latency_table
 from betanas_tf import spaces
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -155,9 +155,9 @@ def test_latency_table_of_another_resolution_is_refused():
   scaled = spaces.get_space("proxyless_mobile", input_size=160, width_multiplier=0.75)
   table = os.path.join(ROOT, "configs", "pixel1_latency.json")
   with pytest.raises(ValueError) as error:
-    latency.latency_cost_table(scaled, table)
+    latency_table.latency_cost_table(scaled, table)
   message = str(error.value)
-  missing = len(latency.space_keys(scaled))
+  missing = len(latency_table.space_keys(scaled))
   assert (f"lacks {missing} key(s) of proxyless_mobile at 160 px, width x0.75, 1000 classes: "
           "Conv-input:160x160x3-output:80x80x24") in message
   assert message.endswith("python -m betanas_tf.latency build --space=proxyless_mobile --input_size=160 "

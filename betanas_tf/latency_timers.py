@@ -1,0 +1,179 @@
+"""What times a latency table's models: LiteRT on this host, a phone, or TensorFlow on a device.
+
+Every timer offers `time_models({key: Keras model}) -> {key: timing entry}` (one call: the
+models timed together, interleaved where the target allows), `time_model(model)` and
+`describe()` (the table's ``target``). `layer_models` makes the one-layer models of an
+Architecture at their exact input shapes, keyed by `latency_table` keys.
+"""
+
+import dataclasses
+import os
+import platform
+from typing import Dict, Optional
+
+from betanas_tf import arch as arch_lib
+from betanas_tf import latency_table
+from betanas_tf import primitives
+from betanas_tf import timing
+
+# Models whose key starts with this (the anchor networks, `latency`) are the same in every
+# call of a build: a HostTimer converts them once.
+REUSED_PREFIX = "__anchor"
+
+
+def host_description(threads: int) -> Dict:
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo") as handle:
+      for line in handle:
+        if line.startswith("model name"):
+          cpu = line.split(":", 1)[1].strip()
+          break
+  except OSError:
+    pass
+  try:
+    from importlib import metadata  # pylint: disable=import-outside-toplevel
+    litert = metadata.version("ai-edge-litert")
+  except Exception:  # pylint: disable=broad-except
+    litert = "unknown"
+  return {"kind": "host", "cpu": cpu, "threads": threads, "tensorflow": tf.__version__,
+          "ai_edge_litert": litert, "python": platform.python_version()}
+
+
+def layer_models(arch: arch_lib.Architecture, keys_wanted=None) -> Dict[str, object]:
+  """{key: zero-argument function building a one-layer Keras model at its exact input shape}."""
+  import keras  # pylint: disable=import-outside-toplevel
+
+  def single(input_shape, apply):
+    def make():
+      inputs = keras.Input(input_shape)
+      return keras.Model(inputs, apply(inputs))
+    return make
+
+  layers = keras.layers
+  makers = {latency_table.stem_key(arch): single(
+      (arch.input_size, arch.input_size, arch.input_channels),
+      lambda x: primitives.apply_conv_bn_act(primitives.conv_bn_act(
+          layers, "stem_conv", arch.stem.filters, arch.stem.kernel, arch.stem.stride, arch.activation), x))}
+  for position, (block, shape) in enumerate(zip(arch.blocks, arch.block_shapes())):
+    key = latency_table.block_key(arch, block, shape)
+    if key is None:
+      continue
+    makers[key] = single(
+        (shape.in_size, shape.in_size, shape.in_channels),
+        lambda x, b=block, s=shape, p=position: b.op_type.apply(b.op_type.make_parts(
+            layers, arch_lib.block_name(p, b), s.in_channels, b, arch.activation, arch.se_ratio), x))
+  conv_key, logits_key = latency_table.head_keys(arch)
+  final = arch.final_size
+  makers[conv_key] = single((final, final, arch.final_channels), lambda x: primitives.apply_conv_bn_act(
+      primitives.conv_bn_act(layers, "head_conv", arch.head.filters, 1, 1, arch.activation), x))
+  makers[logits_key] = single((final, final, arch.head.filters), lambda x: layers.Dense(
+      arch.num_classes, name="classifier")(layers.GlobalAveragePooling2D(name="pool")(x)))
+  return makers
+
+
+def empty_model():
+  import keras  # pylint: disable=import-outside-toplevel
+  inputs = keras.Input((1, 1, 8))
+  return keras.Model(inputs, keras.layers.Reshape((8,))(inputs))
+
+
+class HostTimer:
+  """Times fp32 TFLite models with the LiteRT interpreter on this machine, interleaved
+  (`timing.interleaved`): every model of one call is sampled in every round."""
+
+  def __init__(self, threads: int = 1, plan: Optional[timing.TimingPlan] = None):
+    self.threads, self.plan = threads, plan or timing.TimingPlan()
+    self._anchors: Dict[str, bytes] = {}  # converted once: the same networks in every call
+
+  def _convert(self, key: str, model) -> bytes:
+    from betanas_tf import tflite  # pylint: disable=import-outside-toplevel
+    if not key.startswith(REUSED_PREFIX):
+      return tflite.convert(model)
+    if key not in self._anchors:
+      self._anchors[key] = tflite.convert(model)
+    return self._anchors[key]
+
+  def time_models(self, models: Dict[str, object]) -> Dict[str, Dict[str, float]]:
+    from betanas_tf import tflite  # pylint: disable=import-outside-toplevel
+    converted = {key: self._convert(key, model) for key, model in models.items()}
+    with timing.pinned(self.threads):
+      runners = {key: tflite.ready_interpreter(flat, self.threads).invoke
+                 for key, flat in converted.items()}
+      return timing.interleaved(runners, self.plan)
+
+  def time_model(self, model) -> Dict[str, float]:
+    return self.time_models({"model": model})["model"]
+
+  def describe(self) -> Dict:
+    with timing.pinned(self.threads) as cpus:
+      return dict(host_description(self.threads), timing=dataclasses.asdict(self.plan),
+                  pinned_cpus=cpus)
+
+
+class AndroidTimer:
+  """Times fp32 TFLite models on a phone with benchmark_model (average over runs; the
+  phone's binary does its own warm-up and repetitions, one model after another)."""
+
+  def __init__(self, bench, threads: int = 1, warmup: int = 10, runs: int = 50, workdir: str = "."):
+    self.bench, self.threads, self.warmup, self.runs, self.workdir = bench, threads, warmup, runs, workdir
+
+  def time_model(self, model) -> Dict[str, float]:
+    import tempfile  # pylint: disable=import-outside-toplevel
+    from betanas_tf import tflite  # pylint: disable=import-outside-toplevel
+    with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:
+      path = os.path.join(tmp, "layer.tflite")
+      with open(path, "wb") as handle:
+        handle.write(tflite.convert(model))
+      avg = self.bench.measure(path, self.threads, self.warmup, self.runs)
+    return {"mean": avg, "median": avg, "std": 0.0, "count": self.runs}
+
+  def time_models(self, models: Dict[str, object]) -> Dict[str, Dict[str, float]]:
+    return {key: self.time_model(model) for key, model in models.items()}
+
+  def describe(self) -> Dict:
+    return {"kind": "android", "serial": self.bench.serial, "threads": self.threads,
+            "binary": self.bench.binary}
+
+
+class TensorFlowTimer:
+  """Times Keras models as TensorFlow graphs on a device at a stated batch size: the GPU
+  latency the paper's BetaNet-B is searched under (`--target=gpu`), or the same code path
+  on the CPU (`--target=tf_cpu`). Each call runs the model and reduces its output to one
+  number on the device, so reading that number waits for the device without copying the
+  output; the empty model's time (the overhead) is subtracted like on the host."""
+
+  def __init__(self, device: str = "/GPU:0", batch_size: int = 8,
+               plan: Optional[timing.TimingPlan] = None):
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    kind = device.strip("/").split(":")[0].upper()
+    if not tf.config.list_physical_devices(kind):
+      raise ValueError(f"no {kind} visible to TensorFlow (tf.config.list_physical_devices("
+                       f"{kind!r}) is empty); --target=tf_cpu times the same path on the CPU")
+    self.device, self.batch_size, self.plan = device, batch_size, plan or timing.TimingPlan()
+
+  def _runner(self, model):
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    with tf.device(self.device):
+      inputs = tf.zeros((self.batch_size,) + tuple(model.input_shape[1:]))
+      forward = tf.function(lambda x: tf.reduce_sum(model(x, training=False)))
+      forward(inputs).numpy()  # trace and place once
+    return lambda: forward(inputs).numpy()
+
+  def time_models(self, models: Dict[str, object]) -> Dict[str, Dict[str, float]]:
+    return timing.interleaved({key: self._runner(m) for key, m in models.items()}, self.plan)
+
+  def time_model(self, model) -> Dict[str, float]:
+    return self.time_models({"model": model})["model"]
+
+  def describe(self) -> Dict:
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    details = {}
+    for device in tf.config.list_physical_devices(self.device.strip("/").split(":")[0].upper()):
+      details = tf.config.experimental.get_device_details(device) or {}
+      break
+    name = details.get("device_name") or host_description(1)["cpu"]
+    return {"kind": "tensorflow", "device": self.device, "device_name": name,
+            "batch_size": self.batch_size, "tensorflow": tf.__version__,
+            "timing": dataclasses.asdict(self.plan)}
