@@ -21,9 +21,13 @@ anchors' reference / call ratios. A whole network timed in another call (calibra
 validation) is compared at the reference speed through the *drift curve* of that call:
 the anchors' now / reference ratios interpolated over the logarithm of the network's
 layer sum (`LatencyTable.drift`). `validate` reports the error against what it measured,
-and also with the prediction moved along that drift curve (the table at the machine's
-speed during validation), which separates what the table gets wrong from what the
-machine did meanwhile.
+and also with the prediction moved along a drift curve (the table at the machine's speed
+during validation), which separates what the table gets wrong from what the machine did
+meanwhile. Three anchors place that curve only to 1-2 % (one noisy sample each), so the
+table keeps its calibration networks and `validate` re-times `--drift_networks` of them
+(spread over their range) with the validation networks: the curve is then the
+least-squares line of their now / at-build ratios over log(layer sum)
+(`LatencyTable.calibration_drift`), on the very scale the correction was fitted to.
 """
 
 import json
@@ -126,12 +130,15 @@ def build_table(space, timer, out_path: str, progress: bool = True, calibrate: i
     timed, anchor_ms = _time_with_anchors(
         timer, space, {str(i): builder.build_model(a) for i, a in enumerate(archs)}, table.overhead_ms)
     drift = table.drift(space, anchor_ms)
-    measured = [(timed[str(i)]["median"] - table.overhead_ms) / drift(a) for i, a in enumerate(archs)]
+    call_ms = [timed[str(i)]["median"] - table.overhead_ms for i in range(len(archs))]
+    measured = [ms / drift(a) for ms, a in zip(call_ms, archs)]
     early, deep = zip(*[table.group_sums(a) for a in archs])
     counts = [len(latency_table.layer_keys(a)) for a in archs]
     table.correction = latency_table.fit_correction(early, deep, counts, measured)
     table.target["calibration_networks"] = calibrate
     table.target["calibration_anchor_ms"] = anchor_ms
+    table.calibration = {"choices": [[int(c) for c in space.choices_from_arch(a)] for a in archs],
+                         "ms": measured, "call_ms": call_ms}
   table.save(out_path)
   return table
 
@@ -146,22 +153,36 @@ def _error_stats(signed: np.ndarray, prefix: str = "") -> Dict[str, float]:
           f"{prefix}within_5_pct": float(np.mean(errors <= 5.0))}
 
 
+DRIFT_NETWORKS = 10  # calibration networks `validate` re-times to measure the drift
+
+
 def validate(table: latency_table.LatencyTable, space, n: int, timer, seed: int = 0,
-             plot: Optional[str] = None) -> Dict:
+             plot: Optional[str] = None, drift_networks: int = DRIFT_NETWORKS) -> Dict:
   """Predicted vs measured whole-network latency for n random architectures of `space`
-  (timed interleaved, with the anchor), with the error distribution; `plot` writes the
-  scatter (PNG).
+  (timed interleaved, with the anchors and `drift_networks` of the table's calibration
+  networks), with the error distribution; `plot` writes the scatter (PNG).
 
   The ``*_error_pct`` figures compare the table's prediction with what was measured now.
-  When the table has anchors, ``speed_ratios`` are the anchors' times now / at build and the
-  ``rescaled_*`` figures compare the prediction moved along this call's drift curve
-  (`LatencyTable.drift`): the table's error at the machine's speed during validation."""
+  ``speed_ratios`` are the anchors' times now / at build. The ``rescaled_*`` figures compare
+  the prediction moved along this call's drift curve: the table's error at the machine's
+  speed during validation. The curve comes from the re-timed calibration networks
+  (`LatencyTable.calibration_drift`; ``drift_source`` "calibration") when the table keeps
+  them and `drift_networks` > 0, else from the anchors (`LatencyTable.drift`)."""
   from betanas_tf import builder  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(seed)
   archs = [space.arch_from_choices(space.sample(rng)) for _ in range(n)]
-  timed, anchor_ms = _time_with_anchors(
-      timer, space, {str(i): builder.build_model(a) for i, a in enumerate(archs)}, table.overhead_ms)
-  drift = table.drift(space, anchor_ms) if table.anchor else None
+  models = {str(i): builder.build_model(a) for i, a in enumerate(archs)}
+  picks = table.drift_networks(drift_networks) if table.calibration and drift_networks else []
+  for i in picks:
+    models[f"calibration{i}"] = builder.build_model(
+        space.arch_from_choices(table.calibration["choices"][i]))
+  timed, anchor_ms = _time_with_anchors(timer, space, models, table.overhead_ms)
+  drift, source = None, None
+  if picks:
+    now = [timed.pop(f"calibration{i}")["median"] - table.overhead_ms for i in picks]
+    drift, source = table.calibration_drift(space, picks, now), "calibration"
+  elif table.anchor:
+    drift, source = table.drift(space, anchor_ms), "anchors"
   rows = []
   for i, arch in enumerate(archs):
     predicted = table.predict(arch)
@@ -180,28 +201,38 @@ def validate(table: latency_table.LatencyTable, space, n: int, timer, seed: int 
   ratios = ([now / ref for now, ref in zip(anchor_ms, table.anchor["ms"])] if table.anchor
             else None)
   report = {"n": n, "seed": seed, "rows": rows, "target": table.target, "anchor_ms": anchor_ms,
-            "speed_ratios": ratios}
+            "speed_ratios": ratios, "drift_source": source, "drift_networks": len(picks)}
   report.update(_error_stats(np.array([r["error_pct"] for r in rows])))
-  if ratios is not None:
+  if drift is not None:
     report.update(_error_stats(np.array([r["rescaled_error_pct"] for r in rows]), "rescaled_"))
   if plot:
     from betanas_tf import figures  # pylint: disable=import-outside-toplevel
     title = (f"{space.name}: n={n}, mean |error| {report['mean_abs_error_pct']:.2f} %, max "
              f"{report['max_abs_error_pct']:.2f} %")
-    if ratios is not None:
-      title += (f"\nat the machine's speed now (anchors x{min(ratios):.3f}-{max(ratios):.3f}): "
+    if drift is not None:
+      title += (f"\nat the machine's speed now ({_drift_words(report)}): "
                 f"{report['rescaled_mean_abs_error_pct']:.2f} %, max "
                 f"{report['rescaled_max_abs_error_pct']:.2f} %")
     figures.plot_latency_validation(rows, plot, title)
   return report
 
 
+def _drift_words(report: Dict) -> str:
+  """Where the drift curve came from, for the plot and the console."""
+  drifts = [r["drift"] for r in report["rows"]]
+  span = f"x{min(drifts):.3f}-{max(drifts):.3f}"
+  if report["drift_source"] == "calibration":
+    return f"{report['drift_networks']} calibration networks re-timed, {span}"
+  return f"anchors {span}"
+
+
 def validation_summary(report: Dict) -> Dict:
   """What a table keeps of its last validation (and the search's summary shows)."""
   keys = ["n", "seed", "mean_abs_error_pct", "median_abs_error_pct", "p90_abs_error_pct",
           "max_abs_error_pct", "mean_error_pct", "speed_ratios"]
-  if report.get("speed_ratios") is not None:
-    keys += ["rescaled_mean_abs_error_pct", "rescaled_max_abs_error_pct"]
+  if report.get("drift_source") is not None:
+    keys += ["drift_source", "drift_networks", "rescaled_mean_abs_error_pct",
+             "rescaled_max_abs_error_pct"]
   return {k: report[k] for k in keys}
 
 
@@ -239,6 +270,9 @@ def _define_flags():
   flags.DEFINE_integer("max_rounds", 40, "Host: interleaved rounds at most.", lower_bound=3)
   flags.DEFINE_float("rel_ci", 0.01, "Host: stop when every median's 95 % CI is within this "
                      "fraction of it.", lower_bound=0.0)
+  flags.DEFINE_integer("drift_networks", DRIFT_NETWORKS, "validate: calibration networks of the "
+                       "table re-timed with the validation networks to measure the machine's "
+                       "drift since the build (0: the three anchors).", lower_bound=0)
   flags.DEFINE_string("plot", None, "validate: the predicted-vs-measured scatter (PNG; default "
                       "<lut>_validation.png).")
   flags.DEFINE_bool("record", True, "validate: store the error summary in the table (the "
@@ -299,7 +333,8 @@ def main(argv):
         raise ValueError("validate needs --lut")
       table = latency_table.LatencyTable.load(flags_.lut)
       plot = flags_.plot or os.path.splitext(flags_.lut)[0] + "_validation.png"
-      report = validate(table, space, flags_.n, _timer(flags_), flags_.seed, plot)
+      report = validate(table, space, flags_.n, _timer(flags_), flags_.seed, plot,
+                        flags_.drift_networks)
       for row in report["rows"]:
         print(f"{row['arch']}  predicted {row['predicted_ms']:8.3f} ms  measured "
               f"{row['measured_ms']:8.3f} ms  error {row['error_pct']:+6.2f} %")
@@ -307,10 +342,10 @@ def main(argv):
             f"{report['mean_abs_error_pct']:.2f} %, median {report['median_abs_error_pct']:.2f} %, "
             f"p90 {report['p90_abs_error_pct']:.2f} %, max {report['max_abs_error_pct']:.2f} %, "
             f"mean signed {report['mean_error_pct']:+.2f} %; scatter in {plot}")
-      if report["speed_ratios"] is not None:
-        print("anchor networks' time now / at build: "
-              + ", ".join(f"x{r:.3f}" for r in report["speed_ratios"]) + "; "
-              f"along that drift: mean abs error {report['rescaled_mean_abs_error_pct']:.2f} %, "
+      if report["drift_source"] is not None:
+        anchors = ", ".join(f"x{r:.3f}" for r in report["speed_ratios"] or [])
+        print(f"anchor networks' time now / at build: {anchors or 'no anchors'}; along the "
+              f"drift curve ({_drift_words(report)}): mean abs error {report['rescaled_mean_abs_error_pct']:.2f} %, "
               f"median {report['rescaled_median_abs_error_pct']:.2f} %, p90 "
               f"{report['rescaled_p90_abs_error_pct']:.2f} %, max "
               f"{report['rescaled_max_abs_error_pct']:.2f} %, mean signed "

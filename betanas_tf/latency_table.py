@@ -10,6 +10,7 @@ Table format (JSON, sorted keys)::
                                  "anchor_ms": [ms, ms, ms]}, ...},
      "anchor": {"choices": [[...], [...], [...]], "ms": [ms, ms, ms]},  # drift reference
      "correction": {"factor": f, "deep_factor": g, "per_layer_ms": d},  # fitted (below)
+     "calibration": {"choices": [[...], ...], "ms": [...], "call_ms": [...]},  # fitted on
      "validation": {"n": 50, "mean_abs_error_pct": ..., "max_abs_error_pct": ..., ...}}
 
 Layer keys follow ProxylessNAS' naming, so its published tables import as they are:
@@ -146,7 +147,8 @@ class LatencyTable:
 
   def __init__(self, entries: Dict[str, Dict[str, float]], target: Dict, overhead_ms: float = 0.0,
                scale: Optional[float] = None, correction: Optional[Dict[str, float]] = None,
-               validation: Optional[Dict] = None, anchor: Optional[Dict] = None):
+               validation: Optional[Dict] = None, anchor: Optional[Dict] = None,
+               calibration: Optional[Dict] = None):
     self.entries, self.target, self.overhead_ms = dict(entries), dict(target), overhead_ms
     # {"arch": compact choices, "ms": reference time}: the network timed in every call.
     self.anchor = dict(anchor) if anchor else None
@@ -160,11 +162,15 @@ class LatencyTable:
                        "and rerun `latency build` with --calibrate to fit the current one (the "
                        "entries are kept)")
     self.validation = validation  # the last `validate` summary (errors on held-out networks)
+    # {"choices": [...], "ms": [...], "call_ms": [...]}: the networks the correction was
+    # fitted on, their times on the scale it was fitted to (the reference speed) and as
+    # timed; `validate` re-times some of them to measure the machine's drift.
+    self.calibration = dict(calibration) if calibration else None
 
   def to_dict(self) -> Dict:
     data = {"format": FORMAT, "version": VERSION, "unit": "ms", "target": self.target,
             "overhead_ms": self.overhead_ms, "entries": self.entries}
-    for field in ("scale", "correction", "validation", "anchor"):
+    for field in ("scale", "correction", "validation", "anchor", "calibration"):
       if getattr(self, field) is not None:
         data[field] = getattr(self, field)
     return data
@@ -193,7 +199,7 @@ class LatencyTable:
     try:
       return cls(data["entries"], data.get("target", {}), data.get("overhead_ms", 0.0),
                  data.get("scale"), data.get("correction"), data.get("validation"),
-                 data.get("anchor"))
+                 data.get("anchor"), data.get("calibration"))
     except ValueError as error:
       raise ValueError(f"{path}: {error}") from None
 
@@ -221,6 +227,27 @@ class LatencyTable:
     ratios = np.asarray(anchor_ms) / np.asarray(self.anchor["ms"])
     order = np.argsort(sizes)
     return lambda arch: float(np.interp(np.log(self.layer_sum(arch)), sizes[order], ratios[order]))
+
+  def drift_networks(self, count: int) -> List[int]:
+    """`count` calibration networks (indices) spread evenly over their range of times."""
+    order = np.argsort(self.calibration["ms"], kind="stable")
+    picks = np.unique(np.round(np.linspace(0, len(order) - 1, min(count, len(order)))).astype(int))
+    return sorted(int(order[p]) for p in picks)
+
+  def calibration_drift(self, space, picks: Sequence[int], now_ms: Sequence[float]):
+    """The drift curve of a call that re-timed calibration networks `picks` at `now_ms`: a
+    function of an Architecture giving (its time in that call) / (its time on the scale the
+    correction was fitted to), the least-squares line of the networks' ratios over
+    log(layer sum), held constant beyond them. Many networks, and the very ones the
+    correction was fitted on: the build's own errors in placing them at the reference speed
+    cancel, and one network's noise moves the line by a fraction of it (three anchors'
+    interpolation is off by 1-2 % per anchor, measured)."""
+    sizes = np.log([self.layer_sum(space.arch_from_choices(self.calibration["choices"][i]))
+                    for i in picks])
+    ratios = np.asarray(now_ms, np.float64) / np.asarray([self.calibration["ms"][i] for i in picks])
+    slope, intercept = np.polyfit(sizes, ratios, 1) if len(picks) > 1 else (0.0, ratios[0])
+    low, high = sizes.min(), sizes.max()
+    return lambda arch: float(intercept + slope * np.clip(np.log(self.layer_sum(arch)), low, high))
 
   def layer_sum(self, arch: arch_lib.Architecture) -> float:
     """The sum of the table entries of the network's layers (ms)."""

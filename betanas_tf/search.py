@@ -171,7 +171,7 @@ def main(argv):
                                f"{validation['max_abs_error_pct']:.2f} %"
                                + (f" ({validation['rescaled_mean_abs_error_pct']:.2f} % / "
                                   f"{validation['rescaled_max_abs_error_pct']:.2f} % at the "
-                                  "machine's speed then)" if validation.get("speed_ratios") else "")
+                                  "machine's speed then)" if "rescaled_mean_abs_error_pct" in validation else "")
                                if validation else
                                "never validated (python -m betanas_tf.latency validate)"))
   if summary["supernet_top1_arch_split"] is not None:

@@ -126,12 +126,21 @@ def test_build_on_host_is_complete_resumable_calibrated_and_validated(tmp_path):
   assert calibrated.correction["deep_factor"] == pytest.approx(1.0, abs=1e-12)
   reloaded = latency_table.LatencyTable.load(out)
   assert reloaded.correction == calibrated.correction and reloaded.target["calibration_networks"] == 4
+  # The calibration networks are kept: their choices, their times as timed and at the
+  # reference speed (what the correction was fitted on).
+  assert reloaded.calibration == calibrated.calibration and len(reloaded.calibration["ms"]) == 4
+  assert all(len(c) == 3 for c in reloaded.calibration["choices"])
+  assert all(0 < ms for ms in reloaded.calibration["call_ms"])
   fitted = reloaded.correction
   assert reloaded.predict(arch) == pytest.approx(  # micro [1, 2, 3]: stem, 2 MBConvs, 2 head layers
       fitted["factor"] * reloaded.layer_sum(arch) + 5 * fitted["per_layer_ms"])
   plot = str(tmp_path / "scatter.png")
+  calls.clear()
   report = latency.validate(reloaded, space, 3, timer, seed=1, plot=plot)
   assert report["n"] == 3 and len(report["rows"]) == 3 and os.path.getsize(plot) > 10_000
+  # One call: the three networks, the four calibration networks again and the anchors.
+  assert calls == [sorted(["0", "1", "2"] + [f"calibration{i}" for i in range(4)] + anchor_keys)]
+  assert (report["drift_source"], report["drift_networks"]) == ("calibration", 4)
   for row in report["rows"]:
     assert row["predicted_ms"] > 0 and row["measured_ms"] > 0
     assert row["error_pct"] == pytest.approx(100 * (row["predicted_ms"] - row["measured_ms"]) / row["measured_ms"])
@@ -217,6 +226,41 @@ def test_the_anchors_remove_machine_drift_from_entries_calibration_and_validatio
   assert report["speed_ratios"][0] == pytest.approx(1.25) and report["speed_ratios"][2] == pytest.approx(1.10)
   assert all(-20.0 < r["error_pct"] < -9.0 for r in report["rows"])   # 1/1.25 .. 1/1.10
   assert report["rescaled_max_abs_error_pct"] < 1e-6
+
+
+def test_retimed_calibration_networks_measure_the_drift_the_anchors_misjudge(tmp_path):
+  """Built on a steady machine; validated on one 20 % slower for every network, where the
+  anchors' own measurements are off (the cheapest read 6 % fast, the dearest 5 % slow, as
+  one noisy sample can be): moved along the anchors' curve the table looks several per cent
+  wrong, along the line through the re-timed calibration networks it is exact."""
+  space = spaces.get_space("micro")
+  timer = DriftingTimer([0.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+  table = latency.build_table(space, timer, str(tmp_path / "t.json"), progress=False, chunk=3,
+                              calibrate=8)
+  archs = [space.arch_from_choices(c) for c in table.calibration["choices"]]
+  assert table.calibration["ms"] == pytest.approx([_params(a) * 1e-5 for a in archs])
+  assert table.calibration["call_ms"] == pytest.approx(table.calibration["ms"])
+  picks = table.drift_networks(4)
+  ordered = np.argsort(table.calibration["ms"], kind="stable")
+  assert picks == sorted(int(ordered[p]) for p in (0, 2, 5, 7))   # evenly over their times
+
+  class NoisyAnchors(DriftingTimer):
+    def time_models(self, models):
+      timed = super().time_models(models)
+      anchors = sorted(k for k in timed if k.startswith("__anchor"))
+      for key, error in zip(anchors, (0.94, 1.0, 1.05)):
+        timed[key] = dict(timed[key], median=timed[key]["median"] * error)
+      return timed
+
+  noisy = NoisyAnchors([1.2])
+  by_anchors = latency.validate(table, space, 6, noisy, seed=1, drift_networks=0)
+  assert by_anchors["drift_source"] == "anchors" and by_anchors["drift_networks"] == 0
+  assert by_anchors["rescaled_max_abs_error_pct"] > 3.0
+  by_networks = latency.validate(table, space, 6, noisy, seed=1, drift_networks=4)
+  assert (by_networks["drift_source"], by_networks["drift_networks"]) == ("calibration", 4)
+  assert by_networks["rescaled_max_abs_error_pct"] < 1e-6
+  assert all(r["drift"] == pytest.approx(1.2) for r in by_networks["rows"])
+  assert by_networks["mean_abs_error_pct"] == pytest.approx(100 * (1 - 1 / 1.2))
 
 
 class FakeClock:

@@ -57,3 +57,34 @@ def test_cli_errors_exit_1_with_one_line(tmp_path):
   assert done.returncode == 1
   assert done.stderr.strip().splitlines()[-1] == "separation: error: --seeds must be integers, got 0,x"
   assert os.listdir(tmp_path) == []
+
+
+def test_disjoint_splits_count_every_unordered_pair_of_groups():
+  assert [len(separation.disjoint_splits(6, k)) for k in (1, 2, 3)] == [15, 45, 10]
+  assert separation.disjoint_splits(4, 2) == [((0, 1), (2, 3)), ((0, 2), (1, 3)), ((0, 3), (1, 2))]
+  assert separation.disjoint_splits(3, 2) == []
+
+
+def test_group_tau_is_scipys_tau_of_group_means_averaged_over_splits():
+  rng = np.random.default_rng(3)
+  truth = np.linspace(0.6, 0.8, 7)
+  per_seed = truth + rng.normal(0.0, 0.03, size=(4, 7))
+  single = separation.group_tau(per_seed, 1, bootstrap=0)
+  pairs = [stats.kendalltau(per_seed[a], per_seed[b])[0] for a in range(4) for b in range(a + 1, 4)]
+  assert single["splits"] == 6 and single["mean"] == pytest.approx(np.mean(pairs))
+  double = separation.group_tau(per_seed, 2, bootstrap=200)
+  by_hand = [stats.kendalltau(per_seed[list(a)].mean(0), per_seed[list(b)].mean(0))[0]
+             for a, b in (((0, 1), (2, 3)), ((0, 2), (1, 3)), ((0, 3), (1, 2)))]
+  assert double["taus"] == pytest.approx(by_hand) and double["mean"] == pytest.approx(np.mean(by_hand))
+  assert double["ci"][0] <= double["mean"] <= double["ci"][1] <= 1.0
+  with pytest.raises(ValueError, match="4 seeds hold no two disjoint groups of 3"):
+    separation.group_tau(per_seed, 3, bootstrap=0)
+
+
+def test_seeds_needed_is_the_fewest_trainings_reaching_the_goal():
+  def result(single, groups):
+    return {"seed_tau_top1": {"mean": single},
+            "group_tau_top1": [{"k": k, "mean": m} for k, m in groups]}
+  assert separation.seeds_needed(result(0.72, [])) == 1
+  assert separation.seeds_needed(result(0.55, [(2, 0.66), (3, 0.71)])) == 3
+  assert separation.seeds_needed(result(0.55, [(2, 0.66), (3, 0.69)])) is None

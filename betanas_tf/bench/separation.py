@@ -10,13 +10,20 @@ grid), standalone with the rank benchmark's ground-truth recipe, once per traini
 and reports the spread of eval top-1 and the seed-to-seed Kendall tau of eval top-1 and
 eval loss with a bootstrap interval over architectures. The rank benchmark's own criteria:
 tau >= 0.7 and >= 10 points of top-1 between the worst and the best architecture.
-Every trial is cached in --out_dir (re-running resumes); writes results.json.
+
+With four or more seeds it also measures how well a ground truth *averaged over k
+trainings* reproduces: the tau between the means of two disjoint groups of k seeds,
+averaged over every such split (`group_tau`), for every k up to half the seeds; the
+smallest k that reaches tau 0.7 is how many trainings per architecture the space's ground
+truth needs (`RankPlan.gt_seeds`). Every trial is cached in --out_dir (re-running
+resumes); writes results.json.
 """
 
+import itertools
 import os
 import sys
 import time
-from typing import Dict, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -35,9 +42,45 @@ def plan_for(space: str, archs: int, input_size: int = 16, epochs: int = 8,
                        gt_oracle="random" if archs else "grid")
 
 
+def disjoint_splits(seeds: int, k: int) -> List[Tuple[Tuple[int, ...], Tuple[int, ...]]]:
+  """Every unordered pair of disjoint groups of `k` seed indices out of `seeds`."""
+  splits = []
+  for first in itertools.combinations(range(seeds), k):
+    rest = [s for s in range(seeds) if s not in first]
+    splits += [(first, second) for second in itertools.combinations(rest, k) if first < second]
+  return splits
+
+
+def group_tau(per_seed: Sequence[Sequence[float]], k: int, bootstrap: int,
+              seed: int = 0) -> Dict:
+  """Kendall tau between the means over two disjoint groups of `k` seeds (rows of
+  `per_seed`, one column per architecture), averaged over every such split; with a 95 %
+  bootstrap interval that resamples architectures (the same resample for every split).
+  k = 1 is the plain seed-to-seed tau, averaged over every pair of seeds."""
+  from scipy import stats  # pylint: disable=import-outside-toplevel
+  scores = np.asarray(per_seed, np.float64)
+  splits = disjoint_splits(len(scores), k)
+  if not splits:
+    raise ValueError(f"{len(scores)} seeds hold no two disjoint groups of {k}")
+  means = [(scores[list(a)].mean(0), scores[list(b)].mean(0)) for a, b in splits]
+
+  def mean_tau(pick):
+    return float(np.mean([stats.kendalltau(a[pick], b[pick])[0] for a, b in means]))
+
+  taus = [float(stats.kendalltau(a, b)[0]) for a, b in means]
+  rng = np.random.default_rng(seed)
+  samples = [mean_tau(rng.integers(scores.shape[1], size=scores.shape[1]))
+             for _ in range(bootstrap)]
+  samples = [v for v in samples if not np.isnan(v)]
+  ci = ([float(np.percentile(samples, 2.5)), float(np.percentile(samples, 97.5))] if samples
+        else [float("nan"), float("nan")])
+  return {"k": k, "splits": len(splits), "taus": taus, "mean": float(np.mean(taus)), "ci": ci}
+
+
 def separation(out_dir: str, plan: rank.RankPlan, bootstrap: int = 1000, workers: int = 1) -> Dict:
   """Trains the plan's ground truth (cached; the seeds side by side in `workers` processes)
-  and returns its spread and seed-to-seed taus."""
+  and returns its spread, its seed-to-seed taus and, with four or more seeds, the taus of
+  ground truths averaged over k seeds (`group_tau`)."""
   if len(plan.gt_seeds) < 2:
     raise ValueError("a seed-to-seed tau needs at least two training seeds")
   start = time.time()
@@ -48,20 +91,28 @@ def separation(out_dir: str, plan: rank.RankPlan, bootstrap: int = 1000, workers
   result = {"space": plan.space, "input_size": plan.input_size, "dataset": plan.dataset,
             "epochs": plan.gt_epochs, "seeds": list(plan.gt_seeds), "archs": gt["archs"],
             "macs": gt["macs"], "top1": gt["top1"], "loss": gt["loss"],
-            "top1_range": [float(top1.min()), float(top1.max())],
-            "seconds": round(time.time() - start, 1)}
+            "top1_range": [float(top1.min()), float(top1.max())]}
   for metric in ("top1", "loss"):
-    per_seed = gt[metric]
-    # Every pair of seeds: tau of seed a against seed b, bootstrapped over architectures.
-    pairs = [(a, b) for a in range(len(per_seed)) for b in range(a + 1, len(per_seed))]
-    taus = [rank.correlations(per_seed[a], per_seed[b])["kendall_tau"] for a, b in pairs]
-    low, high = rank.bootstrap_tau([per_seed[0]], per_seed[1], bootstrap)
-    result[f"seed_tau_{metric}"] = {"pairs": taus, "mean": float(np.mean(taus)),
-                                    "ci_first_pair": [low, high]}
+    groups = [group_tau(gt[metric], k, bootstrap) for k in range(1, len(plan.gt_seeds) // 2 + 1)]
+    single = groups[0]
+    result[f"seed_tau_{metric}"] = {"pairs": single["taus"], "mean": single["mean"],
+                                    "ci": single["ci"]}
+    result[f"group_tau_{metric}"] = groups[1:]
   spread = result["top1_range"][1] - result["top1_range"][0]
   result["meets"] = {"seed_tau_top1": result["seed_tau_top1"]["mean"] >= TAU_GOAL,
                      "spread": spread >= SPREAD_GOAL}
+  result["seeds_needed"] = seeds_needed(result)
+  result["seconds"] = round(time.time() - start, 1)
   return result
+
+
+def seeds_needed(result: Dict) -> Optional[int]:
+  """The fewest trainings per architecture whose mean reproduces at tau (top-1) >= 0.7
+  (None: not within the seeds measured)."""
+  if result["seed_tau_top1"]["mean"] >= TAU_GOAL:
+    return 1
+  reached = [g["k"] for g in result["group_tau_top1"] if g["mean"] >= TAU_GOAL]
+  return min(reached) if reached else None
 
 
 def report(result: Dict) -> str:
@@ -73,9 +124,18 @@ def report(result: Dict) -> str:
            f"({100 * (high - low):.1f} points; goal >= {100 * SPREAD_GOAL:.0f})"]
   for metric in ("top1", "loss"):
     entry = result[f"seed_tau_{metric}"]
-    ci = entry["ci_first_pair"]
+    ci = entry["ci"]
     lines.append(f"seed-to-seed Kendall tau, eval {metric}: {entry['mean']:.3f} "
-                 f"[{ci[0]:.3f}, {ci[1]:.3f}]" + (f" (goal >= {TAU_GOAL})" if metric == "top1" else ""))
+                 f"[{ci[0]:.3f}, {ci[1]:.3f}] (mean over {len(entry['pairs'])} pair(s))"
+                 + (f" (goal >= {TAU_GOAL})" if metric == "top1" else ""))
+    for group in result.get(f"group_tau_{metric}", []):
+      ci = group["ci"]
+      lines.append(f"  mean of {group['k']} seeds vs another {group['k']}: {group['mean']:.3f} "
+                   f"[{ci[0]:.3f}, {ci[1]:.3f}] ({group['splits']} splits)")
+  needed = result.get("seeds_needed")
+  if len(result["seeds"]) >= 4:
+    lines.append("trainings per architecture for a ground truth at tau >= 0.7: "
+                 + (str(needed) if needed else f"more than {len(result['seeds']) // 2}"))
   return "\n".join(lines)
 
 
