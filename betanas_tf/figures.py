@@ -156,7 +156,7 @@ def plot_latency_validation(rows: List[Dict], path: str, title: str = ""):
     ax.plot(measured, predicted, "o", ms=3.5, color="#4C72B0", label="networks")
   if rescaled:
     ax.plot(measured, [r["rescaled_predicted_ms"] for r in rows], "x", ms=4, color="#C44E52",
-            label="at the machine's speed now (anchors' drift curve)")
+            label="at the machine's speed now (drift curve)")
   ax.set_xlim(low, high)
   ax.set_ylim(low, high)
   ax.set_xlabel("measured (ms)")
