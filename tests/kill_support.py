@@ -9,12 +9,22 @@ import numpy as np
 
 
 def kill_at_checkpoint(command, cwd: str, env, out_dir: str, step: int, timeout: float = 300):
-  """Runs `command` and SIGKILLs it as soon as checkpoint `step` exists in out_dir."""
+  """Runs `command` and SIGKILLs it as soon as checkpoint `step` is committed in out_dir (its
+  files written AND listed in the manager's state file: a kill between the two leaves the
+  previous checkpoint the latest, which made the resume start one checkpoint earlier)."""
   process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
-  marker = os.path.join(out_dir, "checkpoints", f"ckpt-{step}.index")
+  state = os.path.join(out_dir, "checkpoints", "checkpoint")
+
+  def committed():
+    try:
+      with open(state) as handle:
+        return f'ckpt-{step}"' in handle.read()
+    except OSError:
+      return False
+
   deadline = time.time() + timeout
-  while not os.path.exists(marker) and process.poll() is None and time.time() < deadline:
+  while not committed() and process.poll() is None and time.time() < deadline:
     time.sleep(0.02)
   process.send_signal(signal.SIGKILL)
   process.wait()
