@@ -15,6 +15,9 @@ Architecture and back. Registered spaces:
   (8x8 digits upsampled), stem 3x3/1 16ch, three choice blocks
   (16->16 s1, 16->24 s2, 24->24 s1), candidates k3e3, k3e6, k5e3 plus identity
   in the two shape-keeping blocks, head 1x1 64, 10 classes: 4*3*4 = 48 nets.
+* ``small``: micro's next size up for the separation benchmark: input 32x32, stem 3x3/1
+  16ch, five choice blocks (16 s1; 24 s2, 24; 32 s2, 32), candidates k3e3, k3e6, k5e3,
+  k5e6 plus identity in the three shape-keeping blocks, head 1x1 96: 5*4*5*4*5 = 2,000 nets.
 """
 
 import dataclasses
@@ -237,9 +240,11 @@ def micro() -> SearchSpace:
 
 @SPACES.decorator("small")
 def small() -> SearchSpace:
-  """micro's next size up (2,000 architectures in 5 choice blocks, down to 4 px): large
-  enough that a grid is no longer the way to search it, small enough to train a sample
-  of it standalone in minutes (`bench.separation`)."""
+  """micro's next size up (2,000 architectures in 5 choice blocks, 32 px down to 8 px): large
+  enough that a grid is no longer the way to search it, small enough to train a sample of it
+  standalone (`bench.separation`). Its input is the cluttered canvas at full size: at 16 px
+  one training's noise was as large as most of its architectures' differences
+  (docs/benchmarks.md)."""
   return staged_space(
-      "small", 16, 10, arch_lib.Stem(16, 3, 1), [],
+      "small", 32, 10, arch_lib.Stem(16, 3, 1), [],
       [(16, 1, 1), (24, 2, 2), (32, 2, 2)], ((3, 3), (3, 6), (5, 3), (5, 6)), arch_lib.Head(96))

@@ -18,7 +18,8 @@ def test_small_space_is_micros_next_size():
   space = spaces.get_space("small")
   assert space.size() == 5 * 4 * 5 * 4 * 5 == 2000 and len(space) == 5
   arch = space.arch_from_choices([0] * 5)
-  assert [s.out_size for s in arch.block_shapes()] == [16, 8, 8, 4, 4]
+  assert space.input_size == 32
+  assert [s.out_size for s in arch.block_shapes()] == [32, 16, 16, 8, 8]
   assert [b.labels for b in space.choice_blocks][:2] == [("k3e3", "k3e6", "k5e3", "k5e6", "id"),
                                                          ("k3e3", "k3e6", "k5e3", "k5e6")]
 
@@ -26,7 +27,7 @@ def test_small_space_is_micros_next_size():
 @pytest.mark.slow
 def test_every_seed_trains_the_same_sample_and_tau_is_scipys(tmp_path):
   out = str(tmp_path / "sep")
-  plan = separation.plan_for("small", archs=4, epochs=1, dataset="digits")
+  plan = separation.plan_for("small", archs=4, input_size=16, epochs=1, dataset="digits")
   result = separation.separation(out, plan, bootstrap=50)
   trials = [json.load(open(os.path.join(out, f"ground_truth_seed{s}", "results.json")))["trials"]
             for s in (0, 1)]
@@ -43,6 +44,12 @@ def test_every_seed_trains_the_same_sample_and_tau_is_scipys(tmp_path):
   # Cached: a second call trains nothing and returns the same figures.
   again = separation.separation(out, plan, bootstrap=50)
   assert again["top1"] == result["top1"] and again["archs"] == result["archs"]
+
+
+def test_the_plan_trains_at_the_spaces_own_input_size_unless_told():
+  assert separation.plan_for("small", 4).input_size == 32
+  assert separation.plan_for("micro", 4).input_size == 16
+  assert separation.plan_for("small", 4, input_size=24).input_size == 24
 
 
 def test_one_seed_is_refused():

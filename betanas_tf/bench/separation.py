@@ -34,9 +34,12 @@ TAU_GOAL = 0.7
 SPREAD_GOAL = 0.10
 
 
-def plan_for(space: str, archs: int, input_size: int = 16, epochs: int = 8,
+def plan_for(space: str, archs: int, input_size: Optional[int] = None, epochs: int = 8,
              seeds: Sequence[int] = (0, 1), dataset: str = "cluttered_digits") -> rank.RankPlan:
-  """The rank benchmark's ground-truth settings over a sample of `archs` (0: the grid)."""
+  """The rank benchmark's ground-truth settings over a sample of `archs` (0: the grid), at
+  `input_size` (None: the space's own)."""
+  from betanas_tf import spaces  # pylint: disable=import-outside-toplevel
+  input_size = input_size or spaces.get_space(space).input_size
   return rank.RankPlan(space=space, input_size=input_size, dataset=dataset,
                        gt_seeds=tuple(seeds), gt_epochs=epochs, gt_max_trials=archs or None,
                        gt_oracle="random" if archs else "grid")
@@ -166,7 +169,8 @@ def define_flags():
   flags.DEFINE_enum("space", "small", spaces.SPACES.names(), "Search space.")
   flags.DEFINE_integer("archs", 32, "Architectures drawn uniformly (0: the whole space).",
                        lower_bound=0)
-  flags.DEFINE_integer("input_size", 16, "Input resolution.", lower_bound=8)
+  flags.DEFINE_integer("input_size", None, "Input resolution (default: the space's own: "
+                       "micro 16, small 32).", lower_bound=8)
   flags.DEFINE_integer("epochs", 8, "Epochs per training.", lower_bound=1)
   flags.DEFINE_list("seeds", ["0", "1"], "Training seeds (at least two).")
   flags.DEFINE_enum("dataset", "cluttered_digits", ["cluttered_digits", "digits"],
