@@ -26,7 +26,7 @@ Outputs: ``results.json`` (every trial: choices, cost, metrics, images trained o
 import dataclasses
 import os
 import sys
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from betanas_tf import data as data_lib
 from betanas_tf import io_utils
@@ -48,6 +48,7 @@ class TuneConfig:
   input_size: Optional[int] = None         # None: the space's
   oracle: str = "grid"
   max_trials: Optional[int] = None         # grid: None = the whole space
+  architectures: Tuple[str, ...] = ()      # grid: only these (compact form), in this order
   cost: str = "macs"                       # or "latency" (needs latency_table)
   cost_target: float = 0.0                 # 0 = no budget
   latency_table: Optional[str] = None
@@ -241,9 +242,14 @@ def make_tuner(hypermodel, config: TuneConfig, directory: str):
   common = {"objective": objective, "seed": config.tuner_seed + 1,
             # Grid trials over the budget are skipped by failing them before training.
             "max_consecutive_failed_trials": space.size() + 1}
+  if config.architectures and config.oracle != "grid":
+    raise ValueError(f"--architectures lists what a grid trains; --oracle={config.oracle} "
+                     "proposes its own")
   if config.oracle == "grid":
+    grid = ([space.choices_from_string(a) for a in config.architectures] if config.architectures
+            else space.enumerate())
     combinations = [{hp_name(l): hypermodel.labels[l][c] for l, c in enumerate(choices)}
-                    for choices in space.enumerate()]
+                    for choices in grid]
     oracle = _grid_oracle_class()(combinations, max_trials=config.max_trials, **common)
   else:
     if not config.max_trials:
@@ -334,6 +340,8 @@ def define_flags():
   flags.DEFINE_integer("input_size", None, "Input resolution (default: the space's).", lower_bound=8)
   flags.DEFINE_enum("oracle", d.oracle, ORACLES, "keras-tuner oracle.")
   flags.DEFINE_integer("max_trials", None, "Trials (grid: default the whole space).", lower_bound=1)
+  flags.DEFINE_list("architectures", [], "Grid: train only these architectures, in the compact "
+                    "form (e.g. id-k3e3-id-k3e3-id for --space=small).")
   flags.DEFINE_enum("cost", d.cost, ["macs", "latency"], "Budget kind.")
   flags.DEFINE_float("cost_target", d.cost_target, "Budget (MACs or ms); 0 = none.", lower_bound=0.0)
   flags.DEFINE_string("latency_table", None, "Latency table (--cost=latency).")
@@ -369,7 +377,8 @@ def main(argv):
         warmup_epochs=f.warmup_epochs, weight_decay=f.weight_decay,
         label_smoothing=f.label_smoothing, seed=f.seed)
     config = TuneConfig(space=f.space, input_size=f.input_size, oracle=f.oracle,
-                        max_trials=f.max_trials, cost=f.cost, cost_target=f.cost_target,
+                        max_trials=f.max_trials, architectures=tuple(f.architectures),
+                        cost=f.cost, cost_target=f.cost_target,
                         latency_table=f.latency_table, hyperband_factor=f.hyperband_factor,
                         bayesian_initial_points=f.bayesian_initial_points,
                         tuner_seed=f.tuner_seed, train=recipe)

@@ -11,6 +11,7 @@ import pytest
 from scipy import stats
 
 from betanas_tf import spaces
+from betanas_tf.bench import rank
 from betanas_tf.bench import separation
 
 
@@ -95,3 +96,55 @@ def test_seeds_needed_is_the_fewest_trainings_reaching_the_goal():
   assert separation.seeds_needed(result(0.72, [])) == 1
   assert separation.seeds_needed(result(0.55, [(2, 0.66), (3, 0.71)])) == 3
   assert separation.seeds_needed(result(0.55, [(2, 0.66), (3, 0.69)])) is None
+
+
+def _macs(space, strings):
+  from betanas_tf import cost  # pylint: disable=import-outside-toplevel
+  table = cost.macs_cost_table(space)
+  return np.array([table.of_choices(space.choices_from_string(s)) for s in strings])
+
+
+def test_a_cost_stratified_sample_spreads_over_the_spaces_macs_range():
+  space = spaces.get_space("small")
+  picks = rank.cost_stratified_sample(space, 32)
+  assert len(set(picks)) == 32 and picks == rank.cost_stratified_sample(space, 32)
+  assert picks != rank.cost_stratified_sample(space, 32, seed=1)
+  every = _macs(space, [space.choices_to_string(c) for c in space.enumerate()])
+  edges = np.linspace(every.min(), every.max(), 33)
+  bins = np.clip(np.searchsorted(edges, _macs(space, picks), side="right") - 1, 0, 31)
+  occupied = set(np.clip(np.searchsorted(edges, every, side="right") - 1, 0, 31))
+  # One pick from every bin the space fills, the rest from the filled bins again.
+  assert set(bins) == occupied and len(set(bins[:len(occupied)])) == len(occupied)
+  assert "k5e6-k5e6-k5e6-k5e6-k5e6" in picks   # the costliest is alone in the last bin
+  # A uniform draw of 32 holds about 0.26 three-identity networks; this one holds some.
+  assert sum(p.count("id") == 3 for p in picks) >= 1
+  # Asked for at least the whole space, it returns the whole space.
+  micro = spaces.get_space("micro")
+  assert sorted(rank.cost_stratified_sample(micro, 60)) == sorted(
+      micro.choices_to_string(c) for c in micro.enumerate())
+
+
+def test_a_space_too_large_to_enumerate_is_stratified_over_a_uniform_pool(monkeypatch):
+  monkeypatch.setattr(rank, "POOL", 300)
+  space = spaces.get_space("small")
+  picks = rank.cost_stratified_sample(space, 10, seed=3)
+  assert len(set(picks)) == 10 and picks == rank.cost_stratified_sample(space, 10, seed=3)
+
+
+def test_a_stratified_ground_truth_trains_the_sample_as_a_grid(monkeypatch):
+  from betanas_tf import tune  # pylint: disable=import-outside-toplevel
+  configs = []
+  monkeypatch.setattr(tune, "tune", lambda out, config: configs.append((out, config)) or {})
+  plan = separation.plan_for("small", 6, sample="cost_stratified")
+  assert (plan.gt_oracle, plan.gt_sample, plan.gt_max_trials) == ("random", "cost_stratified", 6)
+  rank._ground_truth_seed(plan, 3, "/out")  # pylint: disable=protected-access
+  out, config = configs[0]
+  assert out == "/out/ground_truth_seed3" and config.train.seed == 3
+  assert config.oracle == "grid" and config.architectures == tuple(
+      rank.cost_stratified_sample(spaces.get_space("small"), 6))
+  uniform = separation.plan_for("small", 6)
+  rank._ground_truth_seed(uniform, 0, "/out")  # pylint: disable=protected-access
+  assert (configs[1][1].oracle, configs[1][1].architectures) == ("random", ())
+  with pytest.raises(ValueError, match=r"gt_sample must be one of uniform, cost_stratified, "
+                     r"got 'even'"):
+    rank._ground_truth_seed(separation.plan_for("small", 6, sample="even"), 0, "/out")  # pylint: disable=protected-access

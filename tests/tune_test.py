@@ -140,3 +140,20 @@ def test_cli_errors_are_one_line_and_exit_1(tmp_path):
       "tune: error: --oracle=random needs --max_trials")
   result = run("--oracle=grid")
   assert result.returncode == 1 and "tune: error: give --out_dir" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_grid_over_listed_architectures_trains_exactly_those_in_order(tmp_path):
+  listed = ("id-k5e3-id", "k3e3-k3e3-k3e3", "k5e3-k3e6-id")
+  results = tune.tune(str(tmp_path / "t"), _config(architectures=listed))
+  assert [t["choices_string"] for t in results["trials"]] == list(listed)
+  assert [t["status"] for t in results["trials"]] == ["COMPLETED"] * 3
+
+
+def test_listed_architectures_need_the_grid_and_valid_labels(tmp_path):
+  with pytest.raises(ValueError, match=r"^--architectures lists what a grid trains; "
+                     r"--oracle=random proposes its own$"):
+    tune.tune(str(tmp_path / "r"), _config(oracle="random", max_trials=2,
+                                           architectures=("id-k5e3-id",)))
+  with pytest.raises(ValueError, match=r"block 1: op 'id' is not a candidate here"):
+    tune.tune(str(tmp_path / "g"), _config(architectures=("id-id-id",)))

@@ -54,8 +54,10 @@ class RankPlan:
   gt_seeds: Tuple[int, ...] = (0, 1)
   gt_epochs: int = 8
   gt_max_trials: Optional[int] = None      # None: the whole space
-  gt_oracle: str = "grid"                   # "random": a uniform sample of gt_max_trials,
-                                            # the same for every seed (one oracle seed)
+  gt_oracle: str = "grid"                   # "random": a sample of gt_max_trials, the same
+                                            # for every seed (one oracle seed), drawn as
+  gt_sample: str = "uniform"                # "uniform" (keras-tuner's random oracle) or
+                                            # "cost_stratified" (`cost_stratified_sample`)
   search_seeds: Tuple[int, ...] = (0, 1, 2)   # ranking
   selection_seeds: int = 8                  # Fig 6: seeds past search_seeds only select (and
                                             # only the SELECTION_STRATEGIES)
@@ -125,14 +127,54 @@ def percentile_of(value: float, population: Sequence[float]) -> float:
 
 # ---- stages -------------------------------------------------------------------------
 
+GT_SAMPLES = ("uniform", "cost_stratified")
+POOL = 100_000   # spaces larger than this are stratified over a uniform pool of this many
+
+
+def cost_stratified_sample(space, count: int, seed: int = 0) -> List[str]:
+  """`count` architectures of `space` (compact form) whose MACs cover the space's range
+  evenly: the range from the cheapest to the costliest is cut into `count` bins of equal
+  width and one architecture is drawn uniformly from each bin that holds any; the picks
+  that empty bins leave are drawn from the others, one per bin in turn. A uniform sample
+  of a combinatorial space piles up around its median cost (`small`: 89 % of networks hold
+  at most one identity) and misses the weak and the strong networks that an enumerated
+  space (micro's ground truth) contains. Deterministic in `seed`."""
+  from betanas_tf import cost as cost_lib  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(seed)
+  if space.size() <= POOL:
+    pool = list(space.enumerate())
+  else:
+    pool = list(dict.fromkeys(tuple(space.sample(rng)) for _ in range(POOL)))
+  costs = cost_lib.macs_cost_table(space)
+  macs = np.array([costs.of_choices(c) for c in pool])
+  edges = np.linspace(macs.min(), macs.max(), count + 1)
+  bins = np.clip(np.searchsorted(edges, macs, side="right") - 1, 0, count - 1)
+  members = [list(rng.permutation(np.flatnonzero(bins == b))) for b in range(count)]
+  picks: List[int] = []
+  while len(picks) < min(count, len(pool)):
+    for left in members:
+      if left and len(picks) < count:
+        picks.append(int(left.pop()))
+  return [space.choices_to_string(pool[i]) for i in picks]
+
+
 def _ground_truth_seed(plan: RankPlan, seed: int, out_dir: str) -> Dict:
   """One training seed of the ground truth (`tune`; cached, so a second call reads it)."""
   from betanas_tf import data as data_lib  # pylint: disable=import-outside-toplevel
+  from betanas_tf import spaces  # pylint: disable=import-outside-toplevel
   from betanas_tf import tune  # pylint: disable=import-outside-toplevel
   recipe = dataclasses.replace(tune.TuneConfig().train, data=data_lib.DataSource(plan.dataset),
                                epochs=plan.gt_epochs, seed=seed)
-  config = tune.TuneConfig(space=plan.space, input_size=plan.input_size, oracle=plan.gt_oracle,
-                           max_trials=plan.gt_max_trials, tuner_seed=0, train=recipe)
+  if plan.gt_sample not in GT_SAMPLES:
+    raise ValueError(f"gt_sample must be one of {', '.join(GT_SAMPLES)}, got {plan.gt_sample!r}")
+  oracle, architectures = plan.gt_oracle, ()
+  if plan.gt_oracle == "random" and plan.gt_sample == "cost_stratified":
+    space = spaces.get_space(plan.space, plan.input_size)
+    oracle = "grid"
+    architectures = tuple(cost_stratified_sample(space, plan.gt_max_trials))
+  config = tune.TuneConfig(space=plan.space, input_size=plan.input_size, oracle=oracle,
+                           max_trials=plan.gt_max_trials, architectures=architectures,
+                           tuner_seed=0, train=recipe)
   return tune.tune(os.path.join(out_dir, f"ground_truth_seed{seed}"), config)
 
 

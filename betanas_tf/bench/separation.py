@@ -35,14 +35,15 @@ SPREAD_GOAL = 0.10
 
 
 def plan_for(space: str, archs: int, input_size: Optional[int] = None, epochs: int = 8,
-             seeds: Sequence[int] = (0, 1), dataset: str = "cluttered_digits") -> rank.RankPlan:
-  """The rank benchmark's ground-truth settings over a sample of `archs` (0: the grid), at
-  `input_size` (None: the space's own)."""
+             seeds: Sequence[int] = (0, 1), dataset: str = "cluttered_digits",
+             sample: str = "uniform") -> rank.RankPlan:
+  """The rank benchmark's ground-truth settings over a `sample` ("uniform" or
+  "cost_stratified") of `archs` (0: the grid), at `input_size` (None: the space's own)."""
   from betanas_tf import spaces  # pylint: disable=import-outside-toplevel
   input_size = input_size or spaces.get_space(space).input_size
   return rank.RankPlan(space=space, input_size=input_size, dataset=dataset,
                        gt_seeds=tuple(seeds), gt_epochs=epochs, gt_max_trials=archs or None,
-                       gt_oracle="random" if archs else "grid")
+                       gt_oracle="random" if archs else "grid", gt_sample=sample)
 
 
 def disjoint_splits(seeds: int, k: int) -> List[Tuple[Tuple[int, ...], Tuple[int, ...]]]:
@@ -92,6 +93,7 @@ def separation(out_dir: str, plan: rank.RankPlan, bootstrap: int = 1000, workers
     raise ValueError(f"only {len(gt['archs'])} architectures completed in every seed")
   top1 = np.mean(gt["top1"], axis=0)
   result = {"space": plan.space, "input_size": plan.input_size, "dataset": plan.dataset,
+            "sample": plan.gt_sample if plan.gt_oracle == "random" else "all",
             "epochs": plan.gt_epochs, "seeds": list(plan.gt_seeds), "archs": gt["archs"],
             "macs": gt["macs"], "top1": gt["top1"], "loss": gt["loss"],
             "top1_range": [float(top1.min()), float(top1.max())]}
@@ -121,7 +123,8 @@ def seeds_needed(result: Dict) -> Optional[int]:
 def report(result: Dict) -> str:
   low, high = result["top1_range"]
   lines = [f"{result['space']} at {result['input_size']} px on {result['dataset']}: "
-           f"{len(result['archs'])} architectures x seeds {result['seeds']}, "
+           f"{len(result['archs'])} architectures ({result.get('sample', 'uniform')} sample) "
+           f"x seeds {result['seeds']}, "
            f"{result['epochs']} epochs ({result['seconds']:.0f} s)",
            f"eval top-1 (seed mean) {100 * low:.1f} - {100 * high:.1f} % "
            f"({100 * (high - low):.1f} points; goal >= {100 * SPREAD_GOAL:.0f})"]
@@ -153,7 +156,7 @@ def main(argv):
     if not all(s.lstrip("-").isdigit() for s in f.seeds):
       raise ValueError(f"--seeds must be integers, got {','.join(f.seeds)}")
     plan = plan_for(f.space, f.archs, f.input_size, f.epochs, tuple(int(s) for s in f.seeds),
-                    f.dataset)
+                    f.dataset, f.sample)
     result = separation(f.out_dir, plan, workers=f.workers)
   except ValueError as error:
     print(f"separation: error: {error}", file=sys.stderr)
@@ -167,8 +170,10 @@ def define_flags():
   from absl import flags  # pylint: disable=import-outside-toplevel
   from betanas_tf import spaces  # pylint: disable=import-outside-toplevel
   flags.DEFINE_enum("space", "small", spaces.SPACES.names(), "Search space.")
-  flags.DEFINE_integer("archs", 32, "Architectures drawn uniformly (0: the whole space).",
+  flags.DEFINE_integer("archs", 32, "Architectures sampled (0: the whole space).",
                        lower_bound=0)
+  flags.DEFINE_enum("sample", "uniform", rank.GT_SAMPLES, "How they are sampled: uniformly, "
+                    "or spread evenly over the space's MACs range (cost_stratified).")
   flags.DEFINE_integer("input_size", None, "Input resolution (default: the space's own: "
                        "micro 16, small 32).", lower_bound=8)
   flags.DEFINE_integer("epochs", 8, "Epochs per training.", lower_bound=1)
