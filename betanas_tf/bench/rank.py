@@ -3,8 +3,9 @@
     python -m betanas_tf.bench.rank --out_dir=/tmp/rank            # full: see docs/benchmarks.md
     python -m betanas_tf.bench.rank --out_dir=/tmp/rank --quick    # the same pipeline, small
 
-1. Ground truth: every architecture of the space trained standalone with the project's
-   recipe, per training seed (`tune`, keras-tuner's grid oracle; cached on disk). The
+1. Ground truth: every architecture of the space (a space too large for that: a sample
+   spread over its MACs range, `cost_stratified_sample`) trained standalone with the
+   project's recipe, per training seed (`tune`, a grid over them; cached on disk). The
    ground truth of an architecture is its mean eval top-1 / eval loss over the seeds; the
    seed-to-seed Kendall tau is the noise ceiling no search can beat.
 2. One-shot searches through the search's public API (`runner.SearchRun`), per strategy
@@ -55,9 +56,10 @@ class RankPlan:
   gt_epochs: int = 8
   gt_max_trials: Optional[int] = None      # None: the whole space
   gt_oracle: str = "grid"                   # "random": a sample of gt_max_trials, the same
-                                            # for every seed (one oracle seed), drawn as
-  gt_sample: str = "uniform"                # "uniform" (keras-tuner's random oracle) or
-                                            # "cost_stratified" (`cost_stratified_sample`)
+                                            # for every seed, drawn as gt_sample says:
+  gt_sample: str = "cost_stratified"        # spread over the MACs range
+                                            # (`cost_stratified_sample`), or "uniform"
+                                            # (keras-tuner's random oracle, one oracle seed)
   search_seeds: Tuple[int, ...] = (0, 1, 2)   # ranking
   selection_seeds: int = 8                  # Fig 6: seeds past search_seeds only select (and
                                             # only the SELECTION_STRATEGIES)

@@ -3,9 +3,10 @@
     python -m betanas_tf.bench.separation --space=small --archs=32 --out_dir=/tmp/separation
 
 A ranking benchmark means something only if training the same architectures twice ranks
-them the same way and they differ by more than the noise. This trains `--archs`
-architectures drawn uniformly from `--space` (keras-tuner's random oracle with one oracle
-seed, so every training seed trains the same ones; the whole space with --archs=0 and the
+them the same way and they differ by more than the noise. This trains a sample of
+`--archs` architectures of `--space` (`--sample`: spread evenly over the space's MACs range,
+`rank.cost_stratified_sample`, the default; or drawn uniformly by keras-tuner's random
+oracle; the same ones in every training seed; the whole space with --archs=0 and the
 grid), standalone with the rank benchmark's ground-truth recipe, once per training seed,
 and reports the spread of eval top-1 and the seed-to-seed Kendall tau of eval top-1 and
 eval loss with a bootstrap interval over architectures. The rank benchmark's own criteria:
@@ -36,9 +37,9 @@ SPREAD_GOAL = 0.10
 
 def plan_for(space: str, archs: int, input_size: Optional[int] = None, epochs: int = 8,
              seeds: Sequence[int] = (0, 1), dataset: str = "cluttered_digits",
-             sample: str = "uniform") -> rank.RankPlan:
-  """The rank benchmark's ground-truth settings over a `sample` ("uniform" or
-  "cost_stratified") of `archs` (0: the grid), at `input_size` (None: the space's own)."""
+             sample: str = "cost_stratified") -> rank.RankPlan:
+  """The rank benchmark's ground-truth settings over a `sample` ("cost_stratified" or
+  "uniform") of `archs` (0: the grid), at `input_size` (None: the space's own)."""
   from betanas_tf import spaces  # pylint: disable=import-outside-toplevel
   input_size = input_size or spaces.get_space(space).input_size
   return rank.RankPlan(space=space, input_size=input_size, dataset=dataset,
@@ -172,8 +173,8 @@ def define_flags():
   flags.DEFINE_enum("space", "small", spaces.SPACES.names(), "Search space.")
   flags.DEFINE_integer("archs", 32, "Architectures sampled (0: the whole space).",
                        lower_bound=0)
-  flags.DEFINE_enum("sample", "uniform", rank.GT_SAMPLES, "How they are sampled: uniformly, "
-                    "or spread evenly over the space's MACs range (cost_stratified).")
+  flags.DEFINE_enum("sample", "cost_stratified", rank.GT_SAMPLES, "How they are sampled: "
+                    "spread evenly over the space's MACs range, or uniformly.")
   flags.DEFINE_integer("input_size", None, "Input resolution (default: the space's own: "
                        "micro 16, small 32).", lower_bound=8)
   flags.DEFINE_integer("epochs", 8, "Epochs per training.", lower_bound=1)
