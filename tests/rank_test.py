@@ -48,6 +48,11 @@ def test_quick_plan_writes_consistent_results(tmp_path):
     if summary["choices_string"] in result["archs"]:
       i = result["archs"].index(summary["choices_string"])
       assert entry["selected_top1"][0] == pytest.approx(result["truth_top1"][i])
+  # MACs as a ranking: scipy's tau of MACs against top-1 and of -MACs against loss.
+  assert result["macs_tau"]["top1"] == pytest.approx(
+      stats.kendalltau(result["macs"], result["truth_top1"])[0])
+  assert result["macs_tau"]["loss"] == pytest.approx(
+      stats.kendalltau(-np.asarray(result["macs"]), result["truth_loss"])[0])
   # Random within the budget: exactly the ground truth of the architectures within it.
   within = [t for t, m in zip(result["truth_top1"], result["macs"]) if m <= result["budget_macs"]]
   assert result["random_within_budget"]["mean_top1"] == pytest.approx(np.mean(within))
@@ -58,4 +63,5 @@ def test_quick_plan_writes_consistent_results(tmp_path):
     assert os.path.getsize(path) > 10_000
   report = open(os.path.join(out, "report.md")).read()
   assert "| betanas |" in report and "Random architecture within the budget" in report
+  assert f"MACs alone rank the ground truth at Kendall tau {result['macs_tau']['top1']:.3f}" in report
   assert np.isfinite(result["seconds"])

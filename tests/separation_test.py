@@ -42,6 +42,8 @@ def test_every_seed_trains_the_same_sample_and_tau_is_scipys(tmp_path):
   mean = np.mean(top1, axis=0)
   assert result["top1_range"] == pytest.approx([mean.min(), mean.max()])
   assert result["meets"]["spread"] == (mean.max() - mean.min() >= 0.10)
+  assert result["macs_tau"]["loss"] == pytest.approx(
+      stats.kendalltau(-np.asarray(result["macs"]), np.mean(loss, axis=0))[0])
   # Cached: a second call trains nothing and returns the same figures.
   again = separation.separation(out, plan, bootstrap=50)
   assert again["top1"] == result["top1"] and again["archs"] == result["archs"]

@@ -104,6 +104,7 @@ def separation(out_dir: str, plan: rank.RankPlan, bootstrap: int = 1000, workers
     result[f"seed_tau_{metric}"] = {"pairs": single["taus"], "mean": single["mean"],
                                     "ci": single["ci"]}
     result[f"group_tau_{metric}"] = groups[1:]
+  result["macs_tau"] = rank.macs_tau(gt["macs"], top1, np.mean(gt["loss"], axis=0))
   spread = result["top1_range"][1] - result["top1_range"][0]
   result["meets"] = {"seed_tau_top1": result["seed_tau_top1"]["mean"] >= TAU_GOAL,
                      "spread": spread >= SPREAD_GOAL}
@@ -139,6 +140,9 @@ def report(result: Dict) -> str:
       ci = group["ci"]
       lines.append(f"  mean of {group['k']} seeds vs another {group['k']}: {group['mean']:.3f} "
                    f"[{ci[0]:.3f}, {ci[1]:.3f}] ({group['splits']} splits)")
+  if "macs_tau" in result:
+    lines.append(f"MACs alone rank the seed means at Kendall tau {result['macs_tau']['top1']:.3f} "
+                 f"(top-1) / {result['macs_tau']['loss']:.3f} (loss)")
   needed = result.get("seeds_needed")
   if len(result["seeds"]) >= 4:
     lines.append("trainings per architecture for a ground truth at tau >= 0.7: "
