@@ -29,9 +29,12 @@ import numpy as np
 from betanas_tf import cost, engine as engine_lib, policies, spaces
 
 space = spaces.get_space("micro")
+# lr 0.02, not more: on random data at lr 0.2 six steps amplify float32 rounding (the
+# kernels of a 16- and an 8-image batch round differently) to 3e-4 in the weights on an AMD
+# EPYC host (2.4e-7 at lr 0.02); the test is about the step, not about chaos.
 config = engine_lib.EngineConfig(batch_size=16, arch_batch_size=16, max_steps=6, weight_decay=1e-3,
                                  beta=0.5, arch_lr=0.05, arch_update_every=2, gate_mode="two",
-                                 drop_threshold=0.9, lr=0.2)
+                                 drop_threshold=0.9, lr=0.02)
 make = lambda strategy=None: engine_lib.SearchEngine(
     space, policies.POLICIES.get("betanas"), config, cost.macs_cost_table(space), strategy)
 single = make()
