@@ -9,6 +9,7 @@ written by the chief alone.
 
 import json
 import os
+from typing import List
 
 import tensorflow as tf
 
@@ -58,3 +59,29 @@ def cluster_description(strategy: tf.distribute.Strategy) -> dict:
   spec = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
   return {"workers": sum(len(v) for v in spec.values()) or 1, "task": f"{task_type}:{task_id}",
           "replicas": strategy.num_replicas_in_sync}
+
+
+def num_workers(strategy: tf.distribute.Strategy) -> int:
+  """Worker processes of the strategy's cluster (chief included); 1 without a cluster."""
+  resolver = getattr(strategy, "cluster_resolver", None)
+  if resolver is None:
+    return 1
+  spec = resolver.cluster_spec().as_dict()
+  return sum(len(spec.get(job, ())) for job in ("chief", "worker")) or 1
+
+
+def gather_from_workers(strategy: tf.distribute.Strategy, value: int) -> List[int]:
+  """`value` as every replica of every worker holds it, in replica order (one collective
+  that every worker must join); [value] when there is one worker."""
+  if num_workers(strategy) < 2:
+    return [int(value)]
+
+  @tf.function
+  def gather():
+    def replica_fn():
+      context = tf.distribute.get_replica_context()
+      return context.all_gather(tf.constant([value], tf.int64), axis=0)
+    return strategy.run(replica_fn)
+
+  local = strategy.experimental_local_results(gather())[0]
+  return [int(v) for v in local.numpy()]

@@ -44,6 +44,27 @@ class CheckpointError(RuntimeError):
   """No checkpoint that can be restored; the message names the file."""
 
 
+class WorkerLostError(RuntimeError):
+  """A collective failed because another worker of the cluster died or became unreachable;
+  the message names the checkpoint a restart resumes from."""
+
+
+# What a collective raises when a peer is gone: gRPC's "connection reset" / "unavailable",
+# or the coordination service's missed heartbeats (TensorFlow's default: 10 s).
+PEER_FAILURES = (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError,
+                 tf.errors.DeadlineExceededError)
+
+
+def _cause(error: Exception) -> str:
+  """The line of a TensorFlow error that says what happened (its first line is usually
+  "Graph execution error:")."""
+  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+  for line in lines:
+    if any(word in line.lower() for word in ("aborted by", "heartbeat", "connection", "unavailable")):
+      return line
+  return lines[0] if lines else type(error).__name__
+
+
 @dataclasses.dataclass(frozen=True)
 class RunSettings:
   out_dir: str
@@ -91,8 +112,14 @@ class SearchRun:
     self.engine = engine_lib.SearchEngine(self.space, policy, config, self.costs, self.strategy,
                                           self.dataset.mean, self.dataset.std)
     self.checkpoint = self.engine.checkpoint()
-    self.checkpoint_dir = distribution.scratch_dir(os.path.join(self.out, "checkpoints"), self.strategy)
+    # Saving is collective, but only the chief's copy is kept (the others write to a scratch
+    # directory, deleted after each save); so every worker restores the CHIEF's checkpoints,
+    # which is why --out_dir must be on storage every worker reads.
+    shared = os.path.join(self.out, "checkpoints")
+    self.checkpoint_dir = distribution.scratch_dir(shared, self.strategy)
     self.manager = tf.train.CheckpointManager(self.checkpoint, self.checkpoint_dir, max_to_keep=2)
+    self.restore_manager = (self.manager if self.chief else
+                            tf.train.CheckpointManager(self.checkpoint, shared, max_to_keep=2))
     self.history_path = os.path.join(self.out, "history.jsonl")
     self.labels = [b.labels for b in self.space.choice_blocks]
     self.notes: List[str] = []
@@ -128,9 +155,22 @@ class SearchRun:
       io_utils.atomic_write_json(identity_path, identity)
 
   def _restore(self) -> int:
+    """Restores the newest intact checkpoint on every worker and checks that all of them
+    restored the same step (one collective); returns it, 0 for a fresh run."""
+    step = self._restore_local()
+    steps = distribution.gather_from_workers(self.strategy, step)
+    if len(set(steps)) > 1:
+      shared = os.path.join(self.out, "checkpoints")
+      raise CheckpointError(
+          f"the workers restored different steps ({', '.join(map(str, steps))}, one per "
+          f"replica; this worker: {step}): every worker restores from {shared}, the chief's "
+          "checkpoints, so --out_dir must be on storage that every worker reads")
+    return step
+
+  def _restore_local(self) -> int:
     """Restores the newest intact checkpoint (falling back to the one before, saying
     so); returns its step, 0 for a fresh run."""
-    candidates = list(reversed(self.manager.checkpoints))
+    candidates = list(reversed(self.restore_manager.checkpoints))
     failures = []
     for path in candidates:
       try:
@@ -169,6 +209,20 @@ class SearchRun:
   # ---- the loop -------------------------------------------------------------------
 
   def run(self) -> Dict:
+    if distribution.num_workers(self.strategy) < 2:
+      return self._run()
+    try:
+      return self._run()
+    except PEER_FAILURES as error:
+      shared = os.path.join(self.out, "checkpoints")
+      latest = tf.train.latest_checkpoint(shared)
+      resume = (f"the last checkpoint is {latest}" if latest else
+                f"no checkpoint was written yet in {shared}, so it starts again")
+      raise WorkerLostError(
+          f"lost contact with the other workers ({type(error).__name__}: {_cause(error)}); "
+          f"{resume}: restart every worker with the same command to resume") from None
+
+  def _run(self) -> Dict:
     start_time = time.time()
     self._check_identity()
     start = self._restore()
@@ -201,7 +255,9 @@ class SearchRun:
     if trains:
       engine.search(engine.distribute(train_fn), arch_fn, start, callbacks=[logger])
     logger.close()
-    if start < steps or self.manager.latest_checkpoint is None:
+    # The same test on every worker (a non-chief's own directory is always empty): the
+    # save is collective.
+    if start < steps or self.restore_manager.latest_checkpoint is None:
       self._save(steps)
     return self._finish(start, logger.images_per_s(config.batch_size), time.time() - start_time)
 

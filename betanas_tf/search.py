@@ -156,7 +156,8 @@ def main(argv):
   try:
     run = runner.SearchRun(settings, policy, engine_config_from_flags(), strategy)
     summary = run.run()
-  except (ValueError, data_lib.DatasetNotPreparedError, runner.CheckpointError) as error:
+  except (ValueError, data_lib.DatasetNotPreparedError, runner.CheckpointError,
+          runner.WorkerLostError) as error:
     print(f"search: error: {error}", file=sys.stderr)
     return 1
   print(f"architecture: {summary['choices_string']}")

@@ -1,14 +1,20 @@
 """MultiWorkerMirroredStrategy with 2 worker processes on localhost (TF_CONFIG): each reads
 its own input pipeline, both take the same paths and reach the same result, and only the
-chief writes the outputs."""
+chief writes the outputs; when a worker dies, the survivor stops with one clear error and
+restarting both resumes where the uninterrupted run would have been."""
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
+import numpy as np
 import pytest
+
+from tests import kill_support
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -67,6 +73,92 @@ def test_two_workers_share_the_search_and_only_the_chief_writes(tmp_path):
   assert len(os.listdir(os.path.join(out, "tensorboard"))) == 1  # the chief's event file
   history = [json.loads(line) for line in open(os.path.join(out, "history.jsonl"))]
   assert [r["step"] for r in history] == [4, 8, 12]
+
+
+KILL_COMMAND = ["--space=micro", "--dataset=digits", "--batch_size=32", "--arch_batch_size=32",
+                "--max_steps=16", "--arch_update_every=2", "--arch_warmup_steps=4",
+                "--arch_lr=0.05", "--beta=0.5", "--drop_warmup_steps=6", "--checkpoint_every=4",
+                "--log_every=4", "--eval_batches=2", "--calibration_batches=2", "--noprogress",
+                "--deterministic", "--distribution=multiworker"]
+SURVIVOR_LIMIT_S = 90   # the survivor's error must come within this (measured: about 10 s)
+
+
+def _launch(out):
+  """Both workers of a fresh localhost cluster running the same search command."""
+  cluster = {"worker": [f"localhost:{p}" for p in _free_ports(2)]}
+  processes = []
+  for index in range(2):
+    env = dict(os.environ, PYTHONPATH=ROOT,
+               TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+    processes.append(subprocess.Popen(
+        [sys.executable, "-m", "betanas_tf.search", f"--out_dir={out}", *KILL_COMMAND],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+  return processes
+
+
+def _finish(processes, timeout=400):
+  results = []
+  try:
+    for process in processes:
+      stdout, stderr = process.communicate(timeout=timeout)
+      results.append((process.returncode, stdout, stderr))
+  finally:
+    for process in processes:
+      if process.poll() is None:
+        process.kill()
+  return results
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+  out = str(tmp_path_factory.mktemp("multiworker") / "straight")
+  for code, _, stderr in _finish(_launch(out)):
+    assert code == 0, stderr[-3000:]
+  return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("victim", [1, 0], ids=["worker_killed", "chief_killed"])
+def test_a_killed_worker_stops_the_other_and_a_restart_resumes_exactly(tmp_path, uninterrupted,
+                                                                         victim):
+  out = str(tmp_path / "killed")
+  processes = _launch(out)
+  state = os.path.join(out, "checkpoints", "checkpoint")
+  deadline = time.time() + 300
+  while time.time() < deadline and all(p.poll() is None for p in processes):
+    if os.path.exists(state) and 'ckpt-8"' in open(state).read():
+      break
+    time.sleep(0.02)
+  processes[victim].send_signal(signal.SIGKILL)
+  killed_at = time.time()
+  survivor = processes[1 - victim]
+  try:
+    _, stderr = survivor.communicate(timeout=SURVIVOR_LIMIT_S)
+  finally:
+    for process in processes:
+      if process.poll() is None:
+        process.kill()
+  waited = time.time() - killed_at
+  assert processes[victim].wait() == -signal.SIGKILL, "the run ended before the kill"
+  assert survivor.returncode == 1, stderr[-3000:]
+  errors = [line for line in stderr.splitlines() if line.startswith("search: error:")]
+  assert len(errors) == 1 and "Traceback" not in stderr, stderr[-3000:]
+  assert errors[0].startswith("search: error: lost contact with the other workers"), errors[0]
+  assert "restart every worker with the same command" in errors[0]
+  assert waited < SURVIVOR_LIMIT_S
+  assert not os.path.exists(os.path.join(out, "summary.json"))
+
+  results = _finish(_launch(out))  # the user's restart: both workers, the same command
+  for code, _, stderr in results:
+    assert code == 0, stderr[-3000:]
+  summary = json.load(open(os.path.join(out, "summary.json")))
+  straight = json.load(open(os.path.join(uninterrupted, "summary.json")))
+  assert 8 <= summary["resumed_from_step"] < 16
+  assert open(os.path.join(out, "arch.json")).read() == open(
+      os.path.join(uninterrupted, "arch.json")).read()
+  np.testing.assert_allclose(summary["alpha"], straight["alpha"], atol=1e-6)
+  assert summary["counts"] == straight["counts"] and summary["drops"] == straight["drops"]
+  kill_support.assert_same_supernet_weights(uninterrupted, out)
 
 
 if __name__ == "__main__":
