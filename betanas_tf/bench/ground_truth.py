@@ -1,0 +1,297 @@
+"""A ground truth that installs with the package: standalone results of a space's networks.
+
+    python -m betanas_tf.bench.ground_truth --space=small --archs=64 --seeds=0,1,2 \\
+        --out=betanas_tf/bench/data/small_ground_truth.json
+
+A rank benchmark needs every sampled architecture trained standalone, several times: on
+`small` (64 networks x 3 seeds) that is about two hours of two CPU cores. This module trains
+them once and keeps the results in one small, versioned JSON file (`GroundTruth`) that ships
+inside the package, so `bench.rank` reads it instead of retraining. Every (architecture,
+seed) pair is one task: the rank recipe (`tune`'s grid over that one architecture, exactly
+as `rank.ground_truth` trains it) in a scratch directory, after which its figures are merged
+into the file under a lock. The file is therefore also the cache: re-running the command
+trains only the pairs it lacks, so a run stopped after any task loses at most the tasks in
+flight, and a partial file committed to the repository lets the next machine continue.
+
+The file records what produced it (the sample, the recipe, the command, Python and the
+package versions); a file whose settings differ from the command's is refused, naming the
+setting, instead of being mixed with new results.
+"""
+
+import dataclasses
+import fcntl
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from betanas_tf import io_utils
+
+FORMAT = "betanas_tf.ground_truth"
+VERSION = 1
+PACKAGES = ("tensorflow", "keras", "keras-tuner", "numpy", "scikit-learn")
+DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+# The settings a file is identified by: a result trained under other settings is refused.
+SETTINGS = ("space", "input_size", "dataset", "sample", "recipe")
+
+
+def shipped_path(space: str) -> str:
+  """Where the package keeps `space`'s ground truth."""
+  return os.path.join(DATA_DIR, f"{space}_ground_truth.json")
+
+
+def recipe_config(dataset: str, epochs: int, seed: int):
+  """The rank benchmark's standalone recipe (`tune`'s defaults) on `dataset`."""
+  from betanas_tf import data as data_lib  # pylint: disable=import-outside-toplevel
+  from betanas_tf import tune  # pylint: disable=import-outside-toplevel
+  return dataclasses.replace(tune.TuneConfig().train, data=data_lib.DataSource(dataset),
+                             epochs=epochs, seed=seed)
+
+
+def recipe_record(dataset: str, epochs: int) -> Dict:
+  """The recipe as the file records it (every TrainConfig field but the data and seed)."""
+  fields = dataclasses.asdict(recipe_config(dataset, epochs, 0))
+  for name in ("data", "seed", "verbose"):
+    fields.pop(name)
+  return fields
+
+
+@dataclasses.dataclass(frozen=True)
+class GroundTruth:
+  """Per-seed standalone results of `networks` (compact form), in a fixed order."""
+  space: str
+  input_size: int
+  dataset: str
+  sample: Dict                 # {"kind": "cost_stratified", "count": N, "seed": S}
+  recipe: Dict                 # recipe_record(...)
+  seeds: Tuple[int, ...]
+  networks: Tuple[Dict, ...]   # {"choices", "macs", "params", "results": {seed: {...}}}
+  provenance: Dict             # the command; per run of it: start, Python and packages
+
+  def to_json(self) -> Dict:
+    body = dataclasses.asdict(self)
+    body["seeds"] = list(self.seeds)
+    body["networks"] = list(self.networks)
+    return dict(body, format=FORMAT, version=VERSION)
+
+  @classmethod
+  def from_json(cls, body: Dict, where: str = "ground truth") -> "GroundTruth":
+    if body.get("format") != FORMAT:
+      raise ValueError(f"{where}: not a betanas_tf ground-truth file (format "
+                       f"{body.get('format')!r})")
+    if body.get("version") != VERSION:
+      raise ValueError(f"{where}: version {body.get('version')!r}; this betanas_tf reads "
+                       f"version {VERSION}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    missing = sorted(names - set(body))
+    unknown = sorted(set(body) - names - {"format", "version"})
+    if missing or unknown:
+      raise ValueError(f"{where}: " + "; ".join(
+          ([f"missing field(s) {', '.join(missing)}"] if missing else [])
+          + ([f"unknown field(s) {', '.join(unknown)}"] if unknown else [])))
+    fields = {n: body[n] for n in names}
+    fields["seeds"] = tuple(int(s) for s in body["seeds"])
+    fields["networks"] = tuple(body["networks"])
+    return cls(**fields)
+
+  @classmethod
+  def load(cls, path: str) -> "GroundTruth":
+    try:
+      with open(path) as handle:
+        body = json.load(handle)
+    except FileNotFoundError:
+      raise ValueError(f"no ground-truth file at {path}") from None
+    except json.JSONDecodeError as error:
+      raise ValueError(f"{path}: not valid JSON ({error})") from None
+    return cls.from_json(body, path)
+
+  def save(self, path: str):
+    io_utils.atomic_write_json(path, self.to_json())
+
+  def missing(self) -> List[Tuple[int, str]]:
+    """(seed, choices) pairs not trained yet, seed by seed."""
+    return [(seed, n["choices"]) for seed in self.seeds for n in self.networks
+            if str(seed) not in n["results"]]
+
+  def complete(self, seeds: Optional[Sequence[int]] = None) -> List[Dict]:
+    """The networks trained in every one of `seeds` (default: the file's)."""
+    seeds = self.seeds if seeds is None else seeds
+    return [n for n in self.networks if all(str(s) in n["results"] for s in seeds)]
+
+  def as_rank_truth(self, seeds: Optional[Sequence[int]] = None) -> Dict:
+    """What `rank.ground_truth` returns, over the networks complete in `seeds`, sorted by
+    their compact form: {"archs", "choices", "macs", "params", "top1", "loss", "arch_top1"}
+    with one row per seed."""
+    from betanas_tf import spaces  # pylint: disable=import-outside-toplevel
+    seeds = list(self.seeds if seeds is None else seeds)
+    networks = sorted(self.complete(seeds), key=lambda n: n["choices"])
+    space = spaces.get_space(self.space, self.input_size)
+    def rows(metric):
+      return [[n["results"][str(s)][metric] for n in networks] for s in seeds]
+    return {"archs": [n["choices"] for n in networks],
+            "choices": [list(space.choices_from_string(n["choices"])) for n in networks],
+            "macs": [float(n["macs"]) for n in networks],
+            "params": [int(n["params"]) for n in networks],
+            "top1": rows("eval_top1"), "loss": rows("eval_loss"),
+            "arch_top1": rows("arch_top1"), "seeds": seeds,
+            "images_per_trial": networks[0]["results"][str(seeds[0])]["images"] if networks else 0}
+
+
+def package_versions() -> Dict[str, str]:
+  from importlib import metadata  # pylint: disable=import-outside-toplevel
+  versions = {"python": platform.python_version()}
+  for name in PACKAGES:
+    try:
+      versions[name] = metadata.version(name)
+    except metadata.PackageNotFoundError:
+      versions[name] = "not installed"
+  return versions
+
+
+def plan(space_name: str, archs: int, seeds: Sequence[int], dataset: str = "cluttered_digits",
+         epochs: int = 8, input_size: Optional[int] = None, sample_seed: int = 0,
+         command: str = "") -> GroundTruth:
+  """An empty ground truth of `archs` cost-stratified networks of the space."""
+  from betanas_tf import cost as cost_lib  # pylint: disable=import-outside-toplevel
+  from betanas_tf import spaces  # pylint: disable=import-outside-toplevel
+  from betanas_tf.bench import rank  # pylint: disable=import-outside-toplevel
+  if not seeds:
+    raise ValueError("give at least one training seed")
+  if len(set(seeds)) != len(seeds):
+    raise ValueError(f"training seeds repeat: {list(seeds)}")
+  space = spaces.get_space(space_name, input_size)
+  costs = cost_lib.space_costs(space)
+  networks = []
+  for choices_string in rank.cost_stratified_sample(space, archs, sample_seed):
+    cost = costs.of_choices(space.choices_from_string(choices_string))
+    networks.append({"choices": choices_string, "macs": int(cost.macs),
+                     "params": int(cost.params), "results": {}})
+  return GroundTruth(space=space.name, input_size=space.input_size, dataset=dataset,
+                     sample={"kind": "cost_stratified", "count": archs, "seed": sample_seed},
+                     recipe=recipe_record(dataset, epochs), seeds=tuple(int(s) for s in seeds),
+                     networks=tuple(networks),
+                     provenance={"command": command, "runs": []})
+
+
+def merge_plan(existing: GroundTruth, wanted: GroundTruth) -> GroundTruth:
+  """`existing` extended to `wanted`'s seeds, or an error naming the setting that differs."""
+  for name in SETTINGS:
+    if getattr(existing, name) != getattr(wanted, name):
+      raise ValueError(f"the file was trained with {name} = {getattr(existing, name)!r}, "
+                       f"this command asks for {getattr(wanted, name)!r}; give another --out")
+  seeds = tuple(existing.seeds) + tuple(s for s in wanted.seeds if s not in existing.seeds)
+  return dataclasses.replace(existing, seeds=seeds)
+
+
+def _train_one(path: str, seed: int, choices: str, scratch: str) -> Dict:
+  """Trains one (architecture, seed) with the rank recipe and merges it into `path`."""
+  import keras  # pylint: disable=import-outside-toplevel
+  from betanas_tf import tune  # pylint: disable=import-outside-toplevel
+  truth = GroundTruth.load(path)
+  keras.backend.clear_session()
+  start = time.time()
+  work = tempfile.mkdtemp(prefix=f"seed{seed}_{choices}_", dir=scratch)
+  try:
+    config = tune.TuneConfig(space=truth.space, input_size=truth.input_size, oracle="grid",
+                             architectures=(choices,), tuner_seed=0,
+                             train=recipe_config(truth.dataset, truth.recipe["epochs"], seed))
+    row = tune.tune(work, config)["trials"][0]
+  finally:
+    shutil.rmtree(work, ignore_errors=True)
+  result = {"eval_top1": row["eval_top1"], "eval_loss": row["eval_loss"],
+            "arch_top1": row["val_top1"], "arch_loss": row["val_loss"],
+            "images": row["images"], "seconds": round(time.time() - start, 1)}
+  record(path, seed, choices, result, os.path.join(scratch, "lock"))
+  return result
+
+
+def record(path: str, seed: int, choices: str, result: Dict, lock_path: str):
+  """Merges one result into the file under an exclusive lock on `lock_path` (several
+  workers write the file)."""
+  with open(lock_path, "a") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    truth = GroundTruth.load(path)
+    networks = []
+    for network in truth.networks:
+      if network["choices"] == choices:
+        network = dict(network, results=dict(network["results"], **{str(seed): result}))
+      networks.append(network)
+    dataclasses.replace(truth, networks=tuple(networks)).save(path)
+
+
+def build(path: str, wanted: GroundTruth, workers: int = 1, log=print) -> GroundTruth:
+  """Trains what `path` lacks of `wanted` (creating it), `workers` tasks side by side."""
+  from betanas_tf.bench import parallel  # pylint: disable=import-outside-toplevel
+  if os.path.exists(path):
+    truth = merge_plan(GroundTruth.load(path), wanted)
+  else:
+    truth = wanted
+  runs = truth.provenance.get("runs", []) + [
+      {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+       "packages": package_versions(), "workers": workers}]
+  truth = dataclasses.replace(truth, provenance=dict(truth.provenance, runs=runs))
+  truth.save(path)
+  todo = truth.missing()
+  log(f"{len(todo)} of {len(truth.seeds) * len(truth.networks)} trainings to go")
+  scratch = tempfile.mkdtemp(prefix="ground_truth_")
+  try:
+    tasks = [(_train_one, (path, seed, choices, scratch)) for seed, choices in todo]
+    if not parallel.run_tasks(tasks, workers, log):
+      for done, (function, args) in enumerate(tasks, start=1):
+        function(*args)
+        log(f"  {done}/{len(tasks)} trainings done")
+  finally:
+    shutil.rmtree(scratch, ignore_errors=True)
+  return GroundTruth.load(path)
+
+
+def define_flags():
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from betanas_tf import spaces  # pylint: disable=import-outside-toplevel
+  from betanas_tf.bench import parallel  # pylint: disable=import-outside-toplevel
+  flags.DEFINE_enum("space", "small", spaces.SPACES.names(), "Search space.")
+  flags.DEFINE_integer("archs", 64, "Cost-stratified networks to train.", lower_bound=2)
+  flags.DEFINE_list("seeds", ["0", "1", "2"], "Training seeds.")
+  flags.DEFINE_integer("input_size", None, "Input resolution (default: the space's).",
+                       lower_bound=8)
+  flags.DEFINE_integer("epochs", 8, "Epochs per training (the rank recipe's).", lower_bound=1)
+  flags.DEFINE_enum("dataset", "cluttered_digits", ["cluttered_digits", "digits"],
+                    "Dataset (offline ones).")
+  flags.DEFINE_integer("workers", parallel.available_cores(), "Trainings side by side, one "
+                       "TensorFlow thread each.", lower_bound=1)
+  flags.DEFINE_string("out", None, "The ground-truth file (created, or continued).")
+
+
+def main(argv):
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  del argv
+  f = flags.FLAGS
+  try:
+    if not f.out:
+      raise ValueError("give --out")
+    if not all(s.lstrip("-").isdigit() for s in f.seeds):
+      raise ValueError(f"--seeds must be integers, got {','.join(f.seeds)}")
+    command = " ".join(["python -m betanas_tf.bench.ground_truth"] + [
+        f[name].serialize() for name in ("space", "archs", "seeds", "epochs", "dataset")])
+    wanted = plan(f.space, f.archs, [int(s) for s in f.seeds], f.dataset, f.epochs,
+                  f.input_size, command=command)
+    truth = build(f.out, wanted, f.workers, log=lambda m: print(m, flush=True))
+  except ValueError as error:
+    print(f"ground_truth: error: {error}", file=sys.stderr)
+    return 1
+  done = len(truth.complete())
+  print(f"{done} of {len(truth.networks)} networks trained in every seed {list(truth.seeds)} "
+        f"-> {f.out}")
+  return 0
+
+
+if __name__ == "__main__":
+  from absl import app  # pylint: disable=g-import-not-at-top
+  define_flags()
+  app.run(main)
