@@ -8,60 +8,115 @@ import pytest
 from scipy import stats
 
 from betanas_tf.bench import rank
+from betanas_tf.bench import rank_stats
 
 
 def test_statistics_on_a_fixed_example():
   scores = [0.1, 0.4, 0.35, 0.8, 0.7, 0.2]
   truth = [1, 3, 2, 6, 5, 4]
-  c = rank.correlations(scores, truth)
+  c = rank_stats.correlations(scores, truth)
   assert c["kendall_tau"] == pytest.approx(stats.kendalltau(scores, truth)[0])
   assert c["kendall_tau"] == pytest.approx(11 / 15)   # 13 concordant, 2 discordant pairs
   assert c["spearman_rho"] == pytest.approx(1 - 6 * 6 / (6 * 35))   # rank differences 0,1,1,0,0,2
   assert c["spearman_rho"] == pytest.approx(stats.spearmanr(scores, truth)[0])
-  assert rank.top_overlap(scores, truth, k=2) == 2 and rank.top_overlap(scores, truth, k=1) == 1
-  assert rank.percentile_of(5, [1, 2, 5, 7]) == pytest.approx(62.5)
-  low, high = rank.bootstrap_tau([scores, truth], truth, rounds=300)
+  assert rank_stats.top_overlap(scores, truth, k=2) == 2 and rank_stats.top_overlap(scores, truth, k=1) == 1
+  assert rank_stats.percentile_of(5, [1, 2, 5, 7]) == pytest.approx(62.5)
+  low, high = rank_stats.bootstrap_tau([scores, truth], truth, rounds=300)
   assert low <= (11 / 15 + 1) / 2 <= high and high <= 1.0
 
 
 @pytest.mark.slow
 def test_quick_plan_writes_consistent_results(tmp_path):
+  from betanas_tf import cost as cost_lib  # pylint: disable=import-outside-toplevel
+  from betanas_tf import spaces  # pylint: disable=import-outside-toplevel
   out = str(tmp_path / "rank")
   result = rank.run(out, rank.QUICK, log=lambda m: None, workers=2)   # stages in 2 processes
   plan = rank.QUICK
   assert len(result["archs"]) == plan.gt_max_trials
-  assert set(result["strategies"]) == set(plan.strategies)
+  ranking, chosen = result["ranking"], result["selection"]
+  assert set(ranking["strategies"]) == set(plan.strategies)
   gt = [json.load(open(os.path.join(out, f"ground_truth_seed{s}", "results.json")))
         for s in plan.gt_seeds]
   truth = {t["choices_string"]: t["eval_top1"] for t in gt[0]["trials"]}
   assert result["truth_top1"] == pytest.approx([truth[a] for a in result["archs"]])
+  strata = [[result["archs"].index(a) for a in s] for s in ranking["strata"]]
+  assert sorted(i for s in strata for i in s) == list(range(6)) and len(strata) == plan.strata
   for name in plan.strategies:
     scores = json.load(open(os.path.join(out, "searches", f"{name}_seed0", "scores.json")))
-    entry = result["strategies"][name]
-    # The reported tau is scipy's on the written scores and the ground truth.
-    assert entry["tau_top1"][0] == pytest.approx(stats.kendalltau(scores["top1"], result["truth_top1"])[0])
-    assert entry["tau_loss"][0] == pytest.approx(stats.kendalltau(scores["loss"], result["truth_loss"])[0])
-    low, high = entry["tau_loss_ci"]
-    assert -1 <= low <= high <= 1
-    summary = json.load(open(os.path.join(out, "searches", f"{name}_seed0", "summary.json")))
-    assert entry["selected"] == [summary["choices_string"]]
-    if summary["choices_string"] in result["archs"]:
-      i = result["archs"].index(summary["choices_string"])
-      assert entry["selected_top1"][0] == pytest.approx(result["truth_top1"][i])
+    assert scores["archs"] == result["archs"]
+    entry = ranking["strategies"][name]
+    # The reported taus are scipy's on the written scores and the ground truth.
+    assert entry["top1"]["per_seed"][0] == pytest.approx(
+        stats.kendalltau(scores["top1"], result["truth_top1"])[0], nan_ok=True)
+    assert entry["loss"]["per_seed"][0] == pytest.approx(
+        stats.kendalltau(scores["loss"], result["truth_loss"])[0], nan_ok=True)
+    assert entry["loss"]["per_seed_strata"][0] == pytest.approx(rank_stats.strata_tau(
+        scores["loss"], result["truth_loss"], strata), nan_ok=True)
+    assert entry["top1"]["strata"]["diff"] == pytest.approx(
+        entry["top1"]["strata"]["tau"] - ranking["macs"]["top1"]["strata"]["tau"], nan_ok=True)
   # MACs as a ranking: scipy's tau of MACs against top-1 and of -MACs against loss.
-  assert result["macs_tau"]["top1"] == pytest.approx(
+  assert ranking["macs"]["top1"]["all"]["tau"] == pytest.approx(
       stats.kendalltau(result["macs"], result["truth_top1"])[0])
-  assert result["macs_tau"]["loss"] == pytest.approx(
+  assert ranking["macs"]["loss"]["all"]["tau"] == pytest.approx(
       stats.kendalltau(-np.asarray(result["macs"]), result["truth_loss"])[0])
-  # Random within the budget: exactly the ground truth of the architectures within it.
-  within = [t for t, m in zip(result["truth_top1"], result["macs"]) if m <= result["budget_macs"]]
-  assert result["random_within_budget"]["mean_top1"] == pytest.approx(np.mean(within))
-  assert result["feasible"] == len(within) == len(result["random_within_budget"]["values"])
+  # The biggest network within the budget, over the whole space; the budget is the median.
+  space = spaces.get_space("micro", 16)
+  costs = cost_lib.space_costs(space)
+  macs = {space.choices_to_string(c): costs.of_choices(c).macs for c in space.enumerate()}
+  assert result["budget_macs"] == pytest.approx(np.median(list(macs.values())))
+  fits = {a: m for a, m in macs.items() if m <= result["budget_macs"]}
+  assert chosen["biggest"]["network"] == max(fits, key=fits.get)
+  assert len(chosen["random"]["networks"]) == 1 and chosen["random"]["networks"][0] in fits
+  # Selected networks outside the ground truth were trained with its recipe and seeds.
+  for network, top1 in [(chosen["biggest"]["network"], chosen["biggest"]["top1"])]:
+    if network in result["archs"]:
+      assert top1 == pytest.approx(result["truth_top1"][result["archs"].index(network)])
+    else:
+      selections = json.load(open(os.path.join(out, "selections.json")))
+      entry = [n for n in selections["networks"] if n["choices"] == network][0]
+      assert top1 == pytest.approx(entry["results"]["0"]["eval_top1"])
+  for name in plan.selection_strategies:
+    summary = json.load(open(os.path.join(out, "searches", f"{name}_seed0", "summary.json")))
+    assert chosen["strategies"][name]["selected"] == [summary["choices_string"]]
+    assert chosen["strategies"][name]["beats_biggest"] == int(
+        chosen["strategies"][name]["top1"][0] > chosen["biggest"]["top1"])
   for oracle in ("random", "bayesian"):
-    assert result["multi_trial"][oracle]["trials"][0] >= 1
+    assert chosen["multi_trial"][oracle]["trials"][0] >= 1
   for path in result["figures"]:
     assert os.path.getsize(path) > 10_000
   report = open(os.path.join(out, "report.md")).read()
-  assert "| betanas |" in report and "Random architecture within the budget" in report
-  assert f"MACs alone rank the ground truth at Kendall tau {result['macs_tau']['top1']:.3f}" in report
+  assert "| betanas (1 seeds) |" in report and "Biggest network within the budget" in report
+  assert f"| MACs alone | {ranking['macs']['top1']['all']['tau']:.3f}" in report
   assert np.isfinite(result["seconds"])
+
+
+def test_search_seeds_are_the_seeds_named_and_selection_seeds_follow_them():
+  plan = rank.RankPlan(search_seeds=(20, 21, 22), selection_seeds=5,
+                       strategies=("betanas", "spos"), selection_strategies=("betanas",))
+  assert plan.all_search_seeds() == [20, 21, 22, 23, 24]
+  runs = rank.search_runs(plan)
+  assert [(n, s) for n, s, score in runs if score] == [
+      ("betanas", 20), ("spos", 20), ("betanas", 21), ("spos", 21), ("betanas", 22), ("spos", 22)]
+  assert [(n, s) for n, s, score in runs if not score] == [("betanas", 23), ("betanas", 24)]
+  with pytest.raises(ValueError, match="unknown strategy 'tpe'"):
+    rank.RankPlan(strategies=("tpe",))
+  with pytest.raises(ValueError, match=r"selection_seeds \(2\) must count at least the 3"):
+    rank.RankPlan(selection_seeds=2)
+
+
+def test_engine_overrides_are_typed_engine_config_fields():
+  assert rank.engine_overrides(["max_steps=9", "beta=0.25", "nesterov=false"]) == (
+      ("max_steps", 9), ("beta", 0.25), ("nesterov", False))
+  with pytest.raises(ValueError, match="an EngineConfig field, got 'speed=3'"):
+    rank.engine_overrides(["speed=3"])
+  with pytest.raises(ValueError, match="--engine max_steps: 'x' is not a int"):
+    rank.engine_overrides(["max_steps=x"])
+  plan = rank.RankPlan(engine_overrides=(("beta", 0.25),))
+  assert rank.engine_config(plan, 3).beta == 0.25 and rank.engine_config(plan, 3).seed == 3
+
+
+def test_a_plan_from_the_shipped_file_reads_its_settings():
+  from betanas_tf.bench import ground_truth as gt_lib  # pylint: disable=import-outside-toplevel
+  plan = rank.plan_from_file(gt_lib.shipped_path("small"), search_steps=100)
+  assert (plan.space, plan.input_size, plan.gt_seeds, plan.gt_epochs) == ("small", 32, (0, 1, 2), 8)
+  assert plan.search_steps == 100

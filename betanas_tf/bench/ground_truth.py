@@ -158,35 +158,58 @@ def plan(space_name: str, archs: int, seeds: Sequence[int], dataset: str = "clut
          epochs: int = 8, input_size: Optional[int] = None, sample_seed: int = 0,
          command: str = "") -> GroundTruth:
   """An empty ground truth of `archs` cost-stratified networks of the space."""
-  from betanas_tf import cost as cost_lib  # pylint: disable=import-outside-toplevel
   from betanas_tf import spaces  # pylint: disable=import-outside-toplevel
   from betanas_tf.bench import rank  # pylint: disable=import-outside-toplevel
+  space = spaces.get_space(space_name, input_size)
+  return _plan_of(space, rank.cost_stratified_sample(space, archs, sample_seed),
+                  {"kind": "cost_stratified", "count": archs, "seed": sample_seed}, seeds,
+                  dataset, epochs, command)
+
+
+def plan_listed(space_name: str, choices: Sequence[str], seeds: Sequence[int],
+                dataset: str = "cluttered_digits", epochs: int = 8,
+                input_size: Optional[int] = None) -> GroundTruth:
+  """An empty ground truth of the networks listed (compact form; repeats count once), e.g.
+  the networks a benchmark's searches selected. Continuing its file with another list adds
+  the new networks."""
+  from betanas_tf import spaces  # pylint: disable=import-outside-toplevel
+  space = spaces.get_space(space_name, input_size)
+  return _plan_of(space, list(dict.fromkeys(choices)), {"kind": "listed"}, seeds, dataset,
+                  epochs, "")
+
+
+def _plan_of(space, choices: Sequence[str], sample: Dict, seeds: Sequence[int], dataset: str,
+             epochs: int, command: str) -> GroundTruth:
+  from betanas_tf import cost as cost_lib  # pylint: disable=import-outside-toplevel
   if not seeds:
     raise ValueError("give at least one training seed")
   if len(set(seeds)) != len(seeds):
     raise ValueError(f"training seeds repeat: {list(seeds)}")
-  space = spaces.get_space(space_name, input_size)
   costs = cost_lib.space_costs(space)
   networks = []
-  for choices_string in rank.cost_stratified_sample(space, archs, sample_seed):
+  for choices_string in choices:
     cost = costs.of_choices(space.choices_from_string(choices_string))
     networks.append({"choices": choices_string, "macs": int(cost.macs),
                      "params": int(cost.params), "results": {}})
   return GroundTruth(space=space.name, input_size=space.input_size, dataset=dataset,
-                     sample={"kind": "cost_stratified", "count": archs, "seed": sample_seed},
-                     recipe=recipe_record(dataset, epochs), seeds=tuple(int(s) for s in seeds),
-                     networks=tuple(networks),
+                     sample=sample, recipe=recipe_record(dataset, epochs),
+                     seeds=tuple(int(s) for s in seeds), networks=tuple(networks),
                      provenance={"command": command, "runs": []})
 
 
 def merge_plan(existing: GroundTruth, wanted: GroundTruth) -> GroundTruth:
-  """`existing` extended to `wanted`'s seeds, or an error naming the setting that differs."""
+  """`existing` extended to `wanted`'s seeds (and, for a listed sample, its networks), or
+  an error naming the setting that differs."""
   for name in SETTINGS:
     if getattr(existing, name) != getattr(wanted, name):
       raise ValueError(f"the file was trained with {name} = {getattr(existing, name)!r}, "
                        f"this command asks for {getattr(wanted, name)!r}; give another --out")
   seeds = tuple(existing.seeds) + tuple(s for s in wanted.seeds if s not in existing.seeds)
-  return dataclasses.replace(existing, seeds=seeds)
+  networks = existing.networks
+  if existing.sample.get("kind") == "listed":
+    known = {n["choices"] for n in networks}
+    networks += tuple(n for n in wanted.networks if n["choices"] not in known)
+  return dataclasses.replace(existing, seeds=seeds, networks=networks)
 
 
 def _train_one(path: str, seed: int, choices: str, scratch: str) -> Dict:

@@ -44,15 +44,13 @@ STRATEGIES = {  # name -> (policy, ablations)
 }
 
 
-SELECTION_STRATEGIES = ("betanas", "proxyless", "spos")
-
-
 @dataclasses.dataclass(frozen=True)
 class RankPlan:
   space: str = "micro"
   input_size: int = 16                      # the micro space's own (canvases resized 32 -> 16)
   dataset: str = "cluttered_digits"
-  gt_seeds: Tuple[int, ...] = (0, 1)
+  ground_truth_file: Optional[str] = None   # a bench.ground_truth file: read, not trained
+  gt_seeds: Tuple[int, ...] = (0, 1)        # with a file: which of its seeds to use
   gt_epochs: int = 8
   gt_max_trials: Optional[int] = None      # None: the whole space
   gt_oracle: str = "grid"                   # "random": a sample of gt_max_trials, the same
@@ -60,79 +58,69 @@ class RankPlan:
   gt_sample: str = "cost_stratified"        # spread over the MACs range
                                             # (`cost_stratified_sample`), or "uniform"
                                             # (keras-tuner's random oracle, one oracle seed)
-  search_seeds: Tuple[int, ...] = (0, 1, 2)   # ranking
-  selection_seeds: int = 8                  # Fig 6: seeds past search_seeds only select (and
-                                            # only the SELECTION_STRATEGIES)
+  search_seeds: Tuple[int, ...] = (0, 1, 2)   # these searches rank and select
+  selection_seeds: int = 8                  # searches in all (search_seeds, then the seeds
+                                            # after the largest of them) select; the extra
+                                            # ones only for `selection_strategies`
   search_steps: int = 600
   budget_quantile: float = 0.5              # MACs budget: this quantile of the space's MACs
   beta: float = 0.5
   multi_trial_epochs: int = 2
   bootstrap: int = 1000
-  strategies: Tuple[str, ...] = tuple(STRATEGIES)
+  strata: int = 4                           # cost strata for tau within a cost level
+  eval_batches: int = 6                     # batches of 64 that score a subnet
+  calibration_batches: int = 5              # training batches that recalibrate its BN
+  engine_overrides: Tuple[Tuple[str, object], ...] = ()   # EngineConfig fields to change
+  strategies: Tuple[str, ...] = ("betanas", "betanas_nodrop", "spos", "proxyless")
+  selection_strategies: Tuple[str, ...] = ("betanas", "betanas_nodrop", "spos", "proxyless")
+
+  def __post_init__(self):
+    unknown = [s for s in self.strategies + self.selection_strategies if s not in STRATEGIES]
+    if unknown:
+      raise ValueError(f"unknown strategy {unknown[0]!r}; known: {', '.join(STRATEGIES)}")
+    if not self.search_seeds or len(set(self.search_seeds)) != len(self.search_seeds):
+      raise ValueError(f"search_seeds must be distinct and not empty, got {self.search_seeds}")
+    if self.selection_seeds < len(self.search_seeds):
+      raise ValueError(f"selection_seeds ({self.selection_seeds}) must count at least the "
+                       f"{len(self.search_seeds)} search_seeds")
+    if not 0.0 < self.budget_quantile <= 1.0:
+      raise ValueError(f"budget_quantile must be in (0, 1], got {self.budget_quantile}")
+
+  def all_search_seeds(self) -> List[int]:
+    """search_seeds, then as many seeds after the largest as make `selection_seeds`."""
+    extra = self.selection_seeds - len(self.search_seeds)
+    top = max(self.search_seeds)
+    return list(self.search_seeds) + [top + 1 + i for i in range(extra)]
 
 
 QUICK = RankPlan(input_size=16, gt_seeds=(0,), gt_epochs=1, gt_max_trials=6, search_seeds=(0,),
-                 selection_seeds=1, search_steps=40, multi_trial_epochs=1, bootstrap=200,
-                 strategies=("betanas", "proxyless"))
+                 selection_seeds=1, search_steps=40, multi_trial_epochs=1, bootstrap=200, strata=2,
+                 strategies=("betanas", "proxyless"), selection_strategies=("betanas", "proxyless"))
+
+
+def plan_from_file(path: str, **changes) -> RankPlan:
+  """A plan that reads the ground truth in `path` (its space, size, data, recipe and every
+  seed of it), with `changes` to the other fields."""
+  from betanas_tf.bench import ground_truth as gt_lib  # pylint: disable=import-outside-toplevel
+  truth = gt_lib.GroundTruth.load(path)
+  fields = dict(space=truth.space, input_size=truth.input_size, dataset=truth.dataset,
+                ground_truth_file=path, gt_seeds=truth.seeds, gt_epochs=truth.recipe["epochs"],
+                gt_max_trials=len(truth.networks), gt_oracle="random", gt_sample="cost_stratified")
+  fields.update(changes)
+  return RankPlan(**fields)
 
 
 def engine_config(plan: RankPlan, seed: int):
-  """demo.flags' supernet settings at the plan's Phase-1 budget."""
+  """demo.flags' supernet settings at the plan's Phase-1 budget, with its overrides."""
   from betanas_tf import engine  # pylint: disable=import-outside-toplevel
   warmup = plan.search_steps // 6
-  return engine.EngineConfig(
+  config = engine.EngineConfig(
       batch_size=64, arch_batch_size=64, max_steps=plan.search_steps, lr=0.1,
       lr_warmup_steps=max(1, plan.search_steps // 30), weight_decay=4e-5, label_smoothing=0.1,
       arch_update_every=2, arch_warmup_steps=warmup, arch_lr=0.02, gate_mode="full",
       beta=plan.beta, cost_form="linear", drop_rule="prob", drop_threshold=0.3,
       drop_warmup_steps=plan.search_steps // 4, seed=seed)
-
-
-# ---- statistics ---------------------------------------------------------------------
-
-def correlations(scores: Sequence[float], truth: Sequence[float]) -> Dict[str, float]:
-  """Kendall tau-b and Spearman rho (scipy) of two score lists."""
-  from scipy import stats  # pylint: disable=import-outside-toplevel
-  return {"kendall_tau": float(stats.kendalltau(scores, truth)[0]),
-          "spearman_rho": float(stats.spearmanr(scores, truth)[0])}
-
-
-def macs_tau(macs: Sequence[float], top1: Sequence[float], loss: Sequence[float]) -> Dict:
-  """How well MACs alone rank the ground truth (more MACs: higher top-1, lower loss): the
-  Kendall tau a ranking must beat to add anything a cost count does not."""
-  macs = np.asarray(macs, np.float64)
-  return {"top1": correlations(macs, top1)["kendall_tau"],
-          "loss": correlations(-macs, loss)["kendall_tau"]}
-
-
-def bootstrap_tau(per_seed_scores: Sequence[Sequence[float]], truth: Sequence[float],
-                  rounds: int, seed: int = 0) -> Tuple[float, float]:
-  """95 % interval of the seed-mean Kendall tau, resampling architectures (the same
-  resample for every seed)."""
-  from scipy import stats  # pylint: disable=import-outside-toplevel
-  rng = np.random.default_rng(seed)
-  truth = np.asarray(truth)
-  scores = [np.asarray(s) for s in per_seed_scores]
-  values = []
-  for _ in range(rounds):
-    pick = rng.integers(len(truth), size=len(truth))
-    taus = [stats.kendalltau(s[pick], truth[pick])[0] for s in scores]
-    if not any(np.isnan(taus)):
-      values.append(float(np.mean(taus)))
-  if not values:  # constant scores: tau is undefined in every resample
-    return float("nan"), float("nan")
-  return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
-
-
-def top_overlap(scores: Sequence[float], truth: Sequence[float], k: int = 5) -> int:
-  """|top-k by score & top-k by truth| (higher is better for both)."""
-  return len(set(np.argsort(scores)[::-1][:k]) & set(np.argsort(truth)[::-1][:k]))
-
-
-def percentile_of(value: float, population: Sequence[float]) -> float:
-  """Share of `population` strictly below `value`, plus half the ties (0-100)."""
-  population = np.asarray(population)
-  return float(100.0 * (np.mean(population < value) + 0.5 * np.mean(population == value)))
+  return dataclasses.replace(config, **dict(plan.engine_overrides))
 
 
 # ---- stages -------------------------------------------------------------------------
@@ -170,11 +158,10 @@ def cost_stratified_sample(space, count: int, seed: int = 0) -> List[str]:
 
 def _ground_truth_seed(plan: RankPlan, seed: int, out_dir: str) -> Dict:
   """One training seed of the ground truth (`tune`; cached, so a second call reads it)."""
-  from betanas_tf import data as data_lib  # pylint: disable=import-outside-toplevel
   from betanas_tf import spaces  # pylint: disable=import-outside-toplevel
   from betanas_tf import tune  # pylint: disable=import-outside-toplevel
-  recipe = dataclasses.replace(tune.TuneConfig().train, data=data_lib.DataSource(plan.dataset),
-                               epochs=plan.gt_epochs, seed=seed)
+  from betanas_tf.bench import ground_truth as gt_lib  # pylint: disable=import-outside-toplevel
+  recipe = gt_lib.recipe_config(plan.dataset, plan.gt_epochs, seed)
   if plan.gt_sample not in GT_SAMPLES:
     raise ValueError(f"gt_sample must be one of {', '.join(GT_SAMPLES)}, got {plan.gt_sample!r}")
   oracle, architectures = plan.gt_oracle, ()
@@ -189,9 +176,27 @@ def _ground_truth_seed(plan: RankPlan, seed: int, out_dir: str) -> Dict:
 
 
 def ground_truth(plan: RankPlan, out_dir: str, workers: int = 1) -> Dict:
-  """{"archs": [choices string], "choices", "macs", "top1": per seed, "loss": per seed};
-  the seeds train side by side in `workers` processes (`parallel.run_tasks`)."""
+  """{"archs": [choices string], "choices", "macs", "top1": per seed, "loss": per seed}:
+  read from `plan.ground_truth_file` (the networks complete in `plan.gt_seeds`), or trained
+  (the seeds side by side in `workers` processes, `parallel.run_tasks`; cached)."""
+  from betanas_tf.bench import ground_truth as gt_lib  # pylint: disable=import-outside-toplevel
   from betanas_tf.bench import parallel  # pylint: disable=import-outside-toplevel
+  if plan.ground_truth_file:
+    truth = gt_lib.GroundTruth.load(plan.ground_truth_file)
+    here = (truth.space, truth.input_size, truth.dataset, truth.recipe["epochs"])
+    wanted = (plan.space, plan.input_size, plan.dataset, plan.gt_epochs)
+    if here != wanted:
+      raise ValueError(f"{plan.ground_truth_file} holds (space, input size, dataset, epochs) "
+                       f"{here}, the plan asks for {wanted}")
+    missing = [s for s in plan.gt_seeds if s not in truth.seeds]
+    if missing:
+      raise ValueError(f"{plan.ground_truth_file} has no training seed {missing[0]} (it has "
+                       f"{list(truth.seeds)})")
+    gt = truth.as_rank_truth(plan.gt_seeds)
+    if len(gt["archs"]) < 3:
+      raise ValueError(f"{plan.ground_truth_file}: only {len(gt['archs'])} networks are trained "
+                       f"in every seed of {list(plan.gt_seeds)}")
+    return gt
   parallel.run_tasks([(_ground_truth_seed, (plan, seed, out_dir)) for seed in plan.gt_seeds],
                      workers)
   per_seed = []
@@ -205,6 +210,68 @@ def ground_truth(plan: RankPlan, out_dir: str, workers: int = 1) -> Dict:
           "top1": [[p[a]["eval_top1"] for a in archs] for p in per_seed],
           "loss": [[p[a]["eval_loss"] for a in archs] for p in per_seed],
           "images_per_trial": first[archs[0]]["images"]}
+
+
+def space_networks(plan: RankPlan) -> Tuple[List[Tuple[int, ...]], np.ndarray]:
+  """The space's networks (a uniform pool of POOL if it is larger) and their MACs."""
+  from betanas_tf import cost as cost_lib  # pylint: disable=import-outside-toplevel
+  from betanas_tf import spaces  # pylint: disable=import-outside-toplevel
+  space = spaces.get_space(plan.space, plan.input_size)
+  if space.size() <= POOL:
+    pool = [tuple(c) for c in space.enumerate()]
+  else:
+    rng = np.random.default_rng(0)
+    pool = list(dict.fromkeys(tuple(space.sample(rng)) for _ in range(POOL)))
+  costs = cost_lib.space_costs(space)
+  return pool, np.array([costs.of_choices(c).macs for c in pool], np.float64)
+
+
+def budget_of(plan: RankPlan) -> float:
+  """The MACs budget: `budget_quantile` of the MACs of the space's networks."""
+  return float(np.quantile(space_networks(plan)[1], plan.budget_quantile))
+
+
+def baselines(plan: RankPlan, budget_macs: float) -> Dict[str, List[str]]:
+  """What a user picks without a search: "biggest" (the network with the most MACs within
+  the budget: the first guess) and "random" (one uniformly random network within the
+  budget per search seed)."""
+  from betanas_tf import selection  # pylint: disable=import-outside-toplevel
+  from betanas_tf import spaces  # pylint: disable=import-outside-toplevel
+  space = spaces.get_space(plan.space, plan.input_size)
+  pool, macs = space_networks(plan)
+  fits = np.flatnonzero(macs <= budget_macs)
+  biggest = pool[int(fits[np.argmax(macs[fits])])]
+  costs = dict(zip(pool, macs))
+  from betanas_tf import cost as cost_lib  # pylint: disable=import-outside-toplevel
+  space_costs = cost_lib.space_costs(space)
+  cost_of = lambda c: costs.get(tuple(c), space_costs.of_choices(c).macs)
+  num_candidates = [b.num_candidates for b in space.choice_blocks]
+  random = [selection.random_within_budget(num_candidates, cost_of, budget_macs,
+                                           np.random.default_rng([seed, RANDOM_STREAM]))
+            for seed in plan.all_search_seeds()]
+  return {"biggest": [space.choices_to_string(biggest)],
+          "random": [space.choices_to_string(c) for c in random]}
+
+
+RANDOM_STREAM = 104729   # the random baseline's draws: a stream of their own
+
+
+def selection_truth(plan: RankPlan, gt: Dict, choices: Sequence[str], out_dir: str,
+                    workers: int = 1) -> Dict[str, float]:
+  """Ground-truth top-1 (the mean over the plan's training seeds) of every network in
+  `choices`: from the ground truth where it holds the network, else trained standalone
+  with the same recipe and seeds (cached in `out_dir`/selections.json)."""
+  from betanas_tf.bench import ground_truth as gt_lib  # pylint: disable=import-outside-toplevel
+  known = dict(zip(gt["archs"], np.mean(gt["top1"], axis=0).tolist()))
+  others = [c for c in dict.fromkeys(choices) if c not in known]
+  if others:
+    path = os.path.join(out_dir, "selections.json")
+    wanted = gt_lib.plan_listed(plan.space, others, plan.gt_seeds, plan.dataset,
+                                plan.gt_epochs, plan.input_size)
+    truth = gt_lib.build(path, wanted, workers, log=lambda m: None)
+    trained = truth.as_rank_truth(plan.gt_seeds)
+    known.update(zip(trained["archs"], np.mean(trained["top1"], axis=0).tolist()))
+  return {c: known[c] for c in choices}
 
 
 def one_search(plan: RankPlan, strategy: str, seed: int, out_dir: str, budget_macs: float,
@@ -225,16 +292,17 @@ def one_search(plan: RankPlan, strategy: str, seed: int, out_dir: str, budget_ma
   settings = runner.RunSettings(out_dir=run_dir, space=plan.space, input_size=plan.input_size,
                                 dataset=data_lib.DataSource(plan.dataset), cost="macs",
                                 cost_target=budget_macs, checkpoint_every=plan.search_steps,
-                                log_every=max(10, plan.search_steps // 20), eval_batches=6,
-                                calibration_batches=5, progress=False)
+                                log_every=max(10, plan.search_steps // 20),
+                                eval_batches=plan.eval_batches,
+                                calibration_batches=plan.calibration_batches, progress=False)
   run = runner.SearchRun(settings, policy, engine_config(plan, seed))
   start = time.time()
   summary = run.run()
   scores = None
   if score:
     metrics = run.score_paths(gt["choices"], split="eval")
-    scores = {"top1": [m["top1"] for m in metrics], "loss": [m["loss"] for m in metrics],
-              "seconds": time.time() - start}
+    scores = {"archs": gt["archs"], "top1": [m["top1"] for m in metrics],
+              "loss": [m["loss"] for m in metrics], "seconds": time.time() - start}
     from betanas_tf import io_utils  # pylint: disable=import-outside-toplevel
     io_utils.atomic_write_json(scores_path, scores)
   return {"summary": summary, "scores": scores}
@@ -244,12 +312,11 @@ def multi_trial(plan: RankPlan, oracle: str, seed: int, out_dir: str, budget_mac
                 images: float, train_examples: int) -> Dict:
   """A keras-tuner search under the budget with as many `multi_trial_epochs` trials as fit
   in `images` (one one-shot search's images)."""
-  from betanas_tf import data as data_lib  # pylint: disable=import-outside-toplevel
   from betanas_tf import tune  # pylint: disable=import-outside-toplevel
+  from betanas_tf.bench import ground_truth as gt_lib  # pylint: disable=import-outside-toplevel
   per_trial = plan.multi_trial_epochs * (train_examples // 64) * 64
   trials = max(1, int(images // per_trial))
-  recipe = dataclasses.replace(tune.TuneConfig().train, data=data_lib.DataSource(plan.dataset),
-                               epochs=plan.multi_trial_epochs, seed=seed)
+  recipe = gt_lib.recipe_config(plan.dataset, plan.multi_trial_epochs, seed)
   config = tune.TuneConfig(space=plan.space, input_size=plan.input_size, oracle=oracle,
                            max_trials=trials, cost_target=budget_macs, tuner_seed=seed,
                            bayesian_initial_points=max(1, trials // 3), train=recipe)
@@ -264,199 +331,14 @@ def one_shot_images(plan: RankPlan) -> float:
                + config.arch_steps_before(config.max_steps) * config.arch_batch_size)
 
 
-def analyse(plan: RankPlan, gt: Dict, searches: Dict[str, List[Dict]], budget_macs: float,
-            multi: Dict[str, List[Dict]]) -> Dict:
-  """Every figure of the report from the ground truth and the searches' outputs."""
-  archs = gt["archs"]
-  index = {a: i for i, a in enumerate(archs)}
-  truth_top1 = np.mean(gt["top1"], axis=0)
-  truth_loss = np.mean(gt["loss"], axis=0)
-  feasible = [i for i, m in enumerate(gt["macs"]) if m <= budget_macs]
-  result = {"archs": archs, "macs": gt["macs"], "truth_top1": truth_top1.tolist(),
-            "truth_loss": truth_loss.tolist(),
-            "budget_macs": budget_macs, "feasible": len(feasible),
-            "top1_range": [float(truth_top1.min()), float(truth_top1.max())]}
-  if len(gt["top1"]) > 1:
-    result["ground_truth_seed_tau"] = {
-        "top1": correlations(gt["top1"][0], gt["top1"][1])["kendall_tau"],
-        "loss": correlations(gt["loss"][0], gt["loss"][1])["kendall_tau"]}
-  result["macs_tau"] = macs_tau(gt["macs"], truth_top1, truth_loss)
-  random_gt = truth_top1[feasible]
-  result["random_within_budget"] = {"mean_top1": float(random_gt.mean()),
-                                    "p10": float(np.percentile(random_gt, 10)),
-                                    "p90": float(np.percentile(random_gt, 90)),
-                                    "values": random_gt.tolist()}
-  # The sub-space surviving betanas' drops, per seed (all of it if betanas did not run).
-  survivors = {}
-  for run in searches.get("betanas", []):
-    active = np.array(run["summary"]["active"], bool)
-    survivors[run["seed"]] = [i for i, choices in enumerate(gt["choices"])
-                              if all(active[l][c] for l, c in enumerate(choices))]
-  strategies = {}
-  for name, runs in searches.items():
-    ranked = [r for r in runs if r["scores"] is not None]
-    entry = {"seeds": [r["seed"] for r in ranked]}
-    for metric, truth, sign in (("top1", truth_top1, 1.0), ("loss", truth_loss, -1.0)):
-      per_seed = [r["scores"][metric] for r in ranked]
-      taus = [correlations(s, truth) for s in per_seed]
-      entry[f"tau_{metric}"] = [t["kendall_tau"] for t in taus]
-      entry[f"rho_{metric}"] = [t["spearman_rho"] for t in taus]
-      entry[f"tau_{metric}_mean"] = float(np.mean(entry[f"tau_{metric}"])) if taus else None
-      entry[f"tau_{metric}_ci"] = (bootstrap_tau(per_seed, truth, plan.bootstrap)
-                                   if per_seed else None)
-      sub = []
-      for r, s in zip(ranked, per_seed):
-        keep = survivors.get(r["seed"])
-        if keep is not None and len(keep) >= 3:
-          sub.append(correlations(np.asarray(s)[keep], truth[keep])["kendall_tau"])
-      entry[f"tau_{metric}_survivors"] = sub
-      entry[f"top5_overlap_{metric}"] = [top_overlap(sign * np.asarray(s), sign * truth)
-                                         for s in per_seed]
-    entry["survivors_size"] = [len(survivors[r["seed"]]) for r in ranked if r["seed"] in survivors]
-    selected = [index.get(r["summary"]["choices_string"]) for r in runs]
-    entry["selected"] = [r["summary"]["choices_string"] for r in runs]
-    entry["selected_top1"] = [float(truth_top1[i]) if i is not None else None for i in selected]
-    entry["selected_percentile"] = [percentile_of(truth_top1[i], truth_top1) if i is not None
-                                    else None for i in selected]
-    entry["selected_meets_budget"] = [r["summary"]["cost"]["meets_target"] for r in runs]
-    entry["balance_max_over_min"] = [
-        float(np.mean([mx / max(1, mn) for mx, mn in r["summary"]["balance_max_min_per_block"]]))
-        for r in runs]
-    strategies[name] = entry
-  result["strategies"] = strategies
-  result["multi_trial"] = {}
-  for oracle, runs in multi.items():
-    picks = [index.get(r["best"]) for r in runs]
-    result["multi_trial"][oracle] = {
-        "trials": [r["trials"] for r in runs], "images": [r["images"] for r in runs],
-        "selected": [r["best"] for r in runs],
-        "selected_top1": [float(truth_top1[i]) for i in picks if i is not None]}
-  return result
-
-
-# ---- figures and report ---------------------------------------------------------------
-
-def plot(result: Dict, searches: Dict[str, List[Dict]], out_dir: str) -> List[str]:
-  from betanas_tf import figures  # pylint: disable=import-outside-toplevel
-  plt = figures.plt
-  paths = []
-  names = list(result["strategies"])
-  fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
-  for ax, metric in zip(axes, ("loss", "top1")):
-    for x, name in enumerate(names):
-      entry = result["strategies"][name]
-      if entry[f"tau_{metric}_mean"] is None:
-        continue
-      low, high = entry[f"tau_{metric}_ci"]
-      mean = entry[f"tau_{metric}_mean"]
-      ax.errorbar([x - 0.12], [mean], yerr=[[max(0.0, mean - low)], [max(0.0, high - mean)]],
-                  fmt="o", color="#4C72B0",
-                  capsize=3, label="all architectures" if x == 0 else None)
-      ax.plot([x - 0.12] * len(entry[f"tau_{metric}"]), entry[f"tau_{metric}"], ".", color="#4C72B0",
-              alpha=0.4)
-      sub = entry[f"tau_{metric}_survivors"]
-      if sub:
-        ax.plot([x + 0.12] * len(sub), sub, "s", ms=4, color="#C44E52", alpha=0.7,
-                label="betanas' surviving sub-space" if x == 0 else None)
-    ceiling = result.get("ground_truth_seed_tau", {}).get(metric)
-    if ceiling is not None:
-      ax.axhline(ceiling, color="gray", ls="--", lw=0.8, label="ground truth seed-to-seed")
-    ax.set_xticks(range(len(names)))
-    ax.set_xticklabels(names, rotation=20, fontsize=8)
-    ax.set_title(f"Kendall tau vs standalone ({'eval loss' if metric == 'loss' else 'eval top-1'})",
-                 fontsize=9)
-    ax.grid(alpha=0.3)
-  axes[0].set_ylabel("Kendall tau (mean, 95 % bootstrap CI; dots: seeds)")
-  axes[0].legend(fontsize=7)
-  fig.tight_layout()
-  paths.append(os.path.join(out_dir, "tau.png"))
-  figures.save(fig, paths[-1])
-
-  fig, ax = plt.subplots(figsize=(7, 3.8))
-  random_values = result["random_within_budget"]["values"]
-  if len(random_values) > 1:
-    ax.violinplot([random_values], positions=[0], showmedians=True)
-  ax.plot(np.zeros(len(random_values)), random_values, "_", color="#4C72B0", ms=12)
-  labels = ["random\nwithin budget"]
-  groups = [(n, result["strategies"][n]["selected_top1"]) for n in names]
-  groups += [(f"{o}\n(multi-trial)", m["selected_top1"]) for o, m in result["multi_trial"].items()]
-  for x, (name, values) in enumerate(groups, start=1):
-    values = [v for v in values if v is not None]
-    ax.plot(np.full(len(values), x) + np.linspace(-0.1, 0.1, len(values)), values, "o",
-            color="#C44E52", alpha=0.7)
-    if values:
-      ax.plot([x - 0.2, x + 0.2], [np.mean(values)] * 2, color="black")
-    labels.append(name)
-  ax.set_xticks(range(len(labels)))
-  ax.set_xticklabels(labels, rotation=20, fontsize=7)
-  ax.set_ylabel("standalone eval top-1 of the selection")
-  ax.set_title(f"Selected vs random under {result['budget_macs'] / 1e6:.2f}M MACs "
-               "(dots: seeds; bar: mean)", fontsize=9)
-  ax.grid(alpha=0.3)
-  fig.tight_layout()
-  paths.append(os.path.join(out_dir, "selected_vs_random.png"))
-  figures.save(fig, paths[-1])
-
-  shown = [n for n in ("betanas", "proxyless") if searches.get(n)]
-  if shown:
-    fig, axes = plt.subplots(1, len(shown), figsize=(5 * len(shown), 3.4), squeeze=False)
-    for ax, name in zip(axes[0], shown):
-      summary = searches[name][0]["summary"]
-      counts = np.array(summary["counts"], float)
-      for l, row in enumerate(counts):
-        ax.bar(np.arange(len(row)) + 0.25 * l - 0.25, row, width=0.25, label=f"block {l}")
-      ax.set_title(f"{name} (seed {searches[name][0]['seed']}): Phase-1 steps per op", fontsize=9)
-      ax.set_xlabel("candidate index")
-      ax.legend(fontsize=7)
-      ax.grid(alpha=0.3)
-    fig.tight_layout()
-    paths.append(os.path.join(out_dir, "frequency.png"))
-    figures.save(fig, paths[-1])
-  return paths
-
-
-def _fmt(values, digits=3):
-  values = [v for v in values if v is not None]
-  return " / ".join(f"{v:.{digits}f}" for v in values) if values else "—"
-
-
-def report(result: Dict, plan: RankPlan, seconds: float) -> str:
-  lines = [f"Rank benchmark: {plan.space} at {plan.input_size} px on {plan.dataset}, "
-           f"{len(result['archs'])} architectures, ground truth over training seeds "
-           f"{list(plan.gt_seeds)} ({plan.gt_epochs} epochs each); searches of "
-           f"{plan.search_steps} Phase-1 steps, MACs budget {result['budget_macs'] / 1e6:.3f}M "
-           f"({result['feasible']} architectures within it); {seconds / 60:.1f} min.", "",
-           f"Standalone eval top-1 from {result['top1_range'][0]:.4f} to "
-           f"{result['top1_range'][1]:.4f}."]
-  if "ground_truth_seed_tau" in result:
-    lines.append(f"Ground truth seed-to-seed Kendall tau: top-1 "
-                 f"{result['ground_truth_seed_tau']['top1']:.3f}, loss "
-                 f"{result['ground_truth_seed_tau']['loss']:.3f} (the noise ceiling).")
-  lines.append(f"MACs alone rank the ground truth at Kendall tau {result['macs_tau']['top1']:.3f} "
-               f"(top-1) / {result['macs_tau']['loss']:.3f} (loss): a supernet's ranking adds "
-               "something only above that.")
-  lines += ["", "| strategy | tau (loss), per seed | mean [95 % CI] | tau (top-1) mean [CI] | "
-            "tau (loss) in the surviving sub-space | top-5 overlap (loss) | selected: GT top-1 "
-            "(percentile) | Phase-1 max/min |", "|---|---|---|---|---|---|---|---|"]
-  for name, e in result["strategies"].items():
-    ci = e["tau_loss_ci"]
-    ci1 = e["tau_top1_ci"]
-    lines.append(
-        f"| {name} | {_fmt(e['tau_loss'], 2)} | "
-        + (f"{e['tau_loss_mean']:.3f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "—") + " | "
-        + (f"{e['tau_top1_mean']:.3f} [{ci1[0]:.2f}, {ci1[1]:.2f}]" if ci1 else "—") + " | "
-        + f"{_fmt(e['tau_loss_survivors'], 2)} (sizes {e['survivors_size']}) | "
-        + f"{e['top5_overlap_loss']} | "
-        + f"{_fmt(e['selected_top1'], 4)} ({_fmt(e['selected_percentile'], 0)}) | "
-        + f"{_fmt(e['balance_max_over_min'], 2)} |")
-  random = result["random_within_budget"]
-  lines += ["", f"Random architecture within the budget (exact, from the ground truth): mean "
-            f"top-1 {random['mean_top1']:.4f}, p10 {random['p10']:.4f}, p90 {random['p90']:.4f}."]
-  for oracle, m in result["multi_trial"].items():
-    lines.append(f"Multi-trial {oracle} at the images of one one-shot search "
-                 f"({m['trials'][0] if m['trials'] else 0} trials): selected GT top-1 "
-                 f"{_fmt(m['selected_top1'], 4)}.")
-  return "\n".join(lines) + "\n"
+def search_runs(plan: RankPlan) -> List[Tuple[str, int, bool]]:
+  """(strategy, seed, scores every network?) of every search the plan runs: each strategy
+  on `search_seeds` (ranking), the selection strategies on the further selection seeds."""
+  runs = [(name, seed, True) for seed in plan.search_seeds for name in plan.strategies]
+  runs += [(name, seed, False) for seed in plan.all_search_seeds()
+           for name in plan.selection_strategies
+           if seed not in plan.search_seeds or name not in plan.strategies]
+  return runs
 
 
 def run(out_dir: str, plan: RankPlan = RankPlan(), log=print, workers: int = 1) -> Dict:
@@ -465,67 +347,163 @@ def run(out_dir: str, plan: RankPlan = RankPlan(), log=print, workers: int = 1) 
   from betanas_tf import data as data_lib  # pylint: disable=import-outside-toplevel
   from betanas_tf import io_utils  # pylint: disable=import-outside-toplevel
   from betanas_tf.bench import parallel  # pylint: disable=import-outside-toplevel
+  from betanas_tf.bench import rank_analysis  # pylint: disable=import-outside-toplevel
   start = time.time()
   os.makedirs(out_dir, exist_ok=True)
   gt = ground_truth(plan, out_dir, workers)
   log(f"ground truth: {len(gt['archs'])} architectures x {len(plan.gt_seeds)} seeds "
       f"({time.time() - start:.0f} s)")
-  budget = float(np.quantile(gt["macs"], plan.budget_quantile))
-  runs = [(name, seed, seed in plan.search_seeds)
-          for seed in range(max(len(plan.search_seeds), plan.selection_seeds))
-          for name in plan.strategies
-          # The ablations rank; selecting over 8 seeds is for the strategies themselves.
-          if seed in plan.search_seeds or name in SELECTION_STRATEGIES]
+  budget = budget_of(plan)
+  runs = search_runs(plan)
   train_examples = len(data_lib.load(plan.dataset, input_size=plan.input_size).train)
-  trials = [(oracle, seed) for oracle in ("random", "bayesian") for seed in plan.search_seeds]
+  trials = [(oracle, seed) for oracle in ("random", "bayesian") for seed in plan.all_search_seeds()]
+  images = one_shot_images(plan)
   # Searches and multi-trial searches side by side; the loops below then read their outputs.
   # (The longest tasks, multi-trial searches, first: the last to start is then a short one.)
   ran = parallel.run_tasks(
-      [(multi_trial, (plan, oracle, seed, out_dir, budget, one_shot_images(plan),
-                      train_examples)) for oracle, seed in trials]
+      [(multi_trial, (plan, oracle, seed, out_dir, budget, images, train_examples))
+       for oracle, seed in trials]
       + [(one_search, (plan, name, seed, out_dir, budget, gt, score)) for name, seed, score in runs],
       workers)
   if ran:
     log(f"{len(runs)} searches and {len(trials)} multi-trial searches in {workers} workers "
         f"({time.time() - start:.0f} s)")
-  searches: Dict[str, List[Dict]] = {name: [] for name in plan.strategies}
+  searches: Dict[str, List[Dict]] = {}
   for name, seed, score in runs:
     out = one_search(plan, name, seed, out_dir, budget, gt, score)
-    searches[name].append(dict(out, seed=seed))
-    log(f"search {name} seed {seed}: {out['summary']['choices_string']} "
-        f"({time.time() - start:.0f} s)")
-  multi = {oracle: [multi_trial(plan, oracle, seed, out_dir, budget, one_shot_images(plan),
-                                train_examples) for o, seed in trials if o == oracle]
-           for oracle in ("random", "bayesian")}
-  log(f"multi-trial done ({time.time() - start:.0f} s)")
-  result = analyse(plan, gt, searches, budget, multi)
+    searches.setdefault(name, []).append(dict(out, seed=seed))
+  multi = {oracle: [multi_trial(plan, oracle, seed, out_dir, budget, images, train_examples)
+                    for o, seed in trials if o == oracle] for oracle in ("random", "bayesian")}
+  picks = baselines(plan, budget)
+  chosen = ([r["summary"]["choices_string"] for runs_ in searches.values() for r in runs_]
+            + [m["best"] for ms in multi.values() for m in ms] + picks["biggest"] + picks["random"])
+  truth_of = selection_truth(plan, gt, chosen, out_dir, workers)
+  log(f"searches, multi-trial searches and {len(set(chosen))} selected networks' ground truth "
+      f"done ({time.time() - start:.0f} s)")
+  result = rank_analysis.analyse(plan, gt, searches, budget, multi, picks, truth_of)
   result["plan"] = dataclasses.asdict(plan)
   result["seconds"] = time.time() - start
-  result["figures"] = plot(result, searches, out_dir)
+  result["figures"] = rank_analysis.plot(result, searches, out_dir)
   io_utils.atomic_write_json(os.path.join(out_dir, "results.json"), result)
-  io_utils.atomic_write_text(os.path.join(out_dir, "report.md"), report(result, plan, result["seconds"]))
+  io_utils.atomic_write_text(os.path.join(out_dir, "report.md"),
+                             rank_analysis.report(result, plan, result["seconds"]))
   return result
+
+
+def define_flags():
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from betanas_tf import spaces  # pylint: disable=import-outside-toplevel
+  from betanas_tf.bench import parallel  # pylint: disable=import-outside-toplevel
+  d = RankPlan()
+  flags.DEFINE_string("out_dir", None, "Output directory (re-running resumes).")
+  flags.DEFINE_bool("quick", False, "The small plan on micro (a few minutes; what the test runs).")
+  flags.DEFINE_enum("space", "small", spaces.SPACES.names(), "Search space.")
+  flags.DEFINE_integer("input_size", None, "Input resolution (default: the ground truth's, or "
+                       "the space's).", lower_bound=8)
+  flags.DEFINE_string("ground_truth", None, "A bench.ground_truth file (default: the one the "
+                      "package ships for --space, if any).")
+  flags.DEFINE_bool("retrain_ground_truth", False, "Train the ground truth (--gt_archs x "
+                    "--gt_seeds) instead of reading a file.")
+  flags.DEFINE_integer("gt_archs", 0, "With --retrain_ground_truth: cost-stratified networks "
+                       "(0: the whole space).", lower_bound=0)
+  flags.DEFINE_list("gt_seeds", [], "Training seeds of the ground truth (default: every seed "
+                    "of the file; 0,1 when retraining).")
+  flags.DEFINE_list("search_seeds", [str(s) for s in d.search_seeds], "Seeds of the ranking "
+                    "searches.")
+  flags.DEFINE_integer("selection_seeds", d.selection_seeds, "Searches per selection strategy.",
+                       lower_bound=1)
+  flags.DEFINE_integer("search_steps", d.search_steps, "Phase-1 steps per search.", lower_bound=2)
+  flags.DEFINE_list("strategies", list(d.strategies), "Strategies that rank: "
+                    + ", ".join(STRATEGIES))
+  flags.DEFINE_list("selection_strategies", list(d.selection_strategies), "Strategies that "
+                    "also select on the further seeds.")
+  flags.DEFINE_float("budget_quantile", d.budget_quantile, "MACs budget: this quantile of the "
+                     "space's MACs.")
+  flags.DEFINE_integer("strata", d.strata, "Cost strata for tau within a cost level.",
+                       lower_bound=1)
+  flags.DEFINE_integer("eval_batches", d.eval_batches, "Eval batches of 64 scoring a subnet.",
+                       lower_bound=1)
+  flags.DEFINE_integer("calibration_batches", d.calibration_batches, "Training batches "
+                       "recalibrating a subnet's BatchNorm.", lower_bound=1)
+  flags.DEFINE_integer("bootstrap", d.bootstrap, "Bootstrap rounds.", lower_bound=10)
+  flags.DEFINE_list("engine", [], "EngineConfig overrides, NAME=VALUE (e.g. arch_data=eval).")
+  flags.DEFINE_integer("workers", parallel.available_cores(), "Processes for the independent "
+                       "stages, one TensorFlow thread each (1: all in this process).",
+                       lower_bound=1)
+
+
+def _ints(values: Sequence[str], flag: str) -> Tuple[int, ...]:
+  if not all(v.lstrip("-").isdigit() for v in values):
+    raise ValueError(f"--{flag} must be integers, got {','.join(values)}")
+  return tuple(int(v) for v in values)
+
+
+def engine_overrides(pairs: Sequence[str]) -> Tuple[Tuple[str, object], ...]:
+  """NAME=VALUE pairs as EngineConfig overrides, each value of its field's type."""
+  from betanas_tf import engine  # pylint: disable=import-outside-toplevel
+  defaults = engine.EngineConfig()
+  overrides = []
+  for pair in pairs:
+    name, sep, value = pair.partition("=")
+    if not sep or not hasattr(defaults, name):
+      raise ValueError(f"--engine takes NAME=VALUE with an EngineConfig field, got {pair!r}")
+    kind = type(getattr(defaults, name))
+    try:
+      overrides.append((name, (value.lower() in ("1", "true")) if kind is bool else kind(value)))
+    except ValueError:
+      raise ValueError(f"--engine {name}: {value!r} is not a {kind.__name__}") from None
+  return tuple(overrides)
+
+
+def plan_from_flags() -> RankPlan:
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from betanas_tf import spaces  # pylint: disable=import-outside-toplevel
+  from betanas_tf.bench import ground_truth as gt_lib  # pylint: disable=import-outside-toplevel
+  f = flags.FLAGS
+  if f.quick:
+    return QUICK
+  changes = dict(search_seeds=_ints(f.search_seeds, "search_seeds"),
+                 selection_seeds=max(f.selection_seeds, len(f.search_seeds)),
+                 search_steps=f.search_steps, strategies=tuple(f.strategies),
+                 selection_strategies=tuple(f.selection_strategies),
+                 budget_quantile=f.budget_quantile, strata=f.strata, eval_batches=f.eval_batches,
+                 calibration_batches=f.calibration_batches, bootstrap=f.bootstrap,
+                 engine_overrides=engine_overrides(f.engine))
+  if f.gt_seeds:
+    changes["gt_seeds"] = _ints(f.gt_seeds, "gt_seeds")
+  path = f.ground_truth or gt_lib.shipped_path(f.space)
+  if not f.retrain_ground_truth:
+    if not os.path.exists(path):
+      raise ValueError(f"no ground truth for --space={f.space} at {path}: give --ground_truth "
+                       "or --retrain_ground_truth")
+    plan = plan_from_file(path, **changes)
+    if f.input_size and f.input_size != plan.input_size:
+      raise ValueError(f"{path} was trained at {plan.input_size} px, not --input_size="
+                       f"{f.input_size}; retrain it (--retrain_ground_truth)")
+    return plan
+  input_size = f.input_size or spaces.get_space(f.space).input_size
+  return RankPlan(space=f.space, input_size=input_size, gt_max_trials=f.gt_archs or None,
+                  gt_oracle="random" if f.gt_archs else "grid", **changes)
 
 
 def main(argv):
   from absl import flags  # pylint: disable=import-outside-toplevel
+  from betanas_tf.bench import rank_analysis  # pylint: disable=import-outside-toplevel
   del argv
   f = flags.FLAGS
-  if not f.out_dir:
-    print("rank: error: give --out_dir", file=sys.stderr)
+  try:
+    if not f.out_dir:
+      raise ValueError("give --out_dir")
+    plan = plan_from_flags()
+    result = run(f.out_dir, plan, log=lambda m: print(m, flush=True), workers=f.workers)
+  except ValueError as error:
+    print(f"rank: error: {error}", file=sys.stderr)
     return 1
-  plan = QUICK if f.quick else RankPlan()
-  result = run(f.out_dir, plan, log=lambda m: print(m, flush=True), workers=f.workers)
-  print(report(result, plan, result["seconds"]))
+  print(rank_analysis.report(result, plan, result["seconds"]))
   return 0
 
 
 if __name__ == "__main__":
-  from absl import app, flags  # pylint: disable=g-import-not-at-top
-  flags.DEFINE_string("out_dir", None, "Output directory (re-running resumes).")
-  flags.DEFINE_bool("quick", False, "The small plan (a few minutes; what the test runs).")
-  from betanas_tf.bench import parallel as _parallel  # pylint: disable=g-import-not-at-top
-  flags.DEFINE_integer("workers", _parallel.available_cores(), "Processes for the independent "
-                       "stages, one TensorFlow thread each (1: all in this process).",
-                       lower_bound=1)
+  from absl import app  # pylint: disable=g-import-not-at-top
+  define_flags()
   app.run(main)

@@ -30,6 +30,7 @@ import numpy as np
 
 from betanas_tf.bench import parallel
 from betanas_tf.bench import rank
+from betanas_tf.bench import rank_stats
 
 TAU_GOAL = 0.7
 SPREAD_GOAL = 0.10
@@ -104,7 +105,7 @@ def separation(out_dir: str, plan: rank.RankPlan, bootstrap: int = 1000, workers
     result[f"seed_tau_{metric}"] = {"pairs": single["taus"], "mean": single["mean"],
                                     "ci": single["ci"]}
     result[f"group_tau_{metric}"] = groups[1:]
-  result["macs_tau"] = rank.macs_tau(gt["macs"], top1, np.mean(gt["loss"], axis=0))
+  result["macs_tau"] = rank_stats.macs_tau(gt["macs"], top1, np.mean(gt["loss"], axis=0))
   spread = result["top1_range"][1] - result["top1_range"][0]
   result["meets"] = {"seed_tau_top1": result["seed_tau_top1"]["mean"] >= TAU_GOAL,
                      "spread": spread >= SPREAD_GOAL}

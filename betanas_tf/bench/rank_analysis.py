@@ -1,0 +1,267 @@
+"""The rank benchmark's figures from its stages' outputs: rankings against the ground truth
+and MACs, selections against what a user would pick without a search; report and plots."""
+
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from betanas_tf.bench import rank_stats
+
+METRICS = ("top1", "loss")
+
+
+def _survivors(gt: Dict, searches: Dict[str, List[Dict]]) -> Dict[int, List[int]]:
+  """Per betanas seed, the ground-truth networks whose every op survived its drops."""
+  survivors = {}
+  for run in searches.get("betanas", []):
+    active = np.array(run["summary"]["active"], bool)
+    survivors[run["seed"]] = [i for i, choices in enumerate(gt["choices"])
+                              if all(active[l][c] for l, c in enumerate(choices))]
+  return survivors
+
+
+def ranking(plan, gt: Dict, searches: Dict[str, List[Dict]]) -> Dict:
+  """Taus of every ranking strategy and of MACs alone, over all networks and within cost
+  strata, with paired bootstrap intervals of the difference to MACs, per metric; and the
+  ground truth's own noise ceiling."""
+  macs = np.asarray(gt["macs"], np.float64)
+  strata = rank_stats.strata_of(macs, plan.strata)
+  # Higher is better on both sides: top-1 as it is, loss negated (the supernet's too).
+  truth = {"top1": np.asarray(gt["top1"], np.float64), "loss": -np.asarray(gt["loss"], np.float64)}
+  ranked = {name: [r for r in runs if r["scores"] is not None] for name, runs in searches.items()}
+  ranked = {name: runs for name, runs in ranked.items() if runs}
+  result = {"strata": [[gt["archs"][i] for i in s] for s in strata],
+            "strata_macs": [[float(macs[s].min()), float(macs[s].max())] for s in strata],
+            "ceiling": {}, "macs": {}, "strategies": {name: {"seeds": [r["seed"] for r in runs]}
+                                                      for name, runs in ranked.items()}}
+  survivors = _survivors(gt, searches)
+  for metric in METRICS:
+    sign = 1.0 if metric == "top1" else -1.0
+    rankings = {"MACs": [macs]}
+    for name, runs in ranked.items():
+      for r in runs:
+        if r["scores"].get("archs", gt["archs"]) != gt["archs"]:
+          raise ValueError(f"{name} seed {r['seed']} scored other networks than the ground "
+                           "truth holds (a stale scores.json?)")
+      rankings[name] = [sign * np.asarray(r["scores"][metric], np.float64) for r in runs]
+    result["ceiling"][metric] = {"all": rank_stats.noise_ceiling(truth[metric]),
+                                 "strata": rank_stats.noise_ceiling(truth[metric], strata)}
+    for where, within in (("all", False), ("strata", True)):
+      boot = rank_stats.paired_bootstrap(rankings, truth[metric], strata, "MACs", plan.bootstrap,
+                                         within)
+      result["macs"].setdefault(metric, {})[where] = boot["MACs"]
+      for name in ranked:
+        result["strategies"][name].setdefault(metric, {})[where] = boot[name]
+    mean_truth = truth[metric].mean(0)
+    for name, runs in ranked.items():
+      entry = result["strategies"][name][metric]
+      entry["per_seed"] = [rank_stats.kendall_tau(s, mean_truth) for s in rankings[name]]
+      entry["per_seed_strata"] = [rank_stats.strata_tau(s, mean_truth, strata)
+                                  for s in rankings[name]]
+      entry["top5_overlap"] = [rank_stats.top_overlap(s, mean_truth) for s in rankings[name]]
+      sub = []
+      for r, s in zip(runs, rankings[name]):
+        keep = survivors.get(r["seed"])
+        if keep is not None and len(keep) >= 3:
+          sub.append({"seed": r["seed"], "networks": len(keep),
+                      "tau": rank_stats.kendall_tau(s[keep], mean_truth[keep])})
+      entry["survivors"] = sub
+  for name, runs in ranked.items():
+    result["strategies"][name]["balance_max_over_min"] = [
+        float(np.mean([mx / max(1, mn) for mx, mn in r["summary"]["balance_max_min_per_block"]]))
+        for r in runs]
+  return result
+
+
+def selections(plan, searches: Dict[str, List[Dict]], multi: Dict[str, List[Dict]],
+               picks: Dict[str, List[str]], truth_of: Dict[str, float], budget_macs: float) -> Dict:
+  """Each selecting strategy's picks (per seed) and their ground-truth top-1 against the
+  biggest network within the budget, a random one (paired by seed) and multi-trial search."""
+  biggest = truth_of[picks["biggest"][0]]
+  random = [truth_of[c] for c in picks["random"]]
+  result = {"budget_macs": budget_macs, "biggest": {"network": picks["biggest"][0], "top1": biggest},
+            "random": {"networks": picks["random"], "top1": random,
+                       "mean_top1": float(np.mean(random))},
+            "multi_trial": {}, "strategies": {}}
+  for oracle, runs in multi.items():
+    result["multi_trial"][oracle] = {
+        "trials": [r["trials"] for r in runs], "images": [r["images"] for r in runs],
+        "selected": [r["best"] for r in runs], "top1": [truth_of[r["best"]] for r in runs]}
+  seeds = plan.all_search_seeds()
+  for name in plan.selection_strategies:
+    runs = {r["seed"]: r for r in searches.get(name, [])}
+    chosen = [runs[s]["summary"]["choices_string"] for s in seeds if s in runs]
+    top1 = [truth_of[c] for c in chosen]
+    paired_random = random[:len(top1)]
+    multi_top1 = [np.mean([m["top1"][i] for m in result["multi_trial"].values()])
+                  for i in range(len(top1))] if result["multi_trial"] else []
+    result["strategies"][name] = {
+        "selected": chosen, "top1": top1, "mean_top1": float(np.mean(top1)) if top1 else None,
+        "meets_budget": [runs[s]["summary"]["cost"]["meets_target"] for s in seeds if s in runs],
+        "beats_biggest": int(sum(t > biggest for t in top1)),
+        "beats_random": int(sum(t > r for t, r in zip(top1, paired_random))),
+        "beats_random_mean": int(sum(t > np.mean(random) for t in top1)),
+        "vs_multi_trial_mean": (float(np.mean(top1) - np.mean(multi_top1)) if multi_top1 else None),
+        "seeds": len(top1)}
+  return result
+
+
+def analyse(plan, gt: Dict, searches: Dict[str, List[Dict]], budget_macs: float,
+            multi: Dict[str, List[Dict]], picks: Dict[str, List[str]],
+            truth_of: Dict[str, float]) -> Dict:
+  """Every figure of the report from the ground truth and the stages' outputs."""
+  truth_top1 = np.mean(gt["top1"], axis=0)
+  result = {"archs": gt["archs"], "macs": gt["macs"], "truth_top1": truth_top1.tolist(),
+            "truth_loss": np.mean(gt["loss"], axis=0).tolist(), "gt_seeds": len(gt["top1"]),
+            "budget_macs": budget_macs,
+            "top1_range": [float(truth_top1.min()), float(truth_top1.max())]}
+  result["ranking"] = ranking(plan, gt, searches)
+  result["selection"] = selections(plan, searches, multi, picks, truth_of, budget_macs)
+  return result
+
+
+# ---- report -----------------------------------------------------------------------------
+
+def _ci(entry: Dict, key: str = "ci") -> str:
+  low, high = entry[key]
+  return f"[{low:+.2f}, {high:+.2f}]" if key == "diff_ci" else f"[{low:.2f}, {high:.2f}]"
+
+
+def _fmt(values: Sequence[Optional[float]], digits: int = 3) -> str:
+  values = [v for v in values if v is not None]
+  return " / ".join(f"{v:.{digits}f}" for v in values) if values else "-"
+
+
+def report(result: Dict, plan, seconds: float) -> str:
+  ranking, chosen = result["ranking"], result["selection"]
+  lines = [f"Rank benchmark: {plan.space} at {plan.input_size} px on {plan.dataset}; ground "
+           f"truth: {len(result['archs'])} networks x {result['gt_seeds']} training seeds "
+           f"({plan.gt_epochs} epochs each); searches of {plan.search_steps} Phase-1 steps, "
+           f"MACs budget {result['budget_macs'] / 1e6:.3f}M; {seconds / 60:.1f} min.", "",
+           f"Standalone eval top-1 (seed mean) from {result['top1_range'][0]:.4f} to "
+           f"{result['top1_range'][1]:.4f}; {plan.strata} cost strata of "
+           + ", ".join(str(len(s)) for s in ranking["strata"]) + " networks.", ""]
+  for metric in METRICS:
+    ceiling = ranking["ceiling"][metric]
+    lines += [f"### Kendall tau on eval {'top-1' if metric == 'top1' else 'loss'}", "",
+              f"Noise ceiling (one training seed against the mean of the others): "
+              f"{ceiling['all']['seed_vs_rest']:.3f} over all, "
+              f"{ceiling['strata']['seed_vs_rest']:.3f} within strata."
+              if ceiling["all"]["seed_vs_rest"] is not None else
+              "Noise ceiling: one training seed, not measurable.", "",
+              "| ranking | tau, all [95 % CI] | - MACs [paired CI] | tau within strata [CI] "
+              "| - MACs [paired CI] | share of rounds above MACs (strata) |",
+              "|---|---|---|---|---|---|"]
+    macs = ranking["macs"][metric]
+    lines.append(f"| MACs alone | {macs['all']['tau']:.3f} {_ci(macs['all'])} | | "
+                 f"{macs['strata']['tau']:.3f} {_ci(macs['strata'])} | | |")
+    for name, entry in ranking["strategies"].items():
+      e = entry[metric]
+      lines.append(f"| {name} ({len(entry['seeds'])} seeds) | {e['all']['tau']:.3f} "
+                   f"{_ci(e['all'])} | {e['all']['diff']:+.3f} {_ci(e['all'], 'diff_ci')} | "
+                   f"{e['strata']['tau']:.3f} {_ci(e['strata'])} | {e['strata']['diff']:+.3f} "
+                   f"{_ci(e['strata'], 'diff_ci')} | {e['strata']['diff_above_zero']:.2f} |")
+    lines.append("")
+  for name, entry in ranking["strategies"].items():
+    sub = entry["top1"]["survivors"]
+    if sub:
+      lines.append(f"{name}: tau (top-1) over the networks betanas' drops left: "
+                   + ", ".join(f"{s['tau']:.2f} ({s['networks']} networks, seed {s['seed']})"
+                               for s in sub))
+  lines += ["", "### Selection under the budget (ground-truth top-1, seed mean)", "",
+            f"Biggest network within the budget: {chosen['biggest']['network']} "
+            f"{chosen['biggest']['top1']:.4f}. Random network within the budget (one per seed): "
+            f"mean {chosen['random']['mean_top1']:.4f} ({_fmt(chosen['random']['top1'], 3)}).", ""]
+  for oracle, m in chosen["multi_trial"].items():
+    lines.append(f"Multi-trial {oracle} at one search's training images ({m['trials'][0]} trials): "
+                 f"mean {np.mean(m['top1']):.4f} ({_fmt(m['top1'], 3)}).")
+  lines += ["", "| strategy | selected top-1 per seed | mean | beats biggest | beats the "
+            "seed's random | mean - multi-trial mean |", "|---|---|---|---|---|---|"]
+  for name, e in chosen["strategies"].items():
+    versus = f"{e['vs_multi_trial_mean']:+.4f}" if e["vs_multi_trial_mean"] is not None else "-"
+    lines.append(f"| {name} | {_fmt(e['top1'], 3)} | "
+                 + (f"{e['mean_top1']:.4f}" if e["mean_top1"] is not None else "-")
+                 + f" | {e['beats_biggest']} of {e['seeds']} | {e['beats_random']} of "
+                 f"{e['seeds']} | {versus} |")
+  return "\n".join(lines) + "\n"
+
+
+# ---- figures ----------------------------------------------------------------------------
+
+def plot(result: Dict, searches: Dict[str, List[Dict]], out_dir: str) -> List[str]:
+  import os  # pylint: disable=import-outside-toplevel
+  from betanas_tf import figures  # pylint: disable=import-outside-toplevel
+  plt = figures.plt
+  ranking, chosen = result["ranking"], result["selection"]
+  paths = []
+  names = ["MACs"] + list(ranking["strategies"])
+  fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+  for ax, metric in zip(axes, METRICS):
+    for x, name in enumerate(names):
+      entries = ranking["macs"][metric] if name == "MACs" else ranking["strategies"][name][metric]
+      for offset, where, color, label in ((-0.12, "all", "#4C72B0", "all networks"),
+                                          (0.12, "strata", "#C44E52", "within cost strata")):
+        e = entries[where]
+        low, high = e["ci"]
+        ax.errorbar([x + offset], [e["tau"]], yerr=[[max(0.0, e["tau"] - low)],
+                                                    [max(0.0, high - e["tau"])]],
+                    fmt="o", color=color, capsize=3, label=label if x == 0 else None)
+        if name != "MACs":
+          seeds = entries["per_seed" if where == "all" else "per_seed_strata"]
+          ax.plot([x + offset] * len(seeds), seeds, ".", color=color, alpha=0.4)
+    for where, color in (("all", "#4C72B0"), ("strata", "#C44E52")):
+      ceiling = ranking["ceiling"][metric][where]["seed_vs_rest"]
+      if ceiling is not None:
+        ax.axhline(ceiling, color=color, ls="--", lw=0.8,
+                   label=f"noise ceiling ({where})" if metric == "top1" else None)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=20, fontsize=8)
+    ax.set_title(f"Kendall tau vs standalone eval {'top-1' if metric == 'top1' else 'loss'}",
+                 fontsize=9)
+    ax.grid(alpha=0.3)
+  axes[0].set_ylabel("Kendall tau (95 % bootstrap CI; dots: search seeds)")
+  axes[0].legend(fontsize=7)
+  fig.tight_layout()
+  paths.append(os.path.join(out_dir, "tau.png"))
+  figures.save(fig, paths[-1])
+
+  fig, ax = plt.subplots(figsize=(7.5, 3.8))
+  groups = [("random\nwithin budget", chosen["random"]["top1"])]
+  groups += [(name, e["top1"]) for name, e in chosen["strategies"].items()]
+  groups += [(f"{o}\n(multi-trial)", m["top1"]) for o, m in chosen["multi_trial"].items()]
+  for x, (name, values) in enumerate(groups):
+    ax.plot(np.full(len(values), x) + np.linspace(-0.1, 0.1, len(values)), values, "o",
+            color="#4C72B0" if x == 0 else "#C44E52", alpha=0.7)
+    if values:
+      ax.plot([x - 0.2, x + 0.2], [np.mean(values)] * 2, color="black")
+  ax.axhline(chosen["biggest"]["top1"], color="gray", ls="--", lw=0.8,
+             label=f"biggest within budget ({chosen['biggest']['network']})")
+  ax.set_xticks(range(len(groups)))
+  ax.set_xticklabels([g[0] for g in groups], rotation=20, fontsize=7)
+  ax.set_ylabel("standalone eval top-1 (seed mean)")
+  ax.set_title(f"Selected under {result['budget_macs'] / 1e6:.2f}M MACs (dots: search seeds; "
+               "bar: mean)", fontsize=9)
+  ax.legend(fontsize=7)
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  paths.append(os.path.join(out_dir, "selected_vs_random.png"))
+  figures.save(fig, paths[-1])
+
+  shown = [n for n in ("betanas", "proxyless") if searches.get(n)]
+  if shown:
+    fig, axes = plt.subplots(1, len(shown), figsize=(5 * len(shown), 3.4), squeeze=False)
+    for ax, name in zip(axes[0], shown):
+      summary = searches[name][0]["summary"]
+      counts = np.array(summary["counts"], float)
+      width = 0.8 / len(counts)
+      for l, row in enumerate(counts):
+        ax.bar(np.arange(len(row)) + width * (l - (len(counts) - 1) / 2), row, width=width,
+               label=f"block {l}")
+      ax.set_title(f"{name} (seed {searches[name][0]['seed']}): Phase-1 steps per op", fontsize=9)
+      ax.set_xlabel("candidate index")
+      ax.legend(fontsize=7)
+      ax.grid(alpha=0.3)
+    fig.tight_layout()
+    paths.append(os.path.join(out_dir, "frequency.png"))
+    figures.save(fig, paths[-1])
+  return paths

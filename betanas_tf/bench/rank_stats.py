@@ -1,0 +1,168 @@
+"""The rank benchmark's statistics: Kendall tau overall and within cost strata, and bootstrap
+intervals that resample architectures and seeds together.
+
+A supernet is worth running only where it ranks networks better than counting their MACs.
+Over a whole space MACs alone already rank well (bigger networks are better), so the test
+that matters is *within a cost level*: `strata_of` cuts the networks into groups of about
+equal size by MACs and `strata_tau` averages the tau inside each group. `paired_bootstrap`
+puts a 95 % interval on tau(ranking) - tau(MACs): every round resamples the architectures
+(within their stratum, so the strata keep their sizes), the ground-truth training seeds (the
+truth is the mean over the resampled seeds) and the search seeds, and both taus are computed
+on that same resample, so the noise they share cancels in the difference.
+"""
+
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+
+def kendall_tau(scores: Sequence[float], truth: Sequence[float]) -> float:
+  """scipy's Kendall tau-b (nan when either side is constant)."""
+  from scipy import stats  # pylint: disable=import-outside-toplevel
+  return float(stats.kendalltau(scores, truth)[0])
+
+
+def correlations(scores: Sequence[float], truth: Sequence[float]) -> Dict[str, float]:
+  """Kendall tau-b and Spearman rho (scipy) of two score lists."""
+  from scipy import stats  # pylint: disable=import-outside-toplevel
+  return {"kendall_tau": kendall_tau(scores, truth),
+          "spearman_rho": float(stats.spearmanr(scores, truth)[0])}
+
+
+def strata_of(macs: Sequence[float], count: int) -> List[np.ndarray]:
+  """Indices of the networks in `count` groups of consecutive MACs, as equal in size as the
+  networks allow (ties in MACs stay in one group)."""
+  macs = np.asarray(macs, np.float64)
+  if count < 1:
+    raise ValueError(f"strata must be at least 1, got {count}")
+  if count > len(macs) // 3:
+    raise ValueError(f"{count} strata of {len(macs)} networks leave fewer than 3 per stratum")
+  order = np.argsort(macs, kind="stable")
+  groups = np.array_split(order, count)
+  # Move networks tied in MACs with the start of the next group into the earlier one.
+  for g in range(count - 1):
+    while len(groups[g + 1]) > 1 and macs[groups[g + 1][0]] == macs[groups[g][-1]]:
+      groups[g] = np.append(groups[g], groups[g + 1][0])
+      groups[g + 1] = groups[g + 1][1:]
+  return [np.sort(g) for g in groups]
+
+
+def strata_tau(scores: Sequence[float], truth: Sequence[float],
+               strata: Sequence[Sequence[int]]) -> float:
+  """The mean over strata of the Kendall tau inside each (strata where it is undefined,
+  a constant side, are left out; nan if all are)."""
+  scores, truth = np.asarray(scores, np.float64), np.asarray(truth, np.float64)
+  taus = [kendall_tau(scores[s], truth[s]) for s in strata]
+  taus = [t for t in taus if not np.isnan(t)]
+  return float(np.mean(taus)) if taus else float("nan")
+
+
+def ranking_tau(per_seed_scores: Sequence[Sequence[float]], truth: Sequence[float],
+                strata: Optional[Sequence[Sequence[int]]] = None) -> float:
+  """Mean over search seeds of the tau of each seed's scores (within strata if given)."""
+  if strata is None:
+    taus = [kendall_tau(s, truth) for s in per_seed_scores]
+  else:
+    taus = [strata_tau(s, truth, strata) for s in per_seed_scores]
+  return float(np.nanmean(taus)) if len(taus) and not np.all(np.isnan(taus)) else float("nan")
+
+
+def paired_bootstrap(rankings: Dict[str, Sequence[Sequence[float]]],
+                     truth_per_seed: Sequence[Sequence[float]], strata: Sequence[Sequence[int]],
+                     baseline: str, rounds: int, within: bool, seed: int = 0) -> Dict[str, Dict]:
+  """For each ranking (name -> per search seed, one score per network; higher = better),
+  its tau against the ground truth (mean over `truth_per_seed` rows) and the paired 95 %
+  interval of tau - tau(`baseline`), both over all networks or, if `within`, averaged within
+  `strata`. A round resamples, with replacement: the networks inside each stratum, the
+  ground-truth seeds, and each ranking's search seeds; the baseline is scored on the same
+  networks and ground-truth seeds. Returns name -> {"tau", "ci", "diff", "diff_ci",
+  "diff_above_zero" (share of rounds with a positive difference)}."""
+  rng = np.random.default_rng(seed)
+  truth_rows = np.asarray(truth_per_seed, np.float64)
+  scores = {name: np.asarray(rows, np.float64) for name, rows in rankings.items()}
+  groups = [np.asarray(s) for s in strata]
+  point_strata = groups if within else None
+  truth = truth_rows.mean(0)
+  point = {name: ranking_tau(rows, truth, point_strata) for name, rows in scores.items()}
+  samples = {name: [] for name in scores}
+  diffs = {name: [] for name in scores}
+  for _ in range(rounds):
+    picks = [rng.choice(g, size=len(g)) for g in groups]
+    pick = np.concatenate(picks)
+    offsets = np.cumsum([0] + [len(p) for p in picks])
+    local = [np.arange(offsets[i], offsets[i + 1]) for i in range(len(picks))]
+    rows = truth_rows[rng.integers(len(truth_rows), size=len(truth_rows))]
+    sample_truth = rows.mean(0)[pick]
+    taus = {}
+    for name, per_seed in scores.items():
+      chosen = per_seed[rng.integers(len(per_seed), size=len(per_seed))][:, pick]
+      taus[name] = ranking_tau(chosen, sample_truth, local if within else None)
+    for name in scores:
+      if np.isnan(taus[name]) or np.isnan(taus[baseline]):
+        continue
+      samples[name].append(taus[name])
+      diffs[name].append(taus[name] - taus[baseline])
+  result = {}
+  for name in scores:
+    ci = (np.percentile(samples[name], [2.5, 97.5]).tolist() if samples[name]
+          else [float("nan")] * 2)
+    diff_ci = (np.percentile(diffs[name], [2.5, 97.5]).tolist() if diffs[name]
+               else [float("nan")] * 2)
+    result[name] = {"tau": point[name], "ci": ci, "diff": point[name] - point[baseline],
+                    "diff_ci": diff_ci,
+                    "diff_above_zero": float(np.mean(np.asarray(diffs[name]) > 0))
+                    if diffs[name] else float("nan")}
+  return result
+
+
+def noise_ceiling(truth_per_seed: Sequence[Sequence[float]],
+                  strata: Optional[Sequence[Sequence[int]]] = None) -> Dict:
+  """How reproducible the ground truth is, as the benchmark uses it (the mean over its
+  seeds): "seed_vs_rest", the tau of each training seed against the mean of the others
+  (averaged over seeds; the ground truth's own mean has at least that agreement with a
+  fresh one), and "seed_vs_seed" (every pair, averaged). Within `strata` if given."""
+  rows = np.asarray(truth_per_seed, np.float64)
+  if len(rows) < 2:
+    return {"seeds": len(rows), "seed_vs_rest": None, "seed_vs_seed": None}
+  def tau(a, b):
+    return kendall_tau(a, b) if strata is None else strata_tau(a, b, strata)
+  rest = [tau(rows[s], np.delete(rows, s, axis=0).mean(0)) for s in range(len(rows))]
+  pairs = [tau(rows[a], rows[b]) for a in range(len(rows)) for b in range(a + 1, len(rows))]
+  return {"seeds": len(rows), "seed_vs_rest": float(np.nanmean(rest)),
+          "seed_vs_seed": float(np.nanmean(pairs))}
+
+
+def macs_tau(macs: Sequence[float], top1: Sequence[float], loss: Sequence[float]) -> Dict:
+  """How well MACs alone rank the ground truth (more MACs: higher top-1, lower loss): the
+  Kendall tau a ranking must beat to add anything a cost count does not."""
+  macs = np.asarray(macs, np.float64)
+  return {"top1": kendall_tau(macs, top1), "loss": kendall_tau(-macs, loss)}
+
+
+def bootstrap_tau(per_seed_scores: Sequence[Sequence[float]], truth: Sequence[float],
+                  rounds: int, seed: int = 0):
+  """95 % interval of the seed-mean Kendall tau, resampling architectures (the same
+  resample for every seed); (nan, nan) when tau is undefined in every resample."""
+  rng = np.random.default_rng(seed)
+  truth = np.asarray(truth)
+  scores = [np.asarray(s) for s in per_seed_scores]
+  values = []
+  for _ in range(rounds):
+    pick = rng.integers(len(truth), size=len(truth))
+    taus = [kendall_tau(s[pick], truth[pick]) for s in scores]
+    if not any(np.isnan(taus)):
+      values.append(float(np.mean(taus)))
+  if not values:
+    return float("nan"), float("nan")
+  return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
+
+
+def top_overlap(scores: Sequence[float], truth: Sequence[float], k: int = 5) -> int:
+  """|top-k by score & top-k by truth| (higher is better for both)."""
+  return len(set(np.argsort(scores)[::-1][:k]) & set(np.argsort(truth)[::-1][:k]))
+
+
+def percentile_of(value: float, population: Sequence[float]) -> float:
+  """Share of `population` strictly below `value`, plus half the ties (0-100)."""
+  population = np.asarray(population)
+  return float(100.0 * (np.mean(population < value) + 0.5 * np.mean(population == value)))

@@ -1,0 +1,68 @@
+"""The rank benchmark's statistics against scipy and against cases whose answer is known."""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from betanas_tf.bench import rank_stats
+
+
+def test_strata_are_consecutive_in_macs_equal_in_size_and_keep_ties_together():
+  macs = [5, 1, 9, 3, 7, 2, 8, 4, 6, 10, 11, 12]
+  strata = rank_stats.strata_of(macs, 3)
+  assert [sorted(np.asarray(macs)[s].tolist()) for s in strata] == [
+      [1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]]
+  tied = rank_stats.strata_of([1, 2, 3, 3, 3, 4, 5, 6, 7], 3)
+  sizes = [len(s) for s in tied]
+  # 3 networks tied at 3 MACs straddled the first cut (after 3 networks): they all stay first.
+  assert sizes == [5, 1, 3] and sorted(np.concatenate(tied).tolist()) == list(range(9))
+  with pytest.raises(ValueError, match="4 strata of 9 networks leave fewer than 3 per stratum"):
+    rank_stats.strata_of(range(9), 4)
+
+
+def test_strata_tau_is_the_mean_of_scipys_tau_inside_each_stratum():
+  rng = np.random.default_rng(0)
+  truth, scores = rng.normal(size=12), rng.normal(size=12)
+  strata = rank_stats.strata_of(np.arange(12), 3)
+  by_hand = np.mean([stats.kendalltau(scores[s], truth[s])[0] for s in strata])
+  assert rank_stats.strata_tau(scores, truth, strata) == pytest.approx(by_hand)
+  assert rank_stats.ranking_tau([scores, truth], truth, strata) == pytest.approx((by_hand + 1) / 2)
+
+
+def test_paired_bootstrap_of_a_perfect_ranking_against_a_cost_count():
+  rng = np.random.default_rng(1)
+  macs = np.arange(24, dtype=float)
+  # Truth rises with MACs across strata but is shuffled within them: MACs rank well over
+  # all networks and at chance within a stratum; the truth itself ranks perfectly.
+  truth = macs // 8 * 10 + rng.permutation(24) % 8
+  seeds = np.stack([truth + rng.normal(0, 0.01, 24) for _ in range(3)])
+  strata = rank_stats.strata_of(macs, 3)
+  result = rank_stats.paired_bootstrap({"MACs": [macs], "oracle": [truth, truth]}, seeds, strata,
+                                       "MACs", rounds=200, within=True)
+  assert result["MACs"]["diff"] == 0 and result["MACs"]["diff_ci"] == [0.0, 0.0]
+  oracle = result["oracle"]
+  assert oracle["tau"] == pytest.approx(rank_stats.strata_tau(truth, seeds.mean(0), strata))
+  assert oracle["diff"] == pytest.approx(oracle["tau"] - result["MACs"]["tau"])
+  assert oracle["diff_ci"][0] > 0 and oracle["diff_above_zero"] == 1.0
+  overall = rank_stats.paired_bootstrap({"MACs": [macs], "oracle": [truth]}, seeds, strata,
+                                        "MACs", rounds=200, within=False)
+  assert overall["MACs"]["tau"] == pytest.approx(stats.kendalltau(macs, seeds.mean(0))[0])
+  assert overall["MACs"]["ci"][0] <= overall["MACs"]["tau"] <= overall["MACs"]["ci"][1]
+
+
+def test_noise_ceiling_is_each_seed_against_the_mean_of_the_others():
+  rng = np.random.default_rng(2)
+  rows = rng.normal(size=(3, 10))
+  ceiling = rank_stats.noise_ceiling(rows)
+  rest = [stats.kendalltau(rows[s], np.delete(rows, s, 0).mean(0))[0] for s in range(3)]
+  pairs = [stats.kendalltau(rows[a], rows[b])[0] for a, b in ((0, 1), (0, 2), (1, 2))]
+  assert ceiling == {"seeds": 3, "seed_vs_rest": pytest.approx(np.mean(rest)),
+                     "seed_vs_seed": pytest.approx(np.mean(pairs))}
+  assert rank_stats.noise_ceiling(rows[:1])["seed_vs_rest"] is None
+
+
+def test_macs_tau_ranks_loss_by_fewer_macs():
+  macs, top1, loss = [1, 2, 3, 4], [0.1, 0.3, 0.2, 0.4], [0.9, 0.8, 0.85, 0.5]
+  assert rank_stats.macs_tau(macs, top1, loss) == {
+      "top1": pytest.approx(stats.kendalltau(macs, top1)[0]),
+      "loss": pytest.approx(stats.kendalltau(-np.asarray(macs), loss)[0])}
