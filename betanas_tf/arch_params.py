@@ -155,6 +155,25 @@ def sample_uniform(mask, seed):
       _masked_logits(tf.zeros_like(mask), mask), 1, seed)[:, 0], tf.int32)
 
 
+def sample_fair(mask, seed, step):
+  """Strict fairness (FairNAS, Chu et al. 2021): block l with n_l ops in `mask` takes them
+  in a random order, one per step, so every op trains exactly once in each n_l consecutive
+  steps; the order of cycle c = step // n_l is a stateless permutation keyed by (seed, l,
+  c). A block whose mask shrinks (selective drop) starts a new order with its new n_l."""
+  mask = tf.convert_to_tensor(mask, tf.float32)
+  step = tf.cast(step, tf.int64)
+  picks = []
+  for l in range(mask.shape[0]):
+    alive = mask[l] > 0.5
+    n = tf.maximum(tf.reduce_sum(tf.cast(alive, tf.int64)), 1)
+    block_seed = tf.random.experimental.stateless_fold_in(seed, l)
+    keys = tf.random.stateless_uniform([mask.shape[1]], tf.random.experimental.stateless_fold_in(
+        block_seed, step // n))
+    order = tf.argsort(tf.where(alive, keys, 2.0 + keys), stable=True)   # active ops first
+    picks.append(tf.gather(order, step % n))
+  return tf.cast(tf.stack(picks), tf.int32)
+
+
 def sample_by_probability(alpha, mask, seed):
   """One op per block with probability softmax(alpha) over the mask."""
   return tf.cast(tf.random.stateless_categorical(

@@ -85,9 +85,12 @@ class Split:
     raise NotImplementedError
 
   def train_dataset(self, batch_size: int, start_step: int = 0, seed: Optional[int] = None,
-                    input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
+                    input_context: Optional[tf.distribute.InputContext] = None,
+                    augment: bool = True) -> tf.data.Dataset:
     """Endless per-replica batches (uint8 images, int32 labels) of the global batch
-    `batch_size`, from step `start_step` on; `seed` overrides the split's own."""
+    `batch_size`, from step `start_step` on; `seed` overrides the split's own. `augment`:
+    the training transform of image files (else the evaluation one); in-memory arrays
+    are never augmented."""
     raise NotImplementedError
 
   def eval_dataset(self, batch_size: int) -> tf.data.Dataset:
@@ -157,7 +160,8 @@ class ArraySplit(IndexedSplit):
     self.images, self.labels, self.seed = images, labels.astype(np.int32), seed
     self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
-  def train_dataset(self, batch_size, start_step=0, seed=None, input_context=None):
+  def train_dataset(self, batch_size, start_step=0, seed=None, input_context=None, augment=True):
+    del augment  # in-memory arrays are never augmented
     _, local_replicas, positions = self.replica_positions(batch_size, input_context)
     seed = self.seed if seed is None else seed
     images, labels = tf.constant(self.images), tf.constant(self.labels)
@@ -183,7 +187,7 @@ class FileSplit(IndexedSplit):
     self.input_size, self.seed, self.preprocess = input_size, seed, preprocess
     self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
-  def train_dataset(self, batch_size, start_step=0, seed=None, input_context=None):
+  def train_dataset(self, batch_size, start_step=0, seed=None, input_context=None, augment=True):
     per_replica, local_replicas, positions = self.replica_positions(batch_size, input_context)
     seed = self.seed if seed is None else seed
     paths, labels = tf.constant(self.paths), tf.constant(self.labels)
@@ -194,8 +198,8 @@ class FileSplit(IndexedSplit):
 
     def example(position, index):
       augment_seed = tf.stack([tf.constant(seed, tf.int64), position])
-      image = self.preprocess(tf.io.read_file(tf.gather(paths, index)), self.input_size, True,
-                              augment_seed)
+      image = self.preprocess(tf.io.read_file(tf.gather(paths, index)), self.input_size,
+                              augment, augment_seed)
       return image, tf.gather(labels, index)
 
     units = tf.data.Dataset.range(start_step * local_replicas, np.iinfo(np.int64).max)
@@ -471,7 +475,7 @@ class TfdsSplit(Split):
 
   # ---- datasets ----------------------------------------------------------------------
 
-  def train_dataset(self, batch_size, start_step=0, seed=None, input_context=None):
+  def train_dataset(self, batch_size, start_step=0, seed=None, input_context=None, augment=True):
     context = _context(input_context)
     per_replica, _, per_worker = _shares(batch_size, context)
     seed = self.seed if seed is None else seed
@@ -482,7 +486,7 @@ class TfdsSplit(Split):
     def example(position, serialized):
       image, label = self._parse(serialized)
       augment_seed = tf.stack([tf.constant(seed * 1_000 + worker, tf.int64), position])
-      return self.preprocess(image, self.input_size, True, augment_seed), label
+      return self.preprocess(image, self.input_size, augment, augment_seed), label
 
     return (records.map(example, num_parallel_calls=AUTOTUNE, deterministic=True)
             .batch(per_replica, drop_remainder=True).prefetch(AUTOTUNE))

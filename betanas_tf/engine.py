@@ -27,6 +27,9 @@ from betanas_tf import supernet as supernet_lib
 from betanas_tf.policies import Policy
 
 
+ARCH_DATA = ("train", "eval")
+
+
 @dataclasses.dataclass(frozen=True)
 class EngineConfig:
   """Training settings of the supernet (defaults: ProxylessNAS, docs/design.md)."""
@@ -53,6 +56,13 @@ class EngineConfig:
   drop_warmup_steps: int = 0
   se_ratio: float = 0.0
   seed: int = 0
+  arch_data: str = "train"   # the alpha step's batches: "train" = the training transform and
+                             # label smoothing (as Phase 1); "eval" = the evaluation transform
+                             # and plain cross-entropy (ProxylessNAS' reference code)
+
+  def __post_init__(self):
+    if self.arch_data not in ARCH_DATA:
+      raise ValueError(f"arch_data must be one of {', '.join(ARCH_DATA)}, got {self.arch_data!r}")
 
   def arch_steps_before(self, step: int) -> int:
     """How many alpha steps a search runs before Phase-1 step `step` (alpha steps
@@ -197,7 +207,8 @@ class SearchEngine:
     with tf.GradientTape() as tape:
       logits, block_io = self.supernet.forward_with_block_io(
           self.supernet.normalize(images), self.arch.path, training=True)
-      per_example = self.supernet.cross_entropy(labels, logits)
+      per_example = self.supernet.cross_entropy(labels, logits,
+                                                smoothing=self.config.arch_data == "train")
       ce = tf.reduce_mean(per_example) / self.replicas
     upstream = tape.gradient(ce, [out for _, out in block_io])
     gates = self._gate_gradients(block_io, upstream, gate_set)

@@ -11,6 +11,8 @@ architecture is chosen. Nothing else differs between strategies.
 * ``spos``      — uniform over all ops, no Phase 2; the result is picked by
                   evolutionary search over subnets evaluated on the arch split
                   with BatchNorm statistics recalibrated, under the cost budget.
+* ``--fair``      — betanas' or spos' uniform Phase-1 sampling made strictly fair
+                  (FairNAS: each op of a block once in every M' consecutive steps).
 * ``random``    — no supernet training: a uniformly random architecture that
                   meets the cost budget.
 """
@@ -19,7 +21,9 @@ import dataclasses
 
 from betanas_tf.registry import Registry
 
-PHASE1_SAMPLING = ("uniform_active", "probability", "uniform_all", "none")
+PHASE1_SAMPLING = ("uniform_active", "probability", "uniform_all", "fair_active", "fair_all",
+                   "none")
+FAIR = {"uniform_active": "fair_active", "uniform_all": "fair_all"}
 SELECTION = ("argmax", "evolution", "random")
 
 
@@ -41,13 +45,16 @@ class Policy:
     if self.selection == "argmax" and not self.phase2:
       raise ValueError(f"policy {self.name}: argmax selection needs Phase 2")
 
-  def with_ablations(self, drop: bool = None, balanced: bool = None) -> "Policy":
-    """`--nodrop` and `--balanced=false` switches (for betanas ablations)."""
+  def with_ablations(self, drop: bool = None, balanced: bool = None, fair: bool = None) -> "Policy":
+    """`--nodrop`, `--balanced=false` and `--fair` switches (betanas ablations; `fair`: the
+    uniform samplers of betanas and spos made strictly fair, FairNAS-style)."""
     policy = self
     if drop is not None and policy.phase2:
       policy = dataclasses.replace(policy, drop=drop)
     if balanced is not None and policy.phase1 in ("uniform_active", "probability"):
       policy = dataclasses.replace(policy, phase1="uniform_active" if balanced else "probability")
+    if fair and policy.phase1 in FAIR:
+      policy = dataclasses.replace(policy, phase1=FAIR[policy.phase1])
     return policy
 
 

@@ -145,8 +145,10 @@ class SearchRun:
       older = {"input_size": self.space.input_size, "width_multiplier": 1.0}
       changed = sorted(k for k in identity
                        if k != "engine" and previous.get(k, older.get(k)) != identity[k])
+      # An engine setting added later has its default's meaning in an older run.json.
+      defaults = dataclasses.asdict(engine_lib.EngineConfig())
       changed += sorted(f"engine.{k}" for k in identity["engine"]
-                        if previous["engine"].get(k) != identity["engine"][k])
+                        if previous["engine"].get(k, defaults[k]) != identity["engine"][k])
       if changed:
         raise ValueError(f"{self.out} holds a search with other settings ({', '.join(changed)}); "
                          "use a new --out_dir")
@@ -248,7 +250,8 @@ class SearchRun:
       def fn(ctx):
         self.resume_records[f"arch@{task}"] = dataset.arch.records_to_position(
             config.arch_batch_size, position, ctx)
-        return dataset.arch.train_dataset(config.arch_batch_size, position, input_context=ctx)
+        return dataset.arch.train_dataset(config.arch_batch_size, position, input_context=ctx,
+                                          augment=config.arch_data == "train")
       return fn
 
     logger = _LogCallback(self, start, steps)

@@ -54,6 +54,8 @@ def define_flags():
   flags.DEFINE_float("label_smoothing", D.label_smoothing, "Label smoothing.", lower_bound=0.0,
                      upper_bound=0.99)
   flags.DEFINE_bool("balanced", True, "Phase 1 samples uniformly among active ops (--nobalanced: by p).")
+  flags.DEFINE_bool("fair", False, "Strictly fair Phase-1 sampling (FairNAS): every active op of "
+                    "a block once in every M' consecutive steps, in a random order (betanas, spos).")
   # Phase 2.
   flags.DEFINE_integer("arch_update_every", D.arch_update_every, "Phase-1 steps per alpha step.",
                        lower_bound=1)
@@ -64,6 +66,9 @@ def define_flags():
   flags.DEFINE_float("arch_beta1", D.arch_beta1, "Adam beta1 of alpha.", lower_bound=0.0, upper_bound=0.999)
   flags.DEFINE_float("arch_beta2", D.arch_beta2, "Adam beta2 of alpha.", lower_bound=0.0, upper_bound=0.99999)
   flags.DEFINE_float("arch_epsilon", D.arch_epsilon, "Adam epsilon of alpha.", lower_bound=0.0)
+  flags.DEFINE_enum("arch_data", D.arch_data, list(engine_lib.ARCH_DATA), "The alpha step's "
+                    "batches: 'train' = training transform and label smoothing (as Phase 1), "
+                    "'eval' = evaluation transform and plain cross-entropy (ProxylessNAS).")
   flags.DEFINE_enum("gate_mode", D.gate_mode, ["full", "two"], "Binary gates over every active op, "
                     "or ProxylessNAS' two sampled ops with rescaling.")
   # Cost.
@@ -142,7 +147,8 @@ def main(argv):
     os.makedirs(FLAGS.out_dir, exist_ok=True)
     io_utils.atomic_write_text(os.path.join(FLAGS.out_dir, "flags.txt"), FLAGS.flags_into_string())
   policy = policies.POLICIES.get(FLAGS.strategy).with_ablations(drop=FLAGS.drop,
-                                                                balanced=FLAGS.balanced)
+                                                                balanced=FLAGS.balanced,
+                                                                fair=FLAGS.fair)
   settings = runner.RunSettings(
       out_dir=FLAGS.out_dir, space=FLAGS.space, input_size=FLAGS.input_size,
       width_multiplier=FLAGS.width_multiplier,

@@ -141,6 +141,9 @@ class Supernet(keras.Model):
 
   def phase1_path(self, step):
     """The path Phase 1 trains at `step`, sampled in the graph (same on every replica)."""
+    if self.phase1 in ("fair_active", "fair_all"):
+      mask = self.arch.active if self.phase1 == "fair_active" else self.arch.valid.astype(np.float32)
+      return ap.sample_fair(mask, tf.constant([self.seed, ap.STREAM_PHASE1], tf.int64), step)
     seed = ap.stream_seed(self.seed, ap.STREAM_PHASE1, step)
     if self.phase1 == "uniform_active":
       return ap.sample_uniform(self.arch.active, seed)
@@ -150,8 +153,10 @@ class Supernet(keras.Model):
       return ap.sample_by_probability(self.arch.alpha, self.arch.active, seed)
     raise ValueError(f"phase1 sampling {self.phase1!r} trains no weights")
 
-  def cross_entropy(self, labels, logits):
-    """Per-example cross-entropy (label smoothing as configured)."""
+  def cross_entropy(self, labels, logits, smoothing: bool = True):
+    """Per-example cross-entropy (with the configured label smoothing, or without)."""
+    if not smoothing:
+      return tf.nn.sparse_softmax_cross_entropy_with_logits(tf.cast(labels, tf.int32), logits)
     onehot = tf.one_hot(tf.cast(labels, tf.int32), self.space.num_classes)
     return self.loss_fn(onehot, logits)
 

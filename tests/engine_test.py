@@ -257,6 +257,46 @@ def test_proxyless_samples_by_probability_and_spos_uniformly_over_all():
   assert 3 not in picks and all(160 < picks.count(m) < 240 for m in (0, 1, 2))  # uniform: 200
 
 
+def test_fair_sampling_trains_every_op_once_per_cycle_of_its_block():
+  from betanas_tf import arch_params as ap  # pylint: disable=import-outside-toplevel
+  betanas = _engine("betanas", seed=4)
+  betanas.supernet.phase1 = policies.POLICIES.get("betanas").with_ablations(fair=True).phase1
+  assert betanas.supernet.phase1 == "fair_active"
+  betanas.arch.drop(0, 3)
+  valid = betanas.arch.valid.sum(axis=1)                   # micro: 4, 3, 3 candidates
+  paths = np.array([_path(betanas, s) for s in range(24)])
+  for l, n in enumerate([3] + list(valid[1:])):
+    for cycle in range(24 // n):                           # each cycle: a permutation
+      assert sorted(paths[cycle * n:(cycle + 1) * n, l]) == list(range(n)), (l, cycle)
+  assert 3 not in paths[:, 0]
+  # Cycles are shuffled (not the same order every time) and the same on every call.
+  assert len({tuple(paths[c * 3:(c + 1) * 3, 0]) for c in range(8)}) > 1
+  assert [_path(betanas, s) for s in range(6)] == [tuple(p) for p in paths[:6]]
+  mask = tf.constant([[1, 1, 0, 1]], tf.float32)
+  seed = tf.constant([9, ap.STREAM_PHASE1], tf.int64)
+  picks = [int(ap.sample_fair(mask, seed, s)[0]) for s in range(9)]
+  assert all(sorted(picks[i:i + 3]) == [0, 1, 3] for i in (0, 3, 6))
+  spos = policies.POLICIES.get("spos").with_ablations(fair=True)
+  assert spos.phase1 == "fair_all"
+  assert policies.POLICIES.get("proxyless").with_ablations(fair=True).phase1 == "probability"
+
+
+def test_arch_data_eval_takes_plain_cross_entropy_in_the_alpha_step():
+  with pytest.raises(ValueError, match="arch_data must be one of train, eval, got 'test'"):
+    engine_lib.EngineConfig(arch_data="test")
+  smoothed, plain = _engine(label_smoothing=0.1), _engine(label_smoothing=0.1, arch_data="eval")
+  images, labels = _batch(3)
+  gate_set = tf.convert_to_tensor(plain.arch.active)
+  per_example = {}
+  for name, eng in (("smoothed", smoothed), ("plain", plain)):
+    eng.arch.path.assign([0, 0, 0])
+    _, per_example[name], _, logits = eng.arch_gradient(images, labels, gate_set)
+  log_p = tf.nn.log_softmax(logits).numpy()
+  np.testing.assert_allclose(per_example["plain"], -log_p[np.arange(BATCH), labels], rtol=1e-5)
+  smooth = -(0.91 * log_p[np.arange(BATCH), labels] + 0.01 * (log_p.sum(-1) - log_p[np.arange(BATCH), labels]))
+  np.testing.assert_allclose(per_example["smoothed"], smooth, rtol=1e-5)
+
+
 def test_supernet_path_equals_standalone_model():
   eng = _engine()
   _train(eng, 3)

@@ -71,6 +71,19 @@ def test_folder_stream_is_positioned_in_constant_time(tmp_path):
   assert not np.array_equal(batches[0][0], next(iter(split.train_dataset(4, start_step=len(split), seed=3)))[0])
 
 
+def test_an_unaugmented_stream_reads_the_evaluation_transform(tmp_path):
+  # The alpha step's data with --arch_data=eval: the same examples, centre-cropped.
+  root = write_folder(str(tmp_path / "photos"), per_class=6)
+  split = data.load("folder", data_dir=root, input_size=24).arch
+  images, labels = next(iter(split.train_dataset(3, start_step=2, seed=1, augment=False)))
+  order = split.positions_order(np.arange(6, 9), 1).numpy()
+  evaluation = list(split.eval_dataset(len(split)))[0]
+  np.testing.assert_array_equal(images, evaluation[0].numpy()[order])
+  np.testing.assert_array_equal(labels, evaluation[1].numpy()[order])
+  augmented, _ = next(iter(split.train_dataset(3, start_step=2, seed=1)))
+  assert not np.array_equal(augmented, images)
+
+
 def test_train_and_val_subfolders_are_used_as_they_are(tmp_path):
   write_folder(str(tmp_path / "photos" / "train"), per_class=10)
   write_folder(str(tmp_path / "photos" / "val"), per_class=4, seed=1)

@@ -41,7 +41,10 @@ STRATEGIES = {  # name -> (policy, ablations)
     "betanas_nobalanced": ("betanas", {"balanced": False}),
     "proxyless": ("proxyless", {}),
     "spos": ("spos", {}),
+    "betanas_fair": ("betanas", {"fair": True}),   # FairNAS' strict fairness in Phase 1
+    "spos_fair": ("spos", {"fair": True}),
 }
+MULTI_TRIAL_ORACLES = ("random", "bayesian")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +76,8 @@ class RankPlan:
   engine_overrides: Tuple[Tuple[str, object], ...] = ()   # EngineConfig fields to change
   strategies: Tuple[str, ...] = ("betanas", "betanas_nodrop", "spos", "proxyless")
   selection_strategies: Tuple[str, ...] = ("betanas", "betanas_nodrop", "spos", "proxyless")
+  selection: bool = True                    # False: rankings only (no baselines, no
+                                            # multi-trial search, no selection seeds)
 
   def __post_init__(self):
     unknown = [s for s in self.strategies + self.selection_strategies if s not in STRATEGIES]
@@ -87,8 +92,9 @@ class RankPlan:
       raise ValueError(f"budget_quantile must be in (0, 1], got {self.budget_quantile}")
 
   def all_search_seeds(self) -> List[int]:
-    """search_seeds, then as many seeds after the largest as make `selection_seeds`."""
-    extra = self.selection_seeds - len(self.search_seeds)
+    """search_seeds, then as many seeds after the largest as make `selection_seeds` (none
+    without `selection`)."""
+    extra = self.selection_seeds - len(self.search_seeds) if self.selection else 0
     top = max(self.search_seeds)
     return list(self.search_seeds) + [top + 1 + i for i in range(extra)]
 
@@ -335,9 +341,10 @@ def search_runs(plan: RankPlan) -> List[Tuple[str, int, bool]]:
   """(strategy, seed, scores every network?) of every search the plan runs: each strategy
   on `search_seeds` (ranking), the selection strategies on the further selection seeds."""
   runs = [(name, seed, True) for seed in plan.search_seeds for name in plan.strategies]
-  runs += [(name, seed, False) for seed in plan.all_search_seeds()
-           for name in plan.selection_strategies
-           if seed not in plan.search_seeds or name not in plan.strategies]
+  if plan.selection:
+    runs += [(name, seed, False) for seed in plan.all_search_seeds()
+             for name in plan.selection_strategies
+             if seed not in plan.search_seeds or name not in plan.strategies]
   return runs
 
 
@@ -356,7 +363,8 @@ def run(out_dir: str, plan: RankPlan = RankPlan(), log=print, workers: int = 1) 
   budget = budget_of(plan)
   runs = search_runs(plan)
   train_examples = len(data_lib.load(plan.dataset, input_size=plan.input_size).train)
-  trials = [(oracle, seed) for oracle in ("random", "bayesian") for seed in plan.all_search_seeds()]
+  trials = ([(oracle, seed) for oracle in MULTI_TRIAL_ORACLES for seed in plan.all_search_seeds()]
+            if plan.selection else [])
   images = one_shot_images(plan)
   # Searches and multi-trial searches side by side; the loops below then read their outputs.
   # (The longest tasks, multi-trial searches, first: the last to start is then a short one.)
@@ -373,13 +381,15 @@ def run(out_dir: str, plan: RankPlan = RankPlan(), log=print, workers: int = 1) 
     out = one_search(plan, name, seed, out_dir, budget, gt, score)
     searches.setdefault(name, []).append(dict(out, seed=seed))
   multi = {oracle: [multi_trial(plan, oracle, seed, out_dir, budget, images, train_examples)
-                    for o, seed in trials if o == oracle] for oracle in ("random", "bayesian")}
-  picks = baselines(plan, budget)
-  chosen = ([r["summary"]["choices_string"] for runs_ in searches.values() for r in runs_]
-            + [m["best"] for ms in multi.values() for m in ms] + picks["biggest"] + picks["random"])
-  truth_of = selection_truth(plan, gt, chosen, out_dir, workers)
-  log(f"searches, multi-trial searches and {len(set(chosen))} selected networks' ground truth "
-      f"done ({time.time() - start:.0f} s)")
+                    for o, seed in trials if o == oracle] for oracle in MULTI_TRIAL_ORACLES}
+  picks, truth_of = None, {}
+  if plan.selection:
+    picks = baselines(plan, budget)
+    chosen = ([r["summary"]["choices_string"] for runs_ in searches.values() for r in runs_]
+              + [m["best"] for ms in multi.values() for m in ms] + picks["biggest"]
+              + picks["random"])
+    truth_of = selection_truth(plan, gt, chosen, out_dir, workers)
+    log(f"{len(set(chosen))} selected networks' ground truth done ({time.time() - start:.0f} s)")
   result = rank_analysis.analyse(plan, gt, searches, budget, multi, picks, truth_of)
   result["plan"] = dataclasses.asdict(plan)
   result["seconds"] = time.time() - start
@@ -426,6 +436,8 @@ def define_flags():
   flags.DEFINE_integer("calibration_batches", d.calibration_batches, "Training batches "
                        "recalibrating a subnet's BatchNorm.", lower_bound=1)
   flags.DEFINE_integer("bootstrap", d.bootstrap, "Bootstrap rounds.", lower_bound=10)
+  flags.DEFINE_bool("selection", True, "Selections against the baselines (--noselection: "
+                    "rankings only, the ranking searches alone).")
   flags.DEFINE_list("engine", [], "EngineConfig overrides, NAME=VALUE (e.g. arch_data=eval).")
   flags.DEFINE_integer("workers", parallel.available_cores(), "Processes for the independent "
                        "stages, one TensorFlow thread each (1: all in this process).",
@@ -468,7 +480,7 @@ def plan_from_flags() -> RankPlan:
                  selection_strategies=tuple(f.selection_strategies),
                  budget_quantile=f.budget_quantile, strata=f.strata, eval_batches=f.eval_batches,
                  calibration_batches=f.calibration_batches, bootstrap=f.bootstrap,
-                 engine_overrides=engine_overrides(f.engine))
+                 engine_overrides=engine_overrides(f.engine), selection=f.selection)
   if f.gt_seeds:
     changes["gt_seeds"] = _ints(f.gt_seeds, "gt_seeds")
   path = f.ground_truth or gt_lib.shipped_path(f.space)

@@ -116,7 +116,8 @@ def analyse(plan, gt: Dict, searches: Dict[str, List[Dict]], budget_macs: float,
             "budget_macs": budget_macs,
             "top1_range": [float(truth_top1.min()), float(truth_top1.max())]}
   result["ranking"] = ranking(plan, gt, searches)
-  result["selection"] = selections(plan, searches, multi, picks, truth_of, budget_macs)
+  if picks is not None:
+    result["selection"] = selections(plan, searches, multi, picks, truth_of, budget_macs)
   return result
 
 
@@ -133,7 +134,7 @@ def _fmt(values: Sequence[Optional[float]], digits: int = 3) -> str:
 
 
 def report(result: Dict, plan, seconds: float) -> str:
-  ranking, chosen = result["ranking"], result["selection"]
+  ranking, chosen = result["ranking"], result.get("selection")
   lines = [f"Rank benchmark: {plan.space} at {plan.input_size} px on {plan.dataset}; ground "
            f"truth: {len(result['archs'])} networks x {result['gt_seeds']} training seeds "
            f"({plan.gt_epochs} epochs each); searches of {plan.search_steps} Phase-1 steps, "
@@ -168,6 +169,8 @@ def report(result: Dict, plan, seconds: float) -> str:
       lines.append(f"{name}: tau (top-1) over the networks betanas' drops left: "
                    + ", ".join(f"{s['tau']:.2f} ({s['networks']} networks, seed {s['seed']})"
                                for s in sub))
+  if chosen is None:
+    return "\n".join(lines) + "\n"
   lines += ["", "### Selection under the budget (ground-truth top-1, seed mean)", "",
             f"Biggest network within the budget: {chosen['biggest']['network']} "
             f"{chosen['biggest']['top1']:.4f}. Random network within the budget (one per seed): "
@@ -192,7 +195,7 @@ def plot(result: Dict, searches: Dict[str, List[Dict]], out_dir: str) -> List[st
   import os  # pylint: disable=import-outside-toplevel
   from betanas_tf import figures  # pylint: disable=import-outside-toplevel
   plt = figures.plt
-  ranking, chosen = result["ranking"], result["selection"]
+  ranking, chosen = result["ranking"], result.get("selection")
   paths = []
   names = ["MACs"] + list(ranking["strategies"])
   fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
@@ -225,6 +228,25 @@ def plot(result: Dict, searches: Dict[str, List[Dict]], out_dir: str) -> List[st
   paths.append(os.path.join(out_dir, "tau.png"))
   figures.save(fig, paths[-1])
 
+  shown = [n for n in ("betanas", "proxyless") if searches.get(n)]
+  if shown:
+    fig, axes = plt.subplots(1, len(shown), figsize=(5 * len(shown), 3.4), squeeze=False)
+    for ax, name in zip(axes[0], shown):
+      summary = searches[name][0]["summary"]
+      counts = np.array(summary["counts"], float)
+      width = 0.8 / len(counts)
+      for l, row in enumerate(counts):
+        ax.bar(np.arange(len(row)) + width * (l - (len(counts) - 1) / 2), row, width=width,
+               label=f"block {l}")
+      ax.set_title(f"{name} (seed {searches[name][0]['seed']}): Phase-1 steps per op", fontsize=9)
+      ax.set_xlabel("candidate index")
+      ax.legend(fontsize=7)
+      ax.grid(alpha=0.3)
+    fig.tight_layout()
+    paths.append(os.path.join(out_dir, "frequency.png"))
+    figures.save(fig, paths[-1])
+  if chosen is None:
+    return paths
   fig, ax = plt.subplots(figsize=(7.5, 3.8))
   groups = [("random\nwithin budget", chosen["random"]["top1"])]
   groups += [(name, e["top1"]) for name, e in chosen["strategies"].items()]
@@ -247,21 +269,4 @@ def plot(result: Dict, searches: Dict[str, List[Dict]], out_dir: str) -> List[st
   paths.append(os.path.join(out_dir, "selected_vs_random.png"))
   figures.save(fig, paths[-1])
 
-  shown = [n for n in ("betanas", "proxyless") if searches.get(n)]
-  if shown:
-    fig, axes = plt.subplots(1, len(shown), figsize=(5 * len(shown), 3.4), squeeze=False)
-    for ax, name in zip(axes[0], shown):
-      summary = searches[name][0]["summary"]
-      counts = np.array(summary["counts"], float)
-      width = 0.8 / len(counts)
-      for l, row in enumerate(counts):
-        ax.bar(np.arange(len(row)) + width * (l - (len(counts) - 1) / 2), row, width=width,
-               label=f"block {l}")
-      ax.set_title(f"{name} (seed {searches[name][0]['seed']}): Phase-1 steps per op", fontsize=9)
-      ax.set_xlabel("candidate index")
-      ax.legend(fontsize=7)
-      ax.grid(alpha=0.3)
-    fig.tight_layout()
-    paths.append(os.path.join(out_dir, "frequency.png"))
-    figures.save(fig, paths[-1])
   return paths
