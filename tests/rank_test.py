@@ -120,3 +120,11 @@ def test_a_plan_from_the_shipped_file_reads_its_settings():
   plan = rank.plan_from_file(gt_lib.shipped_path("small"), search_steps=100)
   assert (plan.space, plan.input_size, plan.gt_seeds, plan.gt_epochs) == ("small", 32, (0, 1, 2), 8)
   assert plan.search_steps == 100
+
+
+def test_scores_are_read_by_network_and_a_missing_one_is_named():
+  from betanas_tf.bench import rank_analysis  # pylint: disable=import-outside-toplevel
+  run = {"seed": 2, "scores": {"archs": ["a", "b", "c"], "top1": [0.1, 0.2, 0.3]}}
+  assert rank_analysis._scores_of(run, "top1", ["c", "a"], "spos").tolist() == [0.3, 0.1]  # pylint: disable=protected-access
+  with pytest.raises(ValueError, match=r"spos seed 2 did not score d \(and 0 more\)"):
+    rank_analysis._scores_of(run, "top1", ["a", "d"], "spos")  # pylint: disable=protected-access

@@ -199,6 +199,9 @@ def ground_truth(plan: RankPlan, out_dir: str, workers: int = 1) -> Dict:
       raise ValueError(f"{plan.ground_truth_file} has no training seed {missing[0]} (it has "
                        f"{list(truth.seeds)})")
     gt = truth.as_rank_truth(plan.gt_seeds)
+    # Searches score every network of the file, so that their cached scores still serve
+    # when a partial file has grown.
+    gt["to_score"] = sorted(n["choices"] for n in truth.networks)
     if len(gt["archs"]) < 3:
       raise ValueError(f"{plan.ground_truth_file}: only {len(gt['archs'])} networks are trained "
                        f"in every seed of {list(plan.gt_seeds)}")
@@ -306,8 +309,10 @@ def one_search(plan: RankPlan, strategy: str, seed: int, out_dir: str, budget_ma
   summary = run.run()
   scores = None
   if score:
-    metrics = run.score_paths(gt["choices"], split="eval")
-    scores = {"archs": gt["archs"], "top1": [m["top1"] for m in metrics],
+    archs = gt.get("to_score", gt["archs"])
+    space = run.space
+    metrics = run.score_paths([space.choices_from_string(a) for a in archs], split="eval")
+    scores = {"archs": archs, "top1": [m["top1"] for m in metrics],
               "loss": [m["loss"] for m in metrics], "seconds": time.time() - start}
     from betanas_tf import io_utils  # pylint: disable=import-outside-toplevel
     io_utils.atomic_write_json(scores_path, scores)

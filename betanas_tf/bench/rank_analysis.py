@@ -20,6 +20,16 @@ def _survivors(gt: Dict, searches: Dict[str, List[Dict]]) -> Dict[int, List[int]
   return survivors
 
 
+def _scores_of(run: Dict, metric: str, archs: Sequence[str], name: str) -> np.ndarray:
+  """A search's scores of `archs`, in that order, from its scores.json (which may hold more)."""
+  scored = dict(zip(run["scores"]["archs"], run["scores"][metric]))
+  missing = [a for a in archs if a not in scored]
+  if missing:
+    raise ValueError(f"{name} seed {run['seed']} did not score {missing[0]} (and "
+                     f"{len(missing) - 1} more): a scores.json from another ground truth?")
+  return np.array([scored[a] for a in archs], np.float64)
+
+
 def ranking(plan, gt: Dict, searches: Dict[str, List[Dict]]) -> Dict:
   """Taus of every ranking strategy and of MACs alone, over all networks and within cost
   strata, with paired bootstrap intervals of the difference to MACs, per metric; and the
@@ -39,11 +49,7 @@ def ranking(plan, gt: Dict, searches: Dict[str, List[Dict]]) -> Dict:
     sign = 1.0 if metric == "top1" else -1.0
     rankings = {"MACs": [macs]}
     for name, runs in ranked.items():
-      for r in runs:
-        if r["scores"].get("archs", gt["archs"]) != gt["archs"]:
-          raise ValueError(f"{name} seed {r['seed']} scored other networks than the ground "
-                           "truth holds (a stale scores.json?)")
-      rankings[name] = [sign * np.asarray(r["scores"][metric], np.float64) for r in runs]
+      rankings[name] = [sign * _scores_of(r, metric, gt["archs"], name) for r in runs]
     result["ceiling"][metric] = {"all": rank_stats.noise_ceiling(truth[metric]),
                                  "strata": rank_stats.noise_ceiling(truth[metric], strata)}
     for where, within in (("all", False), ("strata", True)):
