@@ -5,6 +5,7 @@ restarting both resumes where the uninterrupted run would have been."""
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -37,15 +38,17 @@ KILL_COMMAND = ["--space=micro", "--dataset=digits", "--batch_size=32", "--arch_
 SURVIVOR_LIMIT_S = 90   # the survivor's error must come within this (measured: 2 s)
 
 
-def _launch(out):
-  """Both workers of a fresh localhost cluster running the same search command."""
+def _launch(out, other_out=None):
+  """Both workers of a fresh localhost cluster running the same search command (worker 1
+  with `other_out` as its --out_dir, if given: storage the chief's files are not on)."""
   cluster = {"worker": [f"localhost:{p}" for p in _free_ports(2)]}
   processes = []
   for index in range(2):
     env = dict(os.environ, PYTHONPATH=ROOT,
                TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+    where = other_out if index == 1 and other_out else out
     processes.append(subprocess.Popen(
-        [sys.executable, "-m", "betanas_tf.search", f"--out_dir={out}", *KILL_COMMAND],
+        [sys.executable, "-m", "betanas_tf.search", f"--out_dir={where}", *KILL_COMMAND],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
   return processes
 
@@ -145,6 +148,23 @@ def test_a_killed_worker_stops_the_other_and_a_restart_resumes_exactly(tmp_path,
   np.testing.assert_allclose(summary["alpha"], straight["alpha"], atol=1e-6)
   assert summary["counts"] == straight["counts"] and summary["drops"] == straight["drops"]
   kill_support.assert_same_supernet_weights(uninterrupted, out)
+
+
+
+@pytest.mark.slow
+def test_workers_that_restore_different_steps_stop_with_one_error(tmp_path, uninterrupted):
+  # Worker 1 cannot see the chief's checkpoints (its --out_dir is elsewhere, as on a host
+  # without the shared storage): it would start at step 0 while the chief resumes at 16.
+  chief_out = str(tmp_path / "chief")
+  shutil.copytree(uninterrupted, chief_out)
+  results = _finish(_launch(chief_out, other_out=str(tmp_path / "elsewhere")), timeout=120)
+  for code, _, stderr in results:
+    assert code == 1, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("search: error:")]
+    assert len(errors) == 1 and "Traceback" not in stderr, stderr[-3000:]
+    assert errors[0].startswith("search: error: the workers restored different steps (16, 0, "
+                                "one per replica"), errors[0]
+    assert errors[0].endswith("so --out_dir must be on storage that every worker reads")
 
 
 if __name__ == "__main__":
