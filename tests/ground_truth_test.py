@@ -120,3 +120,7 @@ def test_the_shipped_small_ground_truth_is_the_cost_stratified_sample():
   assert truth.provenance["command"] == (
       "python -m betanas_tf.bench.ground_truth --space=small --archs=64 --seeds=0,1,2 --epochs=8 "
       "--dataset=cluttered_digits")
+
+
+if __name__ == "__main__":
+  sys.exit(pytest.main([__file__, "-q"]))

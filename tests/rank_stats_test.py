@@ -1,5 +1,7 @@
 """The rank benchmark's statistics against scipy and against cases whose answer is known."""
 
+import sys
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -66,3 +68,7 @@ def test_macs_tau_ranks_loss_by_fewer_macs():
   assert rank_stats.macs_tau(macs, top1, loss) == {
       "top1": pytest.approx(stats.kendalltau(macs, top1)[0]),
       "loss": pytest.approx(stats.kendalltau(-np.asarray(macs), loss)[0])}
+
+
+if __name__ == "__main__":
+  sys.exit(pytest.main([__file__, "-q"]))
