@@ -1,29 +1,27 @@
-"""Does the search rank, and find, better networks? (the paper's Figs 5, 6 and 7)
+"""Does the search rank, and find, better networks than counting MACs? (the paper's Figs 5-7)
 
-    python -m betanas_tf.bench.rank --out_dir=/tmp/rank            # full: see docs/benchmarks.md
-    python -m betanas_tf.bench.rank --out_dir=/tmp/rank --quick    # the same pipeline, small
+    python -m betanas_tf.bench.rank --out_dir=/tmp/rank            # small, the shipped ground truth
+    python -m betanas_tf.bench.rank --out_dir=/tmp/rank --quick    # the same pipeline, tiny
 
-1. Ground truth: every architecture of the space (a space too large for that: a sample
-   spread over its MACs range, `cost_stratified_sample`) trained standalone with the
-   project's recipe, per training seed (`tune`, a grid over them; cached on disk). The
-   ground truth of an architecture is its mean eval top-1 / eval loss over the seeds; the
-   seed-to-seed Kendall tau is the noise ceiling no search can beat.
-2. One-shot searches through the search's public API (`runner.SearchRun`), per strategy
-   (betanas, its two ablations --nodrop and --nobalanced, proxyless, spos) and seed, with the
-   same Phase-1 budget (steps x batch) and MACs budget. Each trained supernet then scores
-   every architecture (its weights, BN recalibrated; eval split): Kendall tau and Spearman
-   rho against the ground truth, over all architectures and over the sub-space that
-   survived betanas' drops (same seed), top-5 overlap, the ground-truth percentile of the
-   architecture the strategy selects, and the Phase-1 balance (max / min count over ops
-   alive at the end). Confidence intervals: bootstrap over architectures.
-3. Searched vs random (Fig 6): the ground truth of each strategy's selection over
-   `selection_seeds` seeds against the exact distribution of a uniformly random
-   architecture within the same MACs budget (the grid covers the whole space).
-4. Multi-trial at equal compute: keras-tuner random and Bayesian oracles under the budget,
-   with as many short trials as the images one one-shot search trains on.
+1. Ground truth: a `bench.ground_truth` file (the package ships `small`'s: 64 networks spread
+   over its MACs range, three training seeds), or trained here (`--retrain_ground_truth`:
+   every architecture of a small space, or a `cost_stratified_sample`, per training seed
+   through `tune`; cached). A network's truth is its mean eval top-1 / loss over the seeds.
+2. One-shot searches through the search's public API (`runner.SearchRun`), per strategy and
+   search seed (the seeds named), with the same Phase-1 budget and MACs budget (a quantile of
+   the space's MACs). Each trained supernet scores every ground-truth network (its weights, BN
+   recalibrated; eval split). Rankings (`rank_analysis.ranking`, statistics in `rank_stats`):
+   Kendall tau over all networks and within cost strata, for every strategy and for MACs
+   alone, with bootstrap intervals over networks, ground-truth seeds and search seeds, and the
+   paired interval of tau(strategy) - tau(MACs); tau over the sub-space betanas' drops left;
+   the ground truth's noise ceiling.
+3. Selection (`rank_analysis.selections`): each strategy's pick per seed (over
+   `selection_seeds`), trained standalone when the ground truth lacks it, against the biggest
+   network within the budget, a random one per seed, and keras-tuner random / Bayesian
+   multi-trial search given the images one one-shot search trains on.
 
-Writes results.json, report.md and figures (tau.png, selected_vs_random.png,
-frequency.png) to --out_dir; every stage is cached there, so an interrupted run resumes.
+Writes results.json, report.md and figures (tau.png, selected_vs_random.png, frequency.png)
+to --out_dir; every stage is cached there, so an interrupted run resumes.
 """
 
 import dataclasses
