@@ -46,11 +46,13 @@ def stem_and_apply(layers, arch: arch_lib.Architecture, x, training=None, **bn):
 
 
 def head_layers(layers, arch: arch_lib.Architecture, **bn):
-  """The head's layers: 1x1 conv, BN, act, global pool, dropout, classifier."""
+  """The head's layers: 1x1 conv, BN, act, global pool, dropout, classifier. The classifier
+  computes in float32 under any mixed-precision policy (precision.py): the logits feed
+  softmax, losses and top-k metrics, and it costs one small matmul."""
   parts = {"conv": primitives.conv_bn_act(layers, "head_conv", arch.head.filters, 1, 1,
                                       arch.activation, **bn),
            "pool": layers.GlobalAveragePooling2D(name="pool"),
-           "classifier": layers.Dense(arch.num_classes, name="classifier")}
+           "classifier": layers.Dense(arch.num_classes, name="classifier", dtype="float32")}
   if arch.dropout > 0:
     parts["dropout"] = layers.Dropout(arch.dropout, name="dropout")
   return parts

@@ -113,3 +113,10 @@ def define_distribution_flag():
   flags.DEFINE_enum("distribution", "default", list(distribution.STRATEGIES),
                     "tf.distribute strategy: default (one device), mirrored (all local GPUs), "
                     "multiworker (TF_CONFIG, one process per host).")
+
+
+def define_precision_flag():
+  from betanas_tf import precision  # pylint: disable=import-outside-toplevel
+  flags.DEFINE_enum("mixed_precision", "none", list(precision.PRECISIONS),
+                    "Compute in bfloat16 (A100/H100/TPU) or float16 (with dynamic loss scaling); "
+                    "variables, BatchNorm statistics, losses and alpha stay float32.")

@@ -22,6 +22,7 @@ import tensorflow as tf
 from betanas_tf import arch_params as ap
 from betanas_tf import cost as cost_lib
 from betanas_tf import path_sgd
+from betanas_tf import precision
 from betanas_tf import spaces as spaces_lib
 from betanas_tf import supernet as supernet_lib
 from betanas_tf.policies import Policy
@@ -59,8 +60,12 @@ class EngineConfig:
   arch_data: str = "train"   # the alpha step's batches: "train" = the training transform and
                              # label smoothing (as Phase 1); "eval" = the evaluation transform
                              # and plain cross-entropy (ProxylessNAS' reference code)
+  mixed_precision: str = "none"   # "bfloat16" | "float16": the supernet computes in it
+                                  # (precision.py); everything of alpha stays float32
+  jit_compile: bool = False       # XLA for the Phase-1 step's forward and backward pass
 
   def __post_init__(self):
+    precision.check(self.mixed_precision)
     if self.arch_data not in ARCH_DATA:
       raise ValueError(f"arch_data must be one of {', '.join(ARCH_DATA)}, got {self.arch_data!r}")
 
@@ -97,11 +102,12 @@ class SearchEngine:
       if size % self.replicas:
         raise ValueError(f"{name} {size} is not divisible by {self.replicas} replicas")
     keras.utils.set_random_seed(config.seed)
-    with self.strategy.scope():
+    with self.strategy.scope(), precision.building(config.mixed_precision):
       self.supernet = supernet_lib.Supernet(
           space, se_ratio=config.se_ratio,
           phase1=policy.phase1 if policy.phase1 != "none" else "uniform_all", seed=config.seed,
-          label_smoothing=config.label_smoothing, input_mean=input_mean, input_std=input_std)
+          label_smoothing=config.label_smoothing, input_mean=input_mean, input_std=input_std,
+          jit_compile=config.jit_compile)
       self.arch = self.supernet.arch
       schedule = keras.optimizers.schedules.CosineDecay(
           0.0 if config.lr_warmup_steps else config.lr, max(1, config.max_steps - config.lr_warmup_steps),
@@ -110,8 +116,12 @@ class SearchEngine:
       self.weight_opt = path_sgd.PathMaskedSGD(learning_rate=schedule, momentum=config.momentum,
                                                nesterov=config.nesterov, l2=config.weight_decay)
       self.weight_opt.bind(self.supernet.trainable_variables, self.arch.path,
-                           self.supernet.candidate_variables())
-      self.supernet.compile(optimizer=self.weight_opt, steps_per_execution=config.arch_update_every)
+                           self.supernet.candidate_variables(),
+                           loss_scale=precision.needs_loss_scale(config.mixed_precision))
+      # The loss scale is PathMaskedSGD's own (it must see the path-only all-reduce):
+      # no LossScaleOptimizer wrapper.
+      self.supernet.compile(optimizer=self.weight_opt, steps_per_execution=config.arch_update_every,
+                            auto_scale_loss=False)
       self.arch_opt = keras.optimizers.Adam(config.arch_lr, beta_1=config.arch_beta1,
                                             beta_2=config.arch_beta2, epsilon=config.arch_epsilon)
       self.arch_opt.build([self.arch.alpha])
@@ -184,7 +194,8 @@ class SearchEngine:
     return ap.sample_by_probability(alpha, gate_set, pick_seed), gate_set
 
   def _gate_gradients(self, block_io, upstream, gate_set, training=True):
-    """G[l, m] = <dL/dO_l, o_m(x_l)> for m in the gate set, 0 elsewhere."""
+    """G[l, m] = <dL/dO_l, o_m(x_l)> for m in the gate set, 0 elsewhere (summed in
+    float32 whatever the precision the blocks compute in)."""
     width = self.arch.valid.shape[1]
     rows = []
     for l, (choice, (x, _)) in enumerate(zip(self.supernet.choices, block_io)):
@@ -196,7 +207,8 @@ class SearchEngine:
         row.append(tf.cond(
             gate_set[l, m] > 0.5,
             lambda m=m, choice=choice, x=x, g=upstream[l]: tf.reduce_sum(
-                g * choice.candidate_output(x, m, training=training)),
+                tf.cast(g, tf.float32)
+                * tf.cast(choice.candidate_output(x, m, training=training), tf.float32)),
             lambda: tf.constant(0.0)))
       rows.append(tf.stack(row))
     return tf.stack(rows)
@@ -210,8 +222,15 @@ class SearchEngine:
       per_example = self.supernet.cross_entropy(labels, logits,
                                                 smoothing=self.config.arch_data == "train")
       ce = tf.reduce_mean(per_example) / self.replicas
-    upstream = tape.gradient(ce, [out for _, out in block_io])
-    gates = self._gate_gradients(block_io, upstream, gate_set)
+      # float16: the weight optimizer's loss scale keeps dL/dO_l from underflowing.
+      scale = (tf.convert_to_tensor(self.weight_opt.loss_scale.scale)
+               if self.weight_opt.loss_scale is not None else tf.constant(1.0))
+      scaled = ce * scale
+    upstream = tape.gradient(scaled, [out for _, out in block_io])
+    gates = self._gate_gradients(block_io, upstream, gate_set) / scale
+    # An overflowed float16 step adds no gate gradient of this replica (only the cost
+    # term's gradient then moves alpha).
+    gates = tf.where(tf.reduce_all(tf.math.is_finite(gates)), gates, tf.zeros_like(gates))
     alpha, active = tf.convert_to_tensor(self.arch.alpha), tf.convert_to_tensor(self.arch.active)
     with tf.GradientTape() as cost_tape:
       cost_tape.watch(alpha)

@@ -17,6 +17,10 @@ the supernet has ~4x the path's parameters). After the reduce each candidate's
 gradients are unpacked from its block's vector; only the on-path candidate's
 are ever applied.
 
+With `loss_scale=True` (float16, precision.py) the gradients arrive multiplied by the
+dynamic loss scale; they are divided by it after the all-reduce, and a step whose reduced
+gradients are not finite is skipped whole: no variable, no slot, not `iterations`.
+
 Weight decay is coupled (PyTorch / ProxylessNAS style): ``l2 * w`` is added to
 the (already replica-summed) gradient of conv and dense kernels, inside the
 update, so off-path kernels do not decay either. Keras' own decoupled
@@ -42,8 +46,10 @@ class PathMaskedSGD(keras.optimizers.SGD):
     self._owner_by_index = {}
     self._decayed = set()
     self._path = None
+    self.loss_scale = None
 
-  def bind(self, variables, path_variable, candidate_variables: Iterable[Tuple[int, int, object]]):
+  def bind(self, variables, path_variable, candidate_variables: Iterable[Tuple[int, int, object]],
+           loss_scale: bool = False):
     """Builds the slots for `variables` and records which candidate owns which variable.
 
     Args:
@@ -51,12 +57,30 @@ class PathMaskedSGD(keras.optimizers.SGD):
       path_variable: int32 variable [num choice blocks] holding the current path (None
         for a standalone model: then this is SGD with coupled L2).
       candidate_variables: (choice block, candidate, variable) triples.
+      loss_scale: float16 training: gradients come scaled by `self.loss_scale.scale`.
     """
     self.build(variables)
+    if loss_scale:
+      from betanas_tf import precision  # pylint: disable=import-outside-toplevel
+      self.loss_scale = precision.DynamicLossScale(self)
     self._path = path_variable
     self._decayed = {self._get_variable_index(v) for v in variables if is_decayed(v)}
     for block, candidate, variable in candidate_variables:
       self._owner_by_index[self._get_variable_index(variable)] = (block, candidate)
+
+  def scale_loss(self, loss):
+    """The loss to differentiate: times the dynamic loss scale under float16 (Keras'
+    train step and the supernet's both call this)."""
+    if self.loss_scale is None:
+      return super().scale_loss(loss)
+    return loss * tf.cast(tf.convert_to_tensor(self.loss_scale.scale), loss.dtype)
+
+  def step_applied(self):
+    """1.0 if the last step's update was applied, 0.0 if a non-finite loss-scaled step
+    was skipped (always 1.0 without a loss scale)."""
+    if self.loss_scale is None:
+      return tf.constant(1.0)
+    return tf.convert_to_tensor(self.loss_scale.last_finite)
 
   def _candidates_by_block(self, variables):
     """{block: {candidate: [indices into `variables`]}} for the candidate-owned ones."""
@@ -70,10 +94,26 @@ class PathMaskedSGD(keras.optimizers.SGD):
   def _backend_update_step(self, grads, trainable_variables, learning_rate):
     replica_context = tf.distribute.get_replica_context()
     strategy = self._distribution_strategy
-    if (replica_context is None or self._path is None or strategy is None
-        or strategy.num_replicas_in_sync == 1):
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    if replica_context is None or (replicas == 1 and self.loss_scale is None):
       return super()._backend_update_step(grads, trainable_variables, learning_rate)
     grads = list(grads)
+    if replicas > 1 and self._path is not None:
+      grads = self._path_all_reduce(replica_context, grads, trainable_variables)
+    elif replicas > 1:
+      grads = [g for g, _ in self._all_reduce_sum_gradients(zip(grads, trainable_variables))]
+    finite = None
+    if self.loss_scale is not None:
+      grads, finite = self.loss_scale.unscale(grads)
+    variables = [v.value if isinstance(v, keras.Variable) else v for v in trainable_variables]
+    tf.__internal__.distribute.interim.maybe_merge_call(
+        self._distributed_tf_update_step, strategy, list(zip(grads, variables)), learning_rate,
+        finite)
+
+  def _path_all_reduce(self, replica_context, grads, trainable_variables):
+    """The replica-summed gradients, only the on-path candidates' crossing the replicas
+    (module docstring); off-path candidates get what their block's vector holds for them,
+    which is never applied."""
     blocks = self._candidates_by_block(trainable_variables)
     owned = {i for block in blocks.values() for indices in block.values() for i in indices}
     shared = [i for i in range(len(grads)) if i not in owned]
@@ -97,13 +137,27 @@ class PathMaskedSGD(keras.optimizers.SGD):
         for i in indices:
           grads[i] = tf.reshape(vector[offset:offset + sizes[i]], trainable_variables[i].shape)
           offset += sizes[i]
-    variables = [v.value if isinstance(v, keras.Variable) else v for v in trainable_variables]
-    tf.__internal__.distribute.interim.maybe_merge_call(
-        self._distributed_tf_update_step, strategy, list(zip(grads, variables)), learning_rate)
+    return grads
 
-  def _distributed_tf_update_step(self, distribution, grads_and_vars, learning_rate):
+  def _distributed_tf_update_step(self, distribution, grads_and_vars, learning_rate,
+                                  finite=None):
     """One tf.cond per candidate (not per variable): off the path nothing runs at all,
-    so the variables and their slots keep their bits and the update costs nothing."""
+    so the variables and their slots keep their bits and the update costs nothing. With
+    a loss scale, all of it only when `finite` (the same on every replica)."""
+    if finite is None:
+      return self._apply_on_path(distribution, grads_and_vars, learning_rate)
+    finite = distribution.experimental_local_results(finite)[0]
+
+    def skip():
+      # apply() counts every call after this returns: a skipped step must count nothing.
+      self.iterations.assign_sub(1)
+      return tf.no_op()
+
+    tf.cond(finite, lambda: self._apply_on_path(distribution, grads_and_vars, learning_rate),
+            skip)
+    self.loss_scale.update(finite)
+
+  def _apply_on_path(self, distribution, grads_and_vars, learning_rate):
     shared, owned = [], {}
     for grad, var in grads_and_vars:
       owner = self._owner_by_index.get(self._get_variable_index(var))
@@ -118,6 +172,7 @@ class PathMaskedSGD(keras.optimizers.SGD):
     apply(shared)
     for (block, candidate), pairs in owned.items():
       tf.cond(tf.equal(self._path[block], candidate), lambda pairs=pairs: apply(pairs), tf.no_op)
+    return tf.no_op()
 
   def update_step(self, gradient, variable, learning_rate):
     # Reached only outside tf.distribute's update path (e.g. eager single device).

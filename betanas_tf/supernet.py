@@ -72,6 +72,7 @@ class Supernet(keras.Model):
       "probability" (by softmax(alpha)) or "uniform_all" (SPOS).
     seed: seed of the path sampling.
     label_smoothing: of the cross-entropy.
+    jit_compile: compile each step's forward and backward pass with XLA.
     input_mean, input_std: per-channel normalisation applied on the device to
       the (uint8 or float) images of a batch; the model itself takes normalised
       float images, as the standalone and exported networks do.
@@ -80,9 +81,13 @@ class Supernet(keras.Model):
   def __init__(self, space: spaces_lib.SearchSpace, se_ratio: float = 0.0, dropout: float = 0.0,
                phase1: str = "uniform_active", seed: int = 0, label_smoothing: float = 0.0,
                input_mean: Sequence[float] = (0.0, 0.0, 0.0),
-               input_std: Sequence[float] = (1.0, 1.0, 1.0), **kwargs):
+               input_std: Sequence[float] = (1.0, 1.0, 1.0), jit_compile: bool = False, **kwargs):
     super().__init__(name=kwargs.pop("name", f"supernet_{space.name}"), **kwargs)
     self.space = space
+    # Not Keras' own `jit_compile` attribute, which compile() resolves ("auto") for the
+    # train function Keras would build; this model builds its own (make_train_function).
+    self.xla_step = bool(jit_compile)
+    self._compiled_forward_backward = None
     self.phase1, self.seed = phase1, int(seed)
     self.input_mean = tf.constant(np.asarray(input_mean, np.float32))
     self.input_std = tf.constant(np.asarray(input_std, np.float32))
@@ -160,10 +165,10 @@ class Supernet(keras.Model):
     onehot = tf.one_hot(tf.cast(labels, tf.int32), self.space.num_classes)
     return self.loss_fn(onehot, logits)
 
-  def train_step(self, data):
-    images, labels = data
-    path = self.phase1_path(self.arch.step)
-    self.arch.path.assign(path)
+  def _forward_backward(self, images, labels, path):
+    """(per-example loss, logits, gradients) of one replica's batch on `path`: the step's
+    compute, compiled with XLA when `jit_compile` (the path is sampled outside it:
+    XLA has no kernel for stateless_categorical)."""
     variables = self.trainable_variables
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     with tf.GradientTape() as tape:
@@ -171,13 +176,27 @@ class Supernet(keras.Model):
       per_example = self.cross_entropy(labels, logits)
       # Mean over the GLOBAL batch: the all-reduce sums the replicas' gradients.
       loss = tf.reduce_mean(per_example) / replicas
+      scaled = self.optimizer.scale_loss(loss)   # float16: times the dynamic loss scale
+    grads = tape.gradient(scaled, variables)
+    grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
+    return per_example, logits, grads
+
+  def train_step(self, data):
+    images, labels = data
+    path = self.phase1_path(self.arch.step)
+    self.arch.path.assign(path)
+    if self._compiled_forward_backward is None:
+      self._compiled_forward_backward = (tf.function(self._forward_backward, jit_compile=True)
+                                         if self.xla_step else self._forward_backward)
+    per_example, logits, grads = self._compiled_forward_backward(images, labels, path)
     # Metrics first: they depend on the forward pass only and overlap the backward pass.
     self.phase1_loss.update_state(per_example)
     self.phase1_accuracy.update_state(labels, logits)
-    grads = tape.gradient(loss, variables)
-    grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
-    self.optimizer.apply_gradients(zip(grads, variables))
-    self.arch.counts.assign_add(tf.one_hot(path, self.arch.valid.shape[1]))
+    self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+    # A float16 step skipped for non-finite gradients trained nothing: it counts nothing
+    # (the step itself advances: it is the clock of the data order and the path RNG).
+    applied = self.optimizer.step_applied()
+    self.arch.counts.assign_add(tf.one_hot(path, self.arch.valid.shape[1]) * applied)
     self.arch.step.assign_add(1)
     return {}
 
@@ -217,6 +236,8 @@ class Supernet(keras.Model):
       y = choice(x, path[l], training=training)
       block_io.append((x, y))
       x = y
+    # Under a mixed precision the blocks compute in bfloat16 / float16; the classifier
+    # computes in float32 (builder.head_layers), so losses and metrics get float32 logits.
     return builder.apply_head(self.head, x, training), block_io
 
   def candidate_variables(self) -> List[Tuple[int, int, keras.Variable]]:

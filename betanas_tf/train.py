@@ -57,6 +57,9 @@ class TrainConfig:
   ema: bool = False
   ema_decay: float = 0.9999
   distribution: str = "default"
+  mixed_precision: str = "none"        # "bfloat16" | "float16" (precision.py)
+  jit_compile: bool = False            # XLA; Keras' own "auto" would turn it on for a
+                                       # single GPU and off on CPU (17x slower here)
   init_from_supernet: Optional[str] = None   # a search's out_dir
   seed: int = 0
   verbose: int = 2                     # Keras fit verbosity
@@ -96,6 +99,9 @@ def define_flags():
   flags.DEFINE_bool("ema", d.ema, "Exponential moving average of the weights (used at the end).")
   flags.DEFINE_float("ema_decay", d.ema_decay, "EMA decay.", lower_bound=0.0, upper_bound=1.0)
   cli.define_distribution_flag()
+  cli.define_precision_flag()
+  flags.DEFINE_bool("jit_compile", d.jit_compile, "Compile the training step with XLA (pays on "
+                    "GPUs; 17x slower on this CPU). Off unless asked, on every device.")
   flags.DEFINE_string("init_from_supernet", d.init_from_supernet,
                       "A search's out_dir: start from its supernet weights.")
   flags.DEFINE_integer("seed", d.seed, "Seed.")
@@ -176,8 +182,9 @@ def _epoch_log(optimizer, path: str):
 def compile_with_recipe(model, config: TrainConfig, steps_per_epoch: int,
                         steps_per_execution: int = 1):
   """Compiles `model` with the recipe of `config` (SGD nesterov, linear warm-up then cosine
-  to 0 over config.epochs, coupled L2, label smoothing; metrics top1 / top5); returns the
-  optimizer. Call inside the distribution strategy's scope. `steps_per_execution` > 1 runs
+  to 0 over config.epochs, coupled L2, label smoothing; metrics top1 / top5; float16's
+  dynamic loss scale; XLA if `config.jit_compile`); returns the optimizer. Call inside
+  the distribution strategy's scope. `steps_per_execution` > 1 runs
   that many steps per call of the train function (Keras' own loop: single device only, it
   fails under a tf.distribute strategy in Keras 3.15); keep it a divisor of the epoch's
   steps, or Keras rounds each epoch up to a multiple of it."""
@@ -192,8 +199,10 @@ def compile_with_recipe(model, config: TrainConfig, steps_per_epoch: int,
   # path bound, PathMaskedSGD is plain SGD plus that decay.
   optimizer = path_sgd.PathMaskedSGD(schedule, momentum=c.momentum, nesterov=True,
                                      l2=c.weight_decay, use_ema=c.ema, ema_momentum=c.ema_decay)
-  optimizer.bind(model.trainable_variables, None, [])
-  model.compile(optimizer=optimizer,
+  from betanas_tf import precision  # pylint: disable=import-outside-toplevel
+  optimizer.bind(model.trainable_variables, None, [],
+                 loss_scale=precision.needs_loss_scale(c.mixed_precision))
+  model.compile(optimizer=optimizer, auto_scale_loss=False, jit_compile=c.jit_compile,
                 loss=keras.losses.CategoricalCrossentropy(from_logits=True,
                                                           label_smoothing=c.label_smoothing),
                 metrics=[keras.metrics.CategoricalAccuracy(name="top1"),
@@ -208,7 +217,9 @@ def train(arch: arch_lib.Architecture, out_dir: str, config: TrainConfig = Train
   contents (top-1, top-5 on the eval split)."""
   import keras  # pylint: disable=import-outside-toplevel
   from betanas_tf import builder, distribution  # pylint: disable=import-outside-toplevel
+  from betanas_tf import precision  # pylint: disable=import-outside-toplevel
   c = config
+  precision.check(c.mixed_precision)
   os.makedirs(out_dir, exist_ok=True)
   keras.utils.set_random_seed(c.seed)
   dataset = c.data.load(c.input_size or arch.input_size, c.seed, arch.num_classes)
@@ -221,7 +232,8 @@ def train(arch: arch_lib.Architecture, out_dir: str, config: TrainConfig = Train
   steps = c.steps_per_epoch or steps
   strategy = distribution.make_strategy(c.distribution)
   with strategy.scope():
-    model = builder.build_model(arch, drop_connect=c.drop_connect)
+    with precision.building(c.mixed_precision):
+      model = builder.build_model(arch, drop_connect=c.drop_connect)
     if c.init_from_supernet:
       copied = _init_from_supernet(model, c.init_from_supernet, dataset.num_classes)
       print(f"initialised {copied} layers from {c.init_from_supernet}")
@@ -233,11 +245,14 @@ def train(arch: arch_lib.Architecture, out_dir: str, config: TrainConfig = Train
   history = model.fit(train_ds, epochs=c.epochs, steps_per_epoch=steps, validation_data=eval_ds,
                       callbacks=callbacks, verbose=c.verbose)
   _, top1, top5 = model.evaluate(eval_ds, verbose=0)
+  if c.mixed_precision != "none":   # what is saved (and exported) computes in float32
+    model = precision.float32_copy(model, lambda: builder.build_model(arch, drop_connect=c.drop_connect))
   model.save(os.path.join(out_dir, "model.keras"))
   model.save_weights(os.path.join(out_dir, "model.weights.h5"))
   result = {"top1": float(top1), "top5": float(top5), "eval_examples": len(dataset.eval),
             "epochs": c.epochs, "dataset": dataset.name, "architecture": arch.to_compact(),
-            "ema": c.ema, "autoaugment": "keras.layers.RandAugment" if c.autoaugment else None}
+            "ema": c.ema, "mixed_precision": c.mixed_precision, "jit_compile": c.jit_compile,
+            "autoaugment": "keras.layers.RandAugment" if c.autoaugment else None}
   io_utils.atomic_write_json(os.path.join(out_dir, "eval.json"), result)
   del history
   return result
