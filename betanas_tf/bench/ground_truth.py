@@ -54,11 +54,19 @@ def recipe_config(dataset: str, epochs: int, seed: int):
                              epochs=epochs, seed=seed)
 
 
+# TrainConfig fields added after files were written, with the value those files imply:
+# recorded only when a recipe differs from it, so that older files still match.
+ADDED_LATER = {"mixed_precision": "none", "jit_compile": False}
+
+
 def recipe_record(dataset: str, epochs: int) -> Dict:
   """The recipe as the file records it (every TrainConfig field but the data and seed)."""
   fields = dataclasses.asdict(recipe_config(dataset, epochs, 0))
   for name in ("data", "seed", "verbose"):
     fields.pop(name)
+  for name, implied in ADDED_LATER.items():
+    if fields[name] == implied:
+      fields.pop(name)
   return fields
 
 
