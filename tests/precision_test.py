@@ -222,3 +222,15 @@ def test_jit_compile_reaches_the_retraining_step():
     model = builder.build_model(space.arch_from_choices([0, 0, 0]))
     train.compile_with_recipe(model, train.TrainConfig(epochs=1, jit_compile=jit), 10)
     assert model.jit_compile is jit   # explicit on every device: never Keras' "auto"
+
+
+def test_the_loss_scale_is_checkpointed(tmp_path):
+  eng = _engine("float16")
+  scale = eng.weight_opt.loss_scale
+  scale.scale.assign(512.0)
+  scale.finite_steps.assign(7)
+  path = eng.checkpoint().save(str(tmp_path / "ckpt"))
+  scale.scale.assign(1.0)
+  scale.finite_steps.assign(0)
+  eng.checkpoint().restore(path).assert_existing_objects_matched()
+  assert float(_np(scale.scale)) == 512.0 and int(_np(scale.finite_steps)) == 7

@@ -19,4 +19,4 @@ def test_throughput_measures_every_step_kind_on_micro():
   assert results["phase1_peak_mb"] is None   # CPU: TensorFlow reports no device memory
   header, rule, row = throughput.table(results).splitlines()
   assert header.count("|") == rule.count("|") == row.count("|") == 13
-  assert "| micro | 16 | 16 | 1 | bfloat16 | no |" in row
+  assert "| micro | 16 | 16 | 1 | bfloat16 | no / no |" in row

@@ -30,6 +30,8 @@ import time
 from absl import app
 from absl import flags
 
+from betanas_tf.bench import throughput
+
 FLAGS = flags.FLAGS
 
 
@@ -86,15 +88,6 @@ def _setup(build_supernet: bool = True, build_standalone: bool = True):
   return eng, model, raw, normalized, path
 
 
-def _peak_rss_mb() -> float:
-  """This process's peak resident memory (VmHWM: not inherited across fork + exec)."""
-  with open("/proc/self/status") as handle:
-    for line in handle:
-      if line.startswith("VmHWM:"):
-        return int(line.split()[1]) / 1024.0
-  raise RuntimeError("no VmHWM in /proc/self/status")
-
-
 def _fit_search(eng, raw, steps):
   eng.supernet.fit(raw, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
 
@@ -111,7 +104,7 @@ def _memory(kind: str):
     _fit_search(eng, raw, steps)
   else:
     _fit_standalone(model, normalized, steps)
-  print(json.dumps({"peak_rss_mb": _peak_rss_mb()}))
+  print(json.dumps({"peak_rss_mb": throughput.peak_rss_mb()}))
 
 
 class _ReadCounter:

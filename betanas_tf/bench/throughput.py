@@ -11,7 +11,8 @@ memory so that the steps are timed and not the disk:
   images/s per replica;
 * the Phase-2 alpha step (binary gates over every active op): milliseconds a step;
 * the retraining step of the space's costliest network (`train.compile_with_recipe`,
-  with `--jit_compile` if given): images/s per replica;
+  with `--jit_compile` if given): images/s per replica (`--jit_compile_supernet`
+  compiles the Phase-1 step's compute too);
 * beside them, the input pipeline the search reads (`--dataset`'s training split,
   decoded and augmented as in a search): images/s on this host's CPUs;
 * peak device memory of each kind of step where TensorFlow reports it (GPUs), this
@@ -44,6 +45,8 @@ def define_flags():
   flags.DEFINE_integer("steps_per_execution", 5, "Phase-1 steps per call (the search's "
                        "arch_update_every).", lower_bound=1)
   flags.DEFINE_bool("jit_compile", False, "Compile the retraining step with XLA.")
+  flags.DEFINE_bool("jit_compile_supernet", False, "Compile the Phase-1 step's forward and "
+                    "backward pass with XLA (minutes of compilation even for micro on a CPU).")
   cli.define_precision_flag()
   cli.define_distribution_flag()
   cli.define_data_flags(default="synthetic", help_text="Dataset whose input pipeline is timed")
@@ -52,6 +55,7 @@ def define_flags():
 
 
 def peak_rss_mb() -> float:
+  """This process's peak resident memory (VmHWM: not inherited across fork + exec)."""
   with open("/proc/self/status") as handle:
     for line in handle:
       if line.startswith("VmHWM:"):
@@ -92,7 +96,7 @@ def _timed(run, sync, repeats: int = 1) -> float:
 
 def measure(space_name: str, input_size, batch_size: int, steps: int, alpha_steps: int,
             per_execution: int, mixed_precision: str, jit_compile: bool, distribution: str,
-            data_source, pipeline_batches: int) -> dict:
+            data_source, pipeline_batches: int, jit_compile_supernet: bool = False) -> dict:
   """The figures of the module docstring, as a dict."""
   import keras  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
@@ -113,7 +117,7 @@ def measure(space_name: str, input_size, batch_size: int, steps: int, alpha_step
   raw = tf.data.Dataset.from_tensors((images, labels)).repeat()
   config = engine.EngineConfig(batch_size=batch_size, arch_batch_size=batch_size,
                                max_steps=10**9, arch_update_every=per_execution,
-                               mixed_precision=mixed_precision)
+                               mixed_precision=mixed_precision, jit_compile=jit_compile_supernet)
   eng = engine.SearchEngine(space, policies.POLICIES.get("betanas"), config,
                             cost.macs_cost_table(space), strategy, (127.5,) * 3, (64.0,) * 3)
   eng.arch.stop_step.assign(10**9)
@@ -163,7 +167,8 @@ def measure(space_name: str, input_size, batch_size: int, steps: int, alpha_step
   results.update(
       space=space.name, input_size=space.input_size, batch_size=batch_size, replicas=replicas,
       steps=steps, steps_per_execution=per_execution, mixed_precision=mixed_precision,
-      jit_compile=jit_compile, distribution=distribution, dataset=dataset.name,
+      jit_compile=jit_compile, jit_compile_supernet=jit_compile_supernet,
+      distribution=distribution, dataset=dataset.name,
       retrain_arch=space.choices_to_string(costliest), peak_rss_mb=peak_rss_mb(),
       devices=[f"{d.name} ({d.device_type})" for d in tf.config.list_logical_devices()
                if d.device_type != "TPU_SYSTEM"],
@@ -174,12 +179,13 @@ def measure(space_name: str, input_size, batch_size: int, steps: int, alpha_step
 def table(results: dict) -> str:
   """The figures as one markdown row (with its header)."""
   mb = lambda v: "n/a" if v is None else f"{v:.0f}"
-  header = ("| space | px | batch | replicas | precision | XLA (retrain) | Phase 1 img/s/replica "
+  header = ("| space | px | batch | replicas | precision | XLA (P1 / retrain) | Phase 1 img/s/replica "
             "| alpha ms/step | retrain img/s/replica | pipeline img/s | peak device MB "
             "(P1 / alpha / retrain) | peak RSS MB |\n|" + "---|" * 12)
   r = results
   row = (f"| {r['space']} | {r['input_size']} | {r['batch_size']} | {r['replicas']} | "
-         f"{r['mixed_precision']} | {'yes' if r['jit_compile'] else 'no'} | "
+         f"{r['mixed_precision']} | {'yes' if r['jit_compile_supernet'] else 'no'} / "
+         f"{'yes' if r['jit_compile'] else 'no'} | "
          f"{r['phase1_images_per_s_per_replica']:.0f} | {r['alpha_ms_per_step']:.1f} | "
          f"{r['retrain_images_per_s_per_replica']:.0f} | {r['pipeline_images_per_s']:.0f} | "
          f"{mb(r['phase1_peak_mb'])} / {mb(r['alpha_peak_mb'])} / {mb(r['retrain_peak_mb'])} | "
@@ -197,7 +203,7 @@ def main(argv):
     results = measure(FLAGS.space, FLAGS.input_size, FLAGS.batch_size, FLAGS.steps,
                       FLAGS.alpha_steps, FLAGS.steps_per_execution, FLAGS.mixed_precision,
                       FLAGS.jit_compile, FLAGS.distribution, cli.data_source_from_flags(),
-                      FLAGS.pipeline_batches)
+                      FLAGS.pipeline_batches, FLAGS.jit_compile_supernet)
   except ValueError as error:
     print(f"throughput: error: {error}", file=sys.stderr)
     return 1
