@@ -5,16 +5,19 @@
 For each seed, the demo search (configs/demo.flags: micro on digits, 600 steps) in each
 precision, run as a user runs it (`python -m betanas_tf.search ... --mixed_precision=P`),
 then a retraining of the float32 search's architecture (8 epochs on digits) in each
-precision. Prints, per precision against float32: the final Phase-1 loss (the mean of
+precision, and one in float32 with `--jit_compile` (XLA). Prints, per precision against float32: the final Phase-1 loss (the mean of
 the last `--tail` log intervals) and its relative difference, whether the architecture
-is the same, the largest |alpha| difference, and the retraining's top-1. Re-running
-reuses finished runs.
+is the same, the largest |alpha| difference, and the retraining's top-1. A second float32
+run of the same command ("float32 again") shows how far a run is from itself: once one
+op is dropped at another step the active sets, and so the sampled paths, differ.
+Re-running reuses finished runs.
 """
 
 import json
 import os
 import subprocess
 import sys
+import time
 
 from absl import app
 from absl import flags
@@ -27,7 +30,7 @@ PRECISIONS = ("none", "bfloat16", "float16")
 def define_flags():
   flags.DEFINE_string("out_dir", None, "Output directory (re-running reuses finished runs).")
   flags.DEFINE_list("seeds", ["0", "1", "2"], "Search seeds.")
-  flags.DEFINE_integer("tail", 5, "Log intervals averaged for the final Phase-1 loss.",
+  flags.DEFINE_integer("tail", 20, "Log intervals averaged for the final Phase-1 loss.",
                        lower_bound=1)
   flags.DEFINE_integer("retrain_epochs", 8, "Retraining epochs on digits.", lower_bound=1)
 
@@ -42,8 +45,8 @@ def _run(args, out_dir: str, done: str):
     raise RuntimeError(f"{' '.join(args)} failed:\n{result.stderr[-2000:]}")
 
 
-def search(out_dir: str, precision: str, seed: int) -> dict:
-  run_dir = os.path.join(out_dir, f"search_{precision}_seed{seed}")
+def search(out_dir: str, precision: str, seed: int, tag: str = "") -> dict:
+  run_dir = os.path.join(out_dir, f"search_{precision}{tag}_seed{seed}")
   _run(["betanas_tf.search", f"--flagfile={os.path.join(ROOT, 'configs', 'demo.flags')}",
         f"--mixed_precision={precision}", f"--seed={seed}", "--noprogress"], run_dir,
        "summary.json")
@@ -52,16 +55,25 @@ def search(out_dir: str, precision: str, seed: int) -> dict:
   tail = history[-FLAGS.tail:]
   return {"arch": summary["choices_string"], "alpha": summary["alpha"],
           "loss": sum(h["phase1/loss"] for h in tail) / len(tail),
-          "seconds": summary["wall_time_s"]}
+          "seconds": summary["wall_time_s"], "drops": len(summary["drops"])}
 
 
-def retrain(out_dir: str, precision: str, arch_path: str) -> float:
-  run_dir = os.path.join(out_dir, f"retrain_{precision}")
+def retrain(out_dir: str, precision: str, arch_path: str, xla: bool = False) -> float:
+  run_dir = os.path.join(out_dir, f"retrain_{precision}{'_xla' if xla else ''}")
+  start = time.time()
   _run(["betanas_tf.train", f"--arch={arch_path}", "--dataset=digits", "--batch_size=64",
         "--lr=0.2", "--warmup_epochs=1", "--dropout=0.1", "--weight_decay=4e-5", "--verbose=0",
-        f"--epochs={FLAGS.retrain_epochs}", f"--mixed_precision={precision}"], run_dir,
-       "eval.json")
-  return json.load(open(os.path.join(run_dir, "eval.json")))["top1"]
+        f"--epochs={FLAGS.retrain_epochs}", f"--mixed_precision={precision}",
+        f"--{'' if xla else 'no'}jit_compile"], run_dir, "eval.json")
+  if time.time() - start > 1:
+    with open(os.path.join(run_dir, "seconds.txt"), "w") as handle:
+      handle.write(f"{time.time() - start:.1f}\n")
+  seconds = open(os.path.join(run_dir, "seconds.txt")).read().strip() if os.path.exists(
+      os.path.join(run_dir, "seconds.txt")) else "?"
+  top1 = json.load(open(os.path.join(run_dir, "eval.json")))["top1"]
+  print(f"retraining {precision}{' + XLA' if xla else ''}: top-1 {top1:.4f} ({seconds} s, "
+        "process start included)")
+  return top1
 
 
 def main(argv):
@@ -69,12 +81,16 @@ def main(argv):
   import numpy as np  # pylint: disable=import-outside-toplevel
   seeds = [int(s) for s in FLAGS.seeds]
   runs = {(p, s): search(FLAGS.out_dir, p, s) for s in seeds for p in PRECISIONS}
+  runs.update({("float32 again", s): search(FLAGS.out_dir, "none", s, "_again") for s in seeds})
   arch_path = os.path.join(FLAGS.out_dir, f"search_none_seed{seeds[0]}", "arch.json")
   top1 = {p: retrain(FLAGS.out_dir, p, arch_path) for p in PRECISIONS}
+  retrain(FLAGS.out_dir, "none", arch_path, xla=True)
   print("| precision | final Phase-1 loss per seed | vs float32 | same architecture | "
-        "max abs alpha difference | search s | retrain top-1 |\n|---|---|---|---|---|---|---|")
+        "max abs alpha difference | drops per seed | search s | retrain top-1 |\n"
+        "|---|---|---|---|---|---|---|---|")
   report = {}
-  for p in PRECISIONS:
+  top1["float32 again"] = float("nan")
+  for p in PRECISIONS + ("float32 again",):
     losses = [runs[p, s]["loss"] for s in seeds]
     relative = [runs[p, s]["loss"] / runs["none", s]["loss"] - 1 for s in seeds]
     same = sum(runs[p, s]["arch"] == runs["none", s]["arch"] for s in seeds)
@@ -85,7 +101,8 @@ def main(argv):
                  "archs": [runs[p, s]["arch"] for s in seeds], "retrain_top1": top1[p]}
     print(f"| {p} | {', '.join(f'{v:.4f}' for v in losses)} | "
           f"{', '.join(f'{100 * v:+.2f} %' for v in relative)} | {same} of {len(seeds)} | "
-          f"{alpha:.4f} | {seconds:.0f} | {top1[p]:.4f} |")
+          f"{alpha:.4f} | {', '.join(str(runs[p, s]['drops']) for s in seeds)} | "
+          f"{seconds:.0f} | {top1[p]:.4f} |")
   print("JSON " + json.dumps(report))
   return 0
 
