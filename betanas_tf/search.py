@@ -98,7 +98,8 @@ def define_flags():
   cli.define_distribution_flag()
   cli.define_precision_flag()
   flags.DEFINE_bool("jit_compile", D.jit_compile, "Compile the Phase-1 step's forward and "
-                    "backward pass with XLA (for GPUs; 17x slower on this CPU).")
+                    "backward pass with XLA (for GPUs; on this CPU: minutes of compilation, then 10x "
+                    "slower a step).")
   flags.DEFINE_integer("checkpoint_every", 50, "Steps between checkpoints.", lower_bound=1)
   flags.DEFINE_integer("log_every", 10, "Steps between TensorBoard scalars.", lower_bound=1)
   flags.DEFINE_integer("seed", 0, "Random seed (paths, data order, initialisation).")

@@ -59,7 +59,8 @@ class TrainConfig:
   distribution: str = "default"
   mixed_precision: str = "none"        # "bfloat16" | "float16" (precision.py)
   jit_compile: bool = False            # XLA; Keras' own "auto" would turn it on for a
-                                       # single GPU and off on CPU (17x slower here)
+                                       # single GPU and off on CPU (4.6x slower here:
+                                       # docs/benchmarks.md, mixed precision and XLA)
   init_from_supernet: Optional[str] = None   # a search's out_dir
   seed: int = 0
   verbose: int = 2                     # Keras fit verbosity
@@ -101,7 +102,7 @@ def define_flags():
   cli.define_distribution_flag()
   cli.define_precision_flag()
   flags.DEFINE_bool("jit_compile", d.jit_compile, "Compile the training step with XLA (pays on "
-                    "GPUs; 17x slower on this CPU). Off unless asked, on every device.")
+                    "GPUs; 4.6x slower on this CPU). Off unless asked, on every device.")
   flags.DEFINE_string("init_from_supernet", d.init_from_supernet,
                       "A search's out_dir: start from its supernet weights.")
   flags.DEFINE_integer("seed", d.seed, "Seed.")
