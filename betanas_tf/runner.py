@@ -310,7 +310,7 @@ class SearchRun:
     rng = np.random.default_rng([self.config.seed, ap.STREAM_SELECTION])
     num_candidates = [b.num_candidates for b in self.space.choice_blocks]
     if self.policy.selection == "argmax":
-      return engine.arch.argmax(), {}
+      return self._most_probable(budget)
     if self.policy.selection == "random":
       return selection.random_within_budget(num_candidates, cost_of, budget, rng), {}
     eval_batches, calibration = self._eval_batches(), self._calibration()
@@ -319,6 +319,19 @@ class SearchRun:
         num_candidates, score, cost_of, budget, rng, settings.evolution_population,
         settings.evolution_generations)
     return best, {"evolution": log, "evolution_best_score": best_score}
+
+  def _most_probable(self, budget: Optional[float]):
+    """The argmax architecture; if it exceeds the budget, the most probable one within it
+    (`selection.most_probable_within_budget`), with the argmax recorded beside it."""
+    arch = self.engine.arch
+    argmax = arch.argmax()
+    if budget is None or self.costs.of_choices(argmax) <= budget:
+      return argmax, {}
+    choices = selection.most_probable_within_budget(
+        arch.probabilities_np(), arch.active_np(), self.costs.table, self.costs.fixed, budget,
+        [b.num_candidates for b in self.space.choice_blocks])
+    return choices, {"argmax_over_budget": {"choices_string": self.space.choices_to_string(argmax),
+                                            "cost": round(self.costs.of_choices(argmax), 6)}}
 
   def _finish(self, start: int, images_per_s: Optional[float], wall: float) -> Dict:
     """Selects the result, scores it, and writes arch.json, summary.json and figures."""

@@ -102,6 +102,40 @@ def test_search_seeds_are_the_seeds_named_and_selection_seeds_follow_them():
     rank.RankPlan(strategies=("tpe",))
   with pytest.raises(ValueError, match=r"selection_seeds \(2\) must count at least the 3"):
     rank.RankPlan(selection_seeds=2)
+  # Multi-trial searches: each oracle on the first `multi_trial_seeds` selection seeds.
+  plan = rank.RankPlan(search_seeds=(20, 21, 22), selection_seeds=5, multi_trial_seeds=2)
+  assert plan.multi_trials() == [("random", 20), ("random", 21), ("bayesian", 20), ("bayesian", 21)]
+  assert rank.RankPlan(multi_trial_oracles=("random",)).multi_trials() == [
+      ("random", s) for s in range(8)]
+  assert rank.RankPlan(selection=False).multi_trials() == []
+  with pytest.raises(ValueError, match="unknown multi-trial oracle 'hyperband'; known: random, bayesian"):
+    rank.RankPlan(multi_trial_oracles=("hyperband",))
+  with pytest.raises(ValueError, match="multi_trial_seeds must be at least 1, got 0"):
+    rank.RankPlan(multi_trial_seeds=0)
+
+
+def test_selections_pair_each_seed_with_its_own_random_network():
+  from betanas_tf.bench import rank_analysis  # pylint: disable=import-outside-toplevel
+  plan = rank.RankPlan(search_seeds=(0, 1), selection_seeds=4, strategies=("spos",),
+                       selection_strategies=("betanas",), multi_trial_seeds=1)
+  summary = lambda c, macs: {"summary": {"choices_string": c, "cost": {"value": macs,
+                                                                        "meets_target": True}}}
+  searches = {"betanas": [dict(summary(c, 7.0), seed=s) for s, c in enumerate("abcd")],
+              "spos": [dict(summary("e", 8.0), seed=1)]}   # seed 0 of spos did not run
+  truth = {"a": 0.90, "b": 0.80, "c": 0.86, "d": 0.70, "e": 0.84, "big": 0.85,
+           "r0": 0.91, "r1": 0.70, "r2": 0.80, "r3": 0.75, "m": 0.82, "n": 0.88}
+  multi = {"random": [{"trials": 3, "images": 9.0, "best": "m"}],
+           "bayesian": [{"trials": 3, "images": 9.0, "best": "n"}]}
+  picks = {"biggest": ["big"], "random": ["r0", "r1", "r2", "r3"]}
+  chosen = rank_analysis.selections(plan, searches, multi, picks, truth, 7.5)
+  betanas, spos = chosen["strategies"]["betanas"], chosen["strategies"]["spos"]
+  assert betanas["seeds_run"] == [0, 1, 2, 3] and betanas["top1"] == [0.90, 0.80, 0.86, 0.70]
+  assert betanas["beats_biggest"] == 2               # a, c
+  assert betanas["beats_random"] == 2                # b > r1, c > r2; a < r0, d < r3
+  assert spos["seeds_run"] == [1] and spos["beats_random"] == 1   # paired with r1 (0.70), not r0
+  assert betanas["vs_multi_trial"] == {"random": pytest.approx(0.815 - 0.82),
+                                       "bayesian": pytest.approx(0.815 - 0.88)}
+  assert betanas["vs_multi_trial_mean"] == pytest.approx(0.815 - 0.85)
 
 
 def test_engine_overrides_are_typed_engine_config_fields():

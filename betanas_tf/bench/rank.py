@@ -67,6 +67,9 @@ class RankPlan:
   budget_quantile: float = 0.5              # MACs budget: this quantile of the space's MACs
   beta: float = 0.5
   multi_trial_epochs: int = 2
+  multi_trial_oracles: Tuple[str, ...] = MULTI_TRIAL_ORACLES
+  multi_trial_seeds: Optional[int] = None   # multi-trial searches per oracle: the first this
+                                            # many selection seeds (None: all of them)
   bootstrap: int = 1000
   strata: int = 4                           # cost strata for tau within a cost level
   eval_batches: int = 6                     # batches of 64 that score a subnet
@@ -86,6 +89,12 @@ class RankPlan:
     if self.selection_seeds < len(self.search_seeds):
       raise ValueError(f"selection_seeds ({self.selection_seeds}) must count at least the "
                        f"{len(self.search_seeds)} search_seeds")
+    unknown = [o for o in self.multi_trial_oracles if o not in MULTI_TRIAL_ORACLES]
+    if unknown:
+      raise ValueError(f"unknown multi-trial oracle {unknown[0]!r}; known: "
+                       f"{', '.join(MULTI_TRIAL_ORACLES)}")
+    if self.multi_trial_seeds is not None and self.multi_trial_seeds < 1:
+      raise ValueError(f"multi_trial_seeds must be at least 1, got {self.multi_trial_seeds}")
     if not 0.0 < self.budget_quantile <= 1.0:
       raise ValueError(f"budget_quantile must be in (0, 1], got {self.budget_quantile}")
 
@@ -95,6 +104,13 @@ class RankPlan:
     extra = self.selection_seeds - len(self.search_seeds) if self.selection else 0
     top = max(self.search_seeds)
     return list(self.search_seeds) + [top + 1 + i for i in range(extra)]
+
+  def multi_trials(self) -> List[Tuple[str, int]]:
+    """(oracle, seed) of every multi-trial search (none without `selection`)."""
+    if not self.selection:
+      return []
+    seeds = self.all_search_seeds()[:self.multi_trial_seeds]
+    return [(oracle, seed) for oracle in self.multi_trial_oracles for seed in seeds]
 
 
 QUICK = RankPlan(input_size=16, gt_seeds=(0,), gt_epochs=1, gt_max_trials=6, search_seeds=(0,),
@@ -366,8 +382,7 @@ def run(out_dir: str, plan: RankPlan = RankPlan(), log=print, workers: int = 1) 
   budget = budget_of(plan)
   runs = search_runs(plan)
   train_examples = len(data_lib.load(plan.dataset, input_size=plan.input_size).train)
-  trials = ([(oracle, seed) for oracle in MULTI_TRIAL_ORACLES for seed in plan.all_search_seeds()]
-            if plan.selection else [])
+  trials = plan.multi_trials()
   images = one_shot_images(plan)
   # Searches and multi-trial searches side by side; the loops below then read their outputs.
   # (The longest tasks, multi-trial searches, first: the last to start is then a short one.)
@@ -384,7 +399,7 @@ def run(out_dir: str, plan: RankPlan = RankPlan(), log=print, workers: int = 1) 
     out = one_search(plan, name, seed, out_dir, budget, gt, score)
     searches.setdefault(name, []).append(dict(out, seed=seed))
   multi = {oracle: [multi_trial(plan, oracle, seed, out_dir, budget, images, train_examples)
-                    for o, seed in trials if o == oracle] for oracle in MULTI_TRIAL_ORACLES}
+                    for o, seed in trials if o == oracle] for oracle in plan.multi_trial_oracles}
   picks, truth_of = None, {}
   if plan.selection:
     picks = baselines(plan, budget)
@@ -430,6 +445,10 @@ def define_flags():
                     + ", ".join(STRATEGIES))
   flags.DEFINE_list("selection_strategies", list(d.selection_strategies), "Strategies that "
                     "also select on the further seeds.")
+  flags.DEFINE_list("multi_trial_oracles", list(d.multi_trial_oracles), "keras-tuner oracles "
+                    "of the multi-trial baseline: " + ", ".join(MULTI_TRIAL_ORACLES))
+  flags.DEFINE_integer("multi_trial_seeds", None, "Multi-trial searches per oracle (the first "
+                       "selection seeds; default: all of them).", lower_bound=1)
   flags.DEFINE_float("budget_quantile", d.budget_quantile, "MACs budget: this quantile of the "
                      "space's MACs.")
   flags.DEFINE_integer("strata", d.strata, "Cost strata for tau within a cost level.",
@@ -481,6 +500,8 @@ def plan_from_flags() -> RankPlan:
                  selection_seeds=max(f.selection_seeds, len(f.search_seeds)),
                  search_steps=f.search_steps, strategies=tuple(f.strategies),
                  selection_strategies=tuple(f.selection_strategies),
+                 multi_trial_oracles=tuple(f.multi_trial_oracles),
+                 multi_trial_seeds=f.multi_trial_seeds,
                  budget_quantile=f.budget_quantile, strata=f.strata, eval_batches=f.eval_batches,
                  calibration_batches=f.calibration_batches, bootstrap=f.bootstrap,
                  engine_overrides=engine_overrides(f.engine), selection=f.selection)

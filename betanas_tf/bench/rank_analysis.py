@@ -94,20 +94,26 @@ def selections(plan, searches: Dict[str, List[Dict]], multi: Dict[str, List[Dict
         "trials": [r["trials"] for r in runs], "images": [r["images"] for r in runs],
         "selected": [r["best"] for r in runs], "top1": [truth_of[r["best"]] for r in runs]}
   seeds = plan.all_search_seeds()
-  for name in plan.selection_strategies:
+  random_of = dict(zip(seeds, random))
+  multi_picks = [t for m in result["multi_trial"].values() for t in m["top1"]]
+  # Every strategy that searched: the ranking ones select on their seeds too.
+  for name in dict.fromkeys(plan.strategies + plan.selection_strategies):
     runs = {r["seed"]: r for r in searches.get(name, [])}
-    chosen = [runs[s]["summary"]["choices_string"] for s in seeds if s in runs]
+    ran = [s for s in seeds if s in runs]
+    if not ran:
+      continue
+    chosen = [runs[s]["summary"]["choices_string"] for s in ran]
     top1 = [truth_of[c] for c in chosen]
-    paired_random = random[:len(top1)]
-    multi_top1 = [np.mean([m["top1"][i] for m in result["multi_trial"].values()])
-                  for i in range(len(top1))] if result["multi_trial"] else []
     result["strategies"][name] = {
-        "selected": chosen, "top1": top1, "mean_top1": float(np.mean(top1)) if top1 else None,
-        "meets_budget": [runs[s]["summary"]["cost"]["meets_target"] for s in seeds if s in runs],
+        "seeds_run": ran, "selected": chosen, "top1": top1, "mean_top1": float(np.mean(top1)),
+        "macs": [runs[s]["summary"]["cost"]["value"] for s in ran],
+        "meets_budget": [runs[s]["summary"]["cost"]["meets_target"] for s in ran],
         "beats_biggest": int(sum(t > biggest for t in top1)),
-        "beats_random": int(sum(t > r for t, r in zip(top1, paired_random))),
+        "beats_random": int(sum(t > random_of[s] for t, s in zip(top1, ran))),
         "beats_random_mean": int(sum(t > np.mean(random) for t in top1)),
-        "vs_multi_trial_mean": (float(np.mean(top1) - np.mean(multi_top1)) if multi_top1 else None),
+        "vs_multi_trial": {oracle: float(np.mean(top1) - np.mean(m["top1"]))
+                           for oracle, m in result["multi_trial"].items()},
+        "vs_multi_trial_mean": (float(np.mean(top1) - np.mean(multi_picks)) if multi_picks else None),
         "seeds": len(top1)}
   return result
 
@@ -184,14 +190,15 @@ def report(result: Dict, plan, seconds: float) -> str:
   for oracle, m in chosen["multi_trial"].items():
     lines.append(f"Multi-trial {oracle} at one search's training images ({m['trials'][0]} trials): "
                  f"mean {np.mean(m['top1']):.4f} ({_fmt(m['top1'], 3)}).")
-  lines += ["", "| strategy | selected top-1 per seed | mean | beats biggest | beats the "
-            "seed's random | mean - multi-trial mean |", "|---|---|---|---|---|---|"]
+  lines += ["", "| strategy | seeds | selected top-1 per seed | MMACs per seed | mean | beats "
+            "biggest | beats the seed's random | mean - multi-trial mean |",
+            "|---|---|---|---|---|---|---|---|"]
   for name, e in chosen["strategies"].items():
     versus = f"{e['vs_multi_trial_mean']:+.4f}" if e["vs_multi_trial_mean"] is not None else "-"
-    lines.append(f"| {name} | {_fmt(e['top1'], 3)} | "
-                 + (f"{e['mean_top1']:.4f}" if e["mean_top1"] is not None else "-")
-                 + f" | {e['beats_biggest']} of {e['seeds']} | {e['beats_random']} of "
-                 f"{e['seeds']} | {versus} |")
+    lines.append(f"| {name} | {','.join(map(str, e['seeds_run']))} | {_fmt(e['top1'], 3)} | "
+                 f"{_fmt(e['macs'], 2)} | {e['mean_top1']:.4f} | "
+                 f"{e['beats_biggest']} of {e['seeds']} | {e['beats_random']} of {e['seeds']} | "
+                 f"{versus} |")
   return "\n".join(lines) + "\n"
 
 
