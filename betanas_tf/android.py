@@ -28,16 +28,19 @@ class AndroidBenchmark:
     self.adb, self.serial, self.binary = adb, serial, binary
     self.device_dir, self.timeout_s = device_dir.rstrip("/"), timeout_s
 
-  def _adb(self, *args: str) -> str:
+  def _run(self, *args: str) -> subprocess.CompletedProcess:
     command = [self.adb] + (["-s", self.serial] if self.serial else []) + list(args)
     try:
-      result = subprocess.run(command, capture_output=True, text=True, timeout=self.timeout_s)
+      return subprocess.run(command, capture_output=True, text=True, timeout=self.timeout_s)
     except FileNotFoundError:
       raise AndroidError(f"adb not found ({self.adb!r}); install Android platform-tools or pass --adb") from None
     except subprocess.TimeoutExpired:
       raise AndroidError(f"adb timed out after {self.timeout_s:.0f} s: {' '.join(command)}") from None
+
+  def _adb(self, *args: str) -> str:
+    result = self._run(*args)
     if result.returncode != 0:
-      raise AndroidError(f"{' '.join(command)} failed ({result.returncode}): "
+      raise AndroidError(f"{' '.join(result.args)} failed ({result.returncode}): "
                          f"{(result.stderr or result.stdout).strip()[:500]}")
     return result.stdout
 
@@ -63,14 +66,47 @@ class AndroidBenchmark:
       raise AndroidError(f"adb not found ({self.adb!r}); install Android platform-tools or pass --adb") from None
     return result.stdout.splitlines()[1:]
 
-  def measure(self, tflite_path: str, threads: int = 1, warmup: int = 10, runs: int = 50) -> float:
-    """Average inference time in ms reported by benchmark_model for one model."""
+  def measure(self, tflite_path: str, threads: int = 1, warmup: int = 10, runs: int = 50,
+              delegate: str = "xnnpack") -> float:
+    """Average inference time in ms reported by benchmark_model for one model, on the
+    phone's CPU (delegate xnnpack or none: benchmark_model's --use_xnnpack) or its GPU
+    (gpu: --use_gpu=true)."""
+    if delegate not in DELEGATE_OPTIONS:
+      raise AndroidError(f"no benchmark_model option for delegate {delegate!r} "
+                         f"(known: {', '.join(DELEGATE_OPTIONS)})")
     name = tflite_path.replace("\\", "/").rsplit("/", 1)[-1]
     remote = f"{self.device_dir}/{name}"
     self._adb("push", tflite_path, remote)
-    output = self._adb("shell", self.binary, f"--graph={remote}", f"--num_threads={threads}",
-                       f"--warmup_runs={warmup}", f"--num_runs={runs}")
-    return parse_inference_avg_ms(output)
+    arguments = ("shell", self.binary, f"--graph={remote}", f"--num_threads={threads}",
+                 f"--warmup_runs={warmup}", f"--num_runs={runs}", *DELEGATE_OPTIONS[delegate])
+    if delegate != "gpu":
+      return parse_inference_avg_ms(self._adb(*arguments))
+    result = self._run(*arguments)
+    _raise_if_gpu_failed(result.stdout + "\n" + result.stderr)
+    if result.returncode != 0:
+      raise AndroidError(f"{' '.join(result.args)} failed ({result.returncode}): "
+                         f"{(result.stderr or result.stdout).strip()[:500]}")
+    return parse_inference_avg_ms(result.stdout)
+
+
+# benchmark_model's options for each delegate (explicit, so a table says what it timed
+# whatever the binary's defaults are).
+DELEGATE_OPTIONS = {"xnnpack": ("--use_xnnpack=true",), "none": ("--use_xnnpack=false",),
+                    "gpu": ("--use_gpu=true",)}
+FAILURE_WORDS = re.compile(r"\b(fail\w*|error|not supported|unsupported|not available|"
+                           r"could not|cannot|unable)\b", re.I)
+
+
+def _raise_if_gpu_failed(output: str):
+  """benchmark_model falls back to the CPU, or stops, when the GPU delegate cannot be applied
+  (no OpenCL/OpenGL driver, an op the delegate lacks): one clear line instead of a CPU time
+  recorded as the GPU's."""
+  said = [line.strip() for line in output.splitlines()
+          if "gpu" in line.lower() and FAILURE_WORDS.search(line)]
+  if said:   # the verdict ("Failed to apply GPU delegate.") rather than its first symptom
+    line = next((l for l in said if "fail" in l.lower()), said[0])
+    raise AndroidError("the phone's GPU delegate could not run this model (benchmark_model "
+                       f"--use_gpu=true said: {line[:200]!r})")
 
 
 def parse_inference_avg_ms(output: str) -> float:

@@ -98,8 +98,17 @@ def define_timing_flags():
   flags.DEFINE_integer("runs", 50, "Timed invocations per model.", lower_bound=1)
 
 
+def define_delegate_flag(default=None):
+  from betanas_tf import runtime  # pylint: disable=import-outside-toplevel
+  flags.DEFINE_enum("delegate", default, list(runtime.HOST_DELEGATES), "CPU delegate of the "
+                    "timed interpreter: xnnpack (LiteRT's default) or none (its built-in "
+                    "kernels); on a phone, benchmark_model's --use_xnnpack.")
+
+
 def define_android_flags():
   flags.DEFINE_bool("android", False, "Time on a phone through adb and TFLite's benchmark_model.")
+  flags.DEFINE_bool("use_gpu", False, "With --android: time on the phone's GPU (TFLite's GPU "
+                    "delegate, benchmark_model --use_gpu=true).")
   flags.DEFINE_string("adb", "adb", "adb executable.")
   flags.DEFINE_string("adb_serial", None, "Phone serial (adb -s).")
   flags.DEFINE_string("benchmark_binary", "/data/local/tmp/benchmark_model",

@@ -3,7 +3,8 @@
     python export/to_tflite.py --arch=runs/a/arch.json --weights=runs/a/model.keras \\
         --quantize=fp32,fp16,int8 --dataset=imagenet2012 --data_dir=... --out_dir=export_a
     python -m betanas_tf.export --reference=mobilenet_v2 --quantize=fp32,int8 --dataset=synthetic \\
-        --out_dir=/tmp/mnv2 [--latency_table=configs/pixel1_latency.json] [--android --adb_serial=X]
+        --out_dir=/tmp/mnv2 [--latency_table=configs/pixel1_latency.json,host_int8.json] \
+        [--delegate=xnnpack|none] [--android --adb_serial=X [--use_gpu]]
 
 From Python::
 
@@ -23,7 +24,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from absl import app
 from absl import flags
@@ -33,6 +34,7 @@ from betanas_tf import arch as arch_lib
 from betanas_tf import cli
 from betanas_tf import data as data_lib
 from betanas_tf import io_utils
+from betanas_tf import runtime as runtime_lib
 
 FLAGS = flags.FLAGS
 FP32_PARITY_EXAMPLES = 16
@@ -55,7 +57,9 @@ class ExportConfig:
   threads: int = 1
   warmup_runs: int = 10
   runs: int = 50
-  latency_table: Optional[str] = None     # predicted latency and its error
+  latency_table: Tuple[str, ...] = ()     # tables: each predicts the format it describes
+  delegate: str = "xnnpack"               # CPU delegate of the host (and phone CPU) timing
+  use_gpu: bool = False                   # with android: time on the phone's GPU delegate
   android: bool = False                   # also time on a phone (adb + benchmark_model)
   adb: str = "adb"
   adb_serial: Optional[str] = None
@@ -64,6 +68,13 @@ class ExportConfig:
 
   def __post_init__(self):
     object.__setattr__(self, "quantize", tuple(f.strip() for f in self.quantize))
+    tables = (self.latency_table,) if isinstance(self.latency_table, str) else self.latency_table
+    object.__setattr__(self, "latency_table", tuple(t for t in (tables or ()) if t))
+    if self.delegate not in runtime_lib.HOST_DELEGATES:
+      raise ValueError(f"delegate must be one of {', '.join(runtime_lib.HOST_DELEGATES)}, got "
+                       f"{self.delegate!r}")
+    if self.use_gpu and not self.android:
+      raise ValueError("--use_gpu times a phone's GPU delegate: it needs --android")
     unknown = sorted(set(self.quantize) - set(QUANTIZATIONS))
     if unknown or not self.quantize:
       raise ValueError(f"--quantize takes a subset of {','.join(QUANTIZATIONS)}, "
@@ -88,8 +99,10 @@ def define_flags():
   flags.DEFINE_integer("representative_examples", d.representative_examples,
                        "Calibration inputs for int8.", lower_bound=1)
   cli.define_timing_flags()
-  flags.DEFINE_string("latency_table", d.latency_table,
-                      "Latency table for the predicted latency and its error.")
+  flags.DEFINE_list("latency_table", list(d.latency_table),
+                    "Latency tables (comma-separated): each predicts the exported format it was "
+                    "built for, compared with the latency measured in the same runtime.")
+  cli.define_delegate_flag(d.delegate)
   cli.define_android_flags()
   flags.DEFINE_string("out_dir", None, "Output directory.")
   flags.DEFINE_string("name", None, "File name stem (default: the architecture's name).")
@@ -151,10 +164,10 @@ def export(arch: arch_lib.Architecture, out_dir: str, config: ExportConfig = Exp
             "params": total.params, "weights": weights, "latency_only": weights is None,
             "dataset": c.data.name, "threads": c.threads, "formats": {}}
   report.update(_labels_and_input(arch, c, weights, out_dir))
-  table = latency_table.LatencyTable.load(c.latency_table) if c.latency_table else None
-  if table is not None:
-    report["predicted_latency_ms"] = table.predict(arch)
-    report["latency_table_target"] = table.target
+  tables = {path: latency_table.LatencyTable.load(path) for path in c.latency_table}
+  report["latency_tables"] = {path: {"describes": t.runtime_words(), "predicted_ms": t.predict(arch)}
+                              for path, t in tables.items()}
+  report["latency_table_warnings"] = _unused_tables(tables, formats)
   bench = None
   if c.android:
     bench = android.AndroidBenchmark(c.adb, c.adb_serial, c.benchmark_binary)
@@ -170,7 +183,8 @@ def export(arch: arch_lib.Architecture, out_dir: str, config: ExportConfig = Exp
     io_utils.atomic_write_bytes(path, content)
     outputs = tflite.run(content, parity_images, c.threads)
     entry = {"file": os.path.basename(path), "bytes": len(content),
-             "host_latency": tflite.measure_latency(content, c.threads, c.warmup_runs, c.runs),
+             "host_latency": tflite.measure_latency(content, c.threads, c.warmup_runs, c.runs,
+                                                    delegates=c.delegate == "xnnpack"),
              "ops": tflite.op_counts(content)}
     if fmt == "fp32":
       diff = float(np.abs(outputs[:FP32_PARITY_EXAMPLES] - float_out[:FP32_PARITY_EXAMPLES]).max())
@@ -188,22 +202,61 @@ def export(arch: arch_lib.Architecture, out_dir: str, config: ExportConfig = Exp
       entry["parity_examples"] = len(parity_images)
     if bench is not None:
       try:
-        entry["android_avg_ms"] = bench.measure(path, c.threads, c.warmup_runs, c.runs)
+        entry["android_avg_ms"] = bench.measure(path, c.threads, c.warmup_runs, c.runs,
+                                                "gpu" if c.use_gpu else c.delegate)
       except android.AndroidError as error:
         report["android_error"] = str(error)
         bench = None
-    if table is not None and fmt == "fp32":
-      # The error only means something against the kind of target the table was measured on.
-      on_host = table.target.get("kind") == "host"
-      measured = entry["host_latency"]["median_ms"] if on_host else entry.get("android_avg_ms")
-      if measured:
-        entry["lut_error_pct"] = 100.0 * (report["predicted_latency_ms"] - measured) / measured
+    for table_path, table in tables.items():
+      _compare_with_table(entry, fmt, table_path, table, c, report)
     report["formats"][fmt] = entry
   if "int8_qat" in c.quantize:
     report["int8_qat"] = _quantization_aware(arch, out_dir, name, weights, c)
   io_utils.atomic_write_json(os.path.join(out_dir, "report.json"), report)
   io_utils.atomic_write_text(os.path.join(out_dir, "report.md"), markdown(report))
   return report
+
+
+def _measured_runtime(fmt: str, kind: str, c: ExportConfig) -> runtime_lib.Runtime:
+  """How this export timed `fmt` on the host (kind "host") or the phone."""
+  delegate = "gpu" if kind == "android" and c.use_gpu else c.delegate
+  return runtime_lib.Runtime(fmt, c.threads, delegate, c.int8_io and fmt == "int8")
+
+
+def _unused_tables(tables: Dict, formats) -> List[str]:
+  """One line per table that describes no exported format."""
+  lines = []
+  for path, table in tables.items():
+    runtime = table.runtime()
+    fmt = runtime.quantize if runtime else "fp32"
+    if fmt not in formats:
+      lines.append(f"latency table {path} describes {table.runtime_words()}, but this export "
+                   f"makes {', '.join(formats)}: its prediction is compared with nothing")
+  return lines
+
+
+def _compare_with_table(entry: Dict, fmt: str, path: str, table, c: ExportConfig, report: Dict):
+  """The table's prediction beside the latency measured for `fmt` in the runtime the table
+  describes (host or phone, format, threads, delegate); a table of another runtime is named
+  in one line of report["latency_table_warnings"]. Imported tables (no runtime recorded)
+  are read as fp32 phone tables."""
+  runtime = table.runtime()
+  if (runtime.quantize if runtime else "fp32") != fmt:
+    return
+  kind = "host" if table.target.get("kind") == "host" else "android"
+  measured = (entry["host_latency"]["median_ms"] if kind == "host"
+              else entry.get("android_avg_ms"))
+  compared = {"table": path, "predicted_ms": report["latency_tables"][path]["predicted_ms"],
+              "measured_on": kind, "measured_ms": measured, "error_pct": None}
+  mine = _measured_runtime(fmt, kind, c)
+  differ = runtime_lib.differences(runtime, mine) if runtime else []
+  if differ:
+    report["latency_table_warnings"].append(
+        f"latency table {path} describes {runtime.words()}; this export timed {fmt} on the "
+        f"{kind} with {mine.words()} ({'; '.join(differ)}): its prediction is not compared")
+  elif measured:
+    compared["error_pct"] = 100.0 * (compared["predicted_ms"] - measured) / measured
+  entry.setdefault("latency_tables", []).append(compared)
 
 
 def _labels_and_input(arch, c: ExportConfig, weights: Optional[str], out_dir: str) -> Dict:
@@ -267,12 +320,15 @@ def markdown(report: Dict) -> str:
                 + (f"; `{report['labels_file']}` names them (line i = output i, "
                    f"{len(report['class_names'])} classes)." if report["labels_file"] else
                    " (no class names of this many classes were found).")]
-  if "predicted_latency_ms" in report:
-    error = report["formats"].get("fp32", {}).get("lut_error_pct")
-    lines += ["", f"Latency table ({report['latency_table_target'].get('kind', '?')}) predicts "
-                  f"{report['predicted_latency_ms']:.3f} ms" +
-              (f", {error:+.1f} % vs measured fp32." if error is not None else
-               " (no fp32 measurement on the table's target to compare).")]
+  for fmt, entry in report["formats"].items():
+    for t in entry.get("latency_tables", []):
+      versus = (f"{t['error_pct']:+.1f} % vs the {t['measured_ms']:.3f} ms measured"
+                if t["error_pct"] is not None else "not compared")
+      lines += ["", f"{fmt}: latency table {t['table']} "
+                    f"({report['latency_tables'][t['table']]['describes']}) predicts "
+                    f"{t['predicted_ms']:.3f} ms on the {t['measured_on']}, {versus}."]
+  for warning in report.get("latency_table_warnings", []):
+    lines += ["", f"**Latency table mismatch**: {warning}."]
   lines += ["", "| format | size (KB) | host median (ms) | host p90 (ms) | parity | Android avg (ms) |",
             "|---|---|---|---|---|---|"]
   for fmt, entry in report["formats"].items():
@@ -307,6 +363,8 @@ def main(argv):
     print(f"{program}: error: {error}", file=sys.stderr)
     return 1
   print(markdown(report))
+  for warning in report["latency_table_warnings"]:
+    print(f"{program}: warning: {warning}", file=sys.stderr)
   if "android_error" in report:
     print(f"{program}: error: Android measurement failed: {report['android_error']}", file=sys.stderr)
     return 1

@@ -1,10 +1,17 @@
 """Latency lookup tables: build (host LiteRT or a phone), import ProxylessNAS YAML, predict, validate.
 
     python -m betanas_tf.latency build --space=proxyless_mobile --out=host_cpu.json [--threads=1] [--android]
+    python -m betanas_tf.latency build --space=proxyless_mobile --quantize=int8 --threads=4 \
+        [--delegate=none] [--android [--use_gpu]] --out=host_int8_4t.json
     python -m betanas_tf.latency build --space=proxyless_mobile --target=gpu --batch_size=8 --out=gpu.json
     python -m betanas_tf.latency import --yaml=pixel1_latency_proxyless.yaml --out=pixel1.json
     python -m betanas_tf.latency predict --lut=host_cpu.json --arch=arch.json
     python -m betanas_tf.latency validate --lut=host_cpu.json --space=proxyless_mobile --n=50
+    python -m betanas_tf.latency compare --lut=host_cpu.json --other=pixel1.json --n=100
+
+A table times one runtime (`runtime.Runtime`: number format, threads, delegate) and records it
+in its target; `validate` times what the table describes (a flag that says otherwise is an
+error), and `compare` says how far two runtimes' tables agree.
 
 
 The table's keys, format and prediction: `latency_table`; the timers: `latency_timers`.
@@ -32,6 +39,7 @@ least-squares line of their now / at-build ratios over log(layer sum)
 
 import json
 import os
+import re
 import sys
 from typing import Dict, List, Optional
 
@@ -41,6 +49,7 @@ from betanas_tf import arch as arch_lib
 from betanas_tf import cost as cost_lib
 from betanas_tf import latency_table
 from betanas_tf import latency_timers
+from betanas_tf import runtime as runtime_lib
 from betanas_tf import timing
 
 CALIBRATION_SEED = 12345  # validate() uses other seeds by default
@@ -226,6 +235,75 @@ def _drift_words(report: Dict) -> str:
   return f"anchors {span}"
 
 
+def op_label(key: str) -> str:
+  """The op a layer key times, without its shape: k<kernel>e<expand> for an MBConv, else the
+  key's layer name (Conv, Conv_1, Logits, ...)."""
+  kernel, expand = re.search(r"-kernel:(\d+)", key), re.search(r"-expand:(\d+)", key)
+  if kernel and expand:
+    return f"k{kernel.group(1)}e{expand.group(1)}"
+  return key.split("-input", 1)[0]
+
+
+def compare(first: latency_table.LatencyTable, second: latency_table.LatencyTable, space,
+            n: int = 100, seed: int = 0) -> Dict:
+  """How far two tables agree: over their common keys, Kendall's tau of the entries and
+  each key's second / first ratio (summarised per op); over `n` random networks of `space`
+  (when both tables cover it), tau of the two predictions and their ratio."""
+  from scipy import stats  # pylint: disable=import-outside-toplevel
+  common = sorted(set(first.entries) & set(second.entries))
+  if len(common) < 2:
+    raise ValueError(f"the tables share {len(common)} key(s); comparing needs at least 2 (built "
+                     "for the same space, input size and width?)")
+  a = np.array([first.lookup(k) for k in common])
+  b = np.array([second.lookup(k) for k in common])
+  ratios = dict(zip(common, (b / np.maximum(a, 1e-12)).tolist()))
+  per_op: Dict[str, List[float]] = {}
+  for key, ratio in ratios.items():
+    per_op.setdefault(op_label(key), []).append(ratio)
+  summary = lambda r: {"n": len(r), "median": float(np.median(r)), "min": float(np.min(r)),
+                       "max": float(np.max(r))}
+  result = {"runtimes": [first.runtime_words(), second.runtime_words()],
+            "common_keys": len(common), "only_first": len(set(first.entries) - set(common)),
+            "only_second": len(set(second.entries) - set(common)),
+            "entries_tau": float(stats.kendalltau(a, b)[0]), "ratio": summary(list(ratios.values())),
+            "per_op": {op: summary(r) for op, r in sorted(per_op.items())}, "ratios": ratios,
+            "networks": None}
+  keys = latency_table.space_keys(space)
+  lacking = [name for name, table in (("first", first), ("second", second)) if table.missing(keys)]
+  if lacking:
+    result["networks_skipped"] = (f"the {' and '.join(lacking)} table(s) lack keys of "
+                                  f"{space.name} at {space.input_size} px")
+    return result
+  rng = np.random.default_rng(seed)
+  archs = [space.arch_from_choices(space.sample(rng)) for _ in range(n)]
+  p = np.array([first.predict(x) for x in archs])
+  q = np.array([second.predict(x) for x in archs])
+  result["networks"] = dict(n=n, seed=seed, tau=float(stats.kendalltau(p, q)[0]), **{
+      f"ratio_{k}": v for k, v in summary((q / p).tolist()).items() if k != "n"})
+  return result
+
+
+def compare_text(result: Dict, first: str, second: str) -> str:
+  lines = [f"first:  {first} ({result['runtimes'][0]})",
+           f"second: {second} ({result['runtimes'][1]})",
+           f"{result['common_keys']} common keys ({result['only_first']} only in the first, "
+           f"{result['only_second']} only in the second); Kendall tau of their entries "
+           f"{result['entries_tau']:.3f}; second / first per key: median "
+           f"{result['ratio']['median']:.3f}, range {result['ratio']['min']:.3f} - "
+           f"{result['ratio']['max']:.3f}"]
+  nets = result["networks"]
+  if nets:
+    lines.append(f"{nets['n']} random networks: Kendall tau of the predictions {nets['tau']:.3f}; "
+                 f"second / first median {nets['ratio_median']:.3f}, range "
+                 f"{nets['ratio_min']:.3f} - {nets['ratio_max']:.3f}")
+  else:
+    lines.append(f"random networks not compared: {result['networks_skipped']}")
+  lines.append("op      keys  second/first: median   min     max")
+  for op, r in result["per_op"].items():
+    lines.append(f"{op:<8}{r['n']:>4}  {r['median']:>19.3f} {r['min']:>7.3f} {r['max']:>7.3f}")
+  return "\n".join(lines)
+
+
 def validation_summary(report: Dict) -> Dict:
   """What a table keeps of its last validation (and the search's summary shows)."""
   keys = ["n", "seed", "mean_abs_error_pct", "median_abs_error_pct", "p90_abs_error_pct",
@@ -238,7 +316,7 @@ def validation_summary(report: Dict) -> Dict:
 
 # ---- command line ---------------------------------------------------------------------
 
-COMMANDS = ("build", "import", "predict", "validate")
+COMMANDS = ("build", "import", "predict", "validate", "compare")
 
 
 def _define_flags():
@@ -250,7 +328,14 @@ def _define_flags():
   flags.DEFINE_integer("input_size", None, "Input resolution (default: the space's).", lower_bound=8)
   flags.DEFINE_float("width_multiplier", 1.0, "Width multiplier of the space.", lower_bound=0.05)
   flags.DEFINE_string("out", None, "Output table (build, import).")
-  flags.DEFINE_string("lut", None, "Latency table (predict, validate).")
+  flags.DEFINE_string("lut", None, "Latency table (predict, validate, compare).")
+  flags.DEFINE_string("other", None, "compare: the second table.")
+  flags.DEFINE_enum("quantize", None, list(runtime_lib.QUANTIZE), "Number format of the timed "
+                    "models (build: default fp32; validate: the table's). int8: full-integer "
+                    "post-training quantisation.")
+  flags.DEFINE_bool("int8_io", None, "With --quantize=int8: int8 input and output tensors "
+                    "(the exporter's --int8_io); default float I/O.")
+  cli.define_delegate_flag()
   flags.DEFINE_string("yaml", None, "ProxylessNAS YAML table (import).")
   flags.DEFINE_string("arch", None, "Architecture JSON (predict).")
   cli.define_timing_flags()
@@ -279,21 +364,47 @@ def _define_flags():
                     "search's summary reports it).")
 
 
-def _timer(flags_):
+def _runtime(flags_, table: Optional[latency_table.LatencyTable] = None, what: str = ""):
+  """The runtime to time: the flags over the defaults (build), or the table's runtime, which
+  a flag may only repeat (validate, or building on into an existing table)."""
+  given = {"quantize": flags_.quantize, "int8_io": flags_.int8_io,
+           "threads": flags_.threads if flags_["threads"].present else None,
+           "delegate": "gpu" if flags_.use_gpu else flags_.delegate}
+  if flags_.use_gpu and not flags_.android:
+    raise ValueError("--use_gpu times a phone's GPU delegate: it needs --android")
+  if flags_.use_gpu and flags_.delegate:
+    raise ValueError("give --use_gpu or --delegate, not both")
+  recorded = runtime_lib.of_target(table.target) if table is not None else None
+  if recorded is None:
+    return runtime_lib.Runtime(**{k: v for k, v in given.items() if v is not None})
+  chosen = runtime_lib.Runtime(**dict(recorded.describe(), **{k: v for k, v in given.items()
+                                                              if v is not None}))
+  differ = runtime_lib.differences(recorded, chosen)
+  if differ:
+    raise ValueError(f"{what} was built for {recorded.words()}; the flags ask for "
+                     f"{chosen.words()} ({'; '.join(differ)}): a table is timed and read only "
+                     "in the runtime it describes (drop those flags, or use another table)")
+  return chosen
+
+
+def _timer(flags_, runtime: runtime_lib.Runtime):
   plan = timing.TimingPlan(invocations=flags_.invocations, warmup=flags_.warmup_runs,
                            min_rounds=flags_.min_rounds,
                            max_rounds=max(flags_.min_rounds, flags_.max_rounds), rel_ci=flags_.rel_ci)
   if flags_.android and flags_.target != "litert":
     raise ValueError("give --android or --target, not both")
   if flags_.target != "litert":
+    if runtime != runtime_lib.Runtime(threads=runtime.threads):
+      raise ValueError(f"--target={flags_.target} times TensorFlow float32 graphs; --quantize, "
+                       "--int8_io and --delegate are for LiteRT (host or --android)")
     device = "/GPU:0" if flags_.target == "gpu" else "/CPU:0"
     return latency_timers.TensorFlowTimer(device, flags_.batch_size, plan)
   if flags_.android:
     from betanas_tf import android  # pylint: disable=import-outside-toplevel
     bench = android.AndroidBenchmark(flags_.adb, flags_.adb_serial, flags_.benchmark_binary)
     bench.serial = bench.check()
-    return latency_timers.AndroidTimer(bench, flags_.threads, flags_.warmup_runs, flags_.runs)
-  return latency_timers.HostTimer(flags_.threads, plan)
+    return latency_timers.AndroidTimer(bench, runtime, flags_.warmup_runs, flags_.runs)
+  return latency_timers.HostTimer(runtime, plan)
 
 
 def main(argv):
@@ -312,7 +423,10 @@ def main(argv):
     if command == "build":
       if not flags_.out:
         raise ValueError("build needs --out")
-      table = build_table(space, _timer(flags_), flags_.out, flags_.progress, flags_.calibrate)
+      existing = (latency_table.LatencyTable.load(flags_.out) if os.path.exists(flags_.out)
+                  else None)
+      timer = _timer(flags_, _runtime(flags_, existing, flags_.out))
+      table = build_table(space, timer, flags_.out, flags_.progress, flags_.calibrate)
       fitted = ("x{factor:.4f} (deep layers x{deep_factor:.4f}) + {per_layer_ms:.4f} ms per "
                 "layer".format(**table.correction) if table.correction else "none")
       print(f"{len(table.entries)} entries in {flags_.out} (overhead {table.overhead_ms:.4f} ms "
@@ -328,17 +442,24 @@ def main(argv):
         raise ValueError("predict needs --lut and --arch")
       arch = arch_lib.Architecture.load(flags_.arch)
       print(f"{latency_table.LatencyTable.load(flags_.lut).predict(arch):.3f} ms")
+    elif command == "compare":
+      if not (flags_.lut and flags_.other):
+        raise ValueError("compare needs --lut and --other")
+      first, second = (latency_table.LatencyTable.load(p) for p in (flags_.lut, flags_.other))
+      result = compare(first, second, space, flags_.n, flags_.seed)
+      print(compare_text(result, flags_.lut, flags_.other))
+      print("JSON " + json.dumps(result))
     else:
       if not flags_.lut:
         raise ValueError("validate needs --lut")
       table = latency_table.LatencyTable.load(flags_.lut)
       plot = flags_.plot or os.path.splitext(flags_.lut)[0] + "_validation.png"
-      report = validate(table, space, flags_.n, _timer(flags_), flags_.seed, plot,
-                        flags_.drift_networks)
+      report = validate(table, space, flags_.n, _timer(flags_, _runtime(flags_, table, flags_.lut)),
+                        flags_.seed, plot, flags_.drift_networks)
       for row in report["rows"]:
         print(f"{row['arch']}  predicted {row['predicted_ms']:8.3f} ms  measured "
               f"{row['measured_ms']:8.3f} ms  error {row['error_pct']:+6.2f} %")
-      print(f"n={report['n']} threads={flags_.threads}: mean abs error "
+      print(f"n={report['n']} ({table.runtime_words()}): mean abs error "
             f"{report['mean_abs_error_pct']:.2f} %, median {report['median_abs_error_pct']:.2f} %, "
             f"p90 {report['p90_abs_error_pct']:.2f} %, max {report['max_abs_error_pct']:.2f} %, "
             f"mean signed {report['mean_error_pct']:+.2f} %; scatter in {plot}")

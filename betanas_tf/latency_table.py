@@ -203,6 +203,20 @@ class LatencyTable:
     except ValueError as error:
       raise ValueError(f"{path}: {error}") from None
 
+  def runtime(self):
+    """The `runtime.Runtime` the table timed (None for an imported or TensorFlow table)."""
+    from betanas_tf import runtime as runtime_lib  # pylint: disable=import-outside-toplevel
+    return runtime_lib.of_target(self.target)
+
+  def runtime_words(self) -> str:
+    """What the table describes, in words (its kind, runtime and where it was measured)."""
+    runtime = self.runtime()
+    kind = self.target.get("kind", "unknown")
+    where = {"host": self.target.get("cpu"), "android": self.target.get("serial"),
+             "imported": self.target.get("source"),
+             "tensorflow": self.target.get("device_name")}.get(kind)
+    return f"{kind}" + (f" {where}" if where else "") + (f": {runtime.words()}" if runtime else "")
+
   def missing(self, keys: List[str]) -> List[str]:
     return [k for k in keys if k not in self.entries]
 

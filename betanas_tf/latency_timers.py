@@ -14,6 +14,7 @@ from typing import Dict, Optional
 from betanas_tf import arch as arch_lib
 from betanas_tf import latency_table
 from betanas_tf import primitives
+from betanas_tf import runtime as runtime_lib
 from betanas_tf import timing
 
 # Models whose key starts with this (the anchor networks, `latency`) are the same in every
@@ -80,26 +81,36 @@ def empty_model():
 
 
 class HostTimer:
-  """Times fp32 TFLite models with the LiteRT interpreter on this machine, interleaved
-  (`timing.interleaved`): every model of one call is sampled in every round."""
+  """Times TFLite models in `runtime` (format, threads, delegate) with the LiteRT
+  interpreter on this machine, interleaved (`timing.interleaved`): every model of one call
+  is sampled in every round."""
 
-  def __init__(self, threads: int = 1, plan: Optional[timing.TimingPlan] = None):
-    self.threads, self.plan = threads, plan or timing.TimingPlan()
+  def __init__(self, runtime: Optional[runtime_lib.Runtime] = None,
+               plan: Optional[timing.TimingPlan] = None):
+    self.runtime, self.plan = runtime or runtime_lib.Runtime(), plan or timing.TimingPlan()
+    if self.runtime.delegate not in runtime_lib.HOST_DELEGATES:
+      raise ValueError(f"this host's LiteRT interpreter has no {self.runtime.delegate} delegate "
+                       f"(host delegates: {', '.join(runtime_lib.HOST_DELEGATES)}); the GPU "
+                       "delegate is timed on a phone (--android --use_gpu)")
     self._anchors: Dict[str, bytes] = {}  # converted once: the same networks in every call
 
+  @property
+  def threads(self) -> int:
+    return self.runtime.threads
+
   def _convert(self, key: str, model) -> bytes:
-    from betanas_tf import tflite  # pylint: disable=import-outside-toplevel
     if not key.startswith(REUSED_PREFIX):
-      return tflite.convert(model)
+      return self.runtime.convert(model)
     if key not in self._anchors:
-      self._anchors[key] = tflite.convert(model)
+      self._anchors[key] = self.runtime.convert(model)
     return self._anchors[key]
 
   def time_models(self, models: Dict[str, object]) -> Dict[str, Dict[str, float]]:
     from betanas_tf import tflite  # pylint: disable=import-outside-toplevel
     converted = {key: self._convert(key, model) for key, model in models.items()}
+    delegates = self.runtime.delegate == "xnnpack"
     with timing.pinned(self.threads):
-      runners = {key: tflite.ready_interpreter(flat, self.threads).invoke
+      runners = {key: tflite.ready_interpreter(flat, self.threads, delegates).invoke
                  for key, flat in converted.items()}
       return timing.interleaved(runners, self.plan)
 
@@ -108,33 +119,35 @@ class HostTimer:
 
   def describe(self) -> Dict:
     with timing.pinned(self.threads) as cpus:
-      return dict(host_description(self.threads), timing=dataclasses.asdict(self.plan),
-                  pinned_cpus=cpus)
+      return dict(host_description(self.threads), **self.runtime.describe(),
+                  timing=dataclasses.asdict(self.plan), pinned_cpus=cpus)
 
 
 class AndroidTimer:
-  """Times fp32 TFLite models on a phone with benchmark_model (average over runs; the
-  phone's binary does its own warm-up and repetitions, one model after another)."""
+  """Times TFLite models in `runtime` on a phone with benchmark_model (average over runs;
+  the phone's binary does its own warm-up and repetitions, one model after another)."""
 
-  def __init__(self, bench, threads: int = 1, warmup: int = 10, runs: int = 50, workdir: str = "."):
-    self.bench, self.threads, self.warmup, self.runs, self.workdir = bench, threads, warmup, runs, workdir
+  def __init__(self, bench, runtime: Optional[runtime_lib.Runtime] = None, warmup: int = 10,
+               runs: int = 50, workdir: str = "."):
+    self.bench, self.runtime = bench, runtime or runtime_lib.Runtime()
+    self.warmup, self.runs, self.workdir = warmup, runs, workdir
 
   def time_model(self, model) -> Dict[str, float]:
     import tempfile  # pylint: disable=import-outside-toplevel
-    from betanas_tf import tflite  # pylint: disable=import-outside-toplevel
     with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:
       path = os.path.join(tmp, "layer.tflite")
       with open(path, "wb") as handle:
-        handle.write(tflite.convert(model))
-      avg = self.bench.measure(path, self.threads, self.warmup, self.runs)
+        handle.write(self.runtime.convert(model))
+      avg = self.bench.measure(path, self.runtime.threads, self.warmup, self.runs,
+                               self.runtime.delegate)
     return {"mean": avg, "median": avg, "std": 0.0, "count": self.runs}
 
   def time_models(self, models: Dict[str, object]) -> Dict[str, Dict[str, float]]:
     return {key: self.time_model(model) for key, model in models.items()}
 
   def describe(self) -> Dict:
-    return {"kind": "android", "serial": self.bench.serial, "threads": self.threads,
-            "binary": self.bench.binary}
+    return {"kind": "android", "serial": self.bench.serial, "binary": self.bench.binary,
+            **self.runtime.describe()}
 
 
 class TensorFlowTimer:

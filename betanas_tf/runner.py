@@ -133,7 +133,14 @@ class SearchRun:
             "dataset": self.settings.dataset.name,
             "strategy": self.policy.name, "policy": dataclasses.asdict(self.policy),
             "engine": dataclasses.asdict(self.config), "cost": self.settings.cost,
-            "cost_target": self.settings.cost_target, "latency_table": self.settings.latency_table}
+            "cost_target": self.settings.cost_target, "latency_table": self.settings.latency_table,
+            "latency_table_runtime": self._latency_runtime()}
+
+  def _latency_runtime(self) -> Optional[str]:
+    """What the latency table describes (format, threads, delegate, where), in words."""
+    if self.settings.cost != "latency":
+      return None
+    return latency_lib.LatencyTable.load(self.settings.latency_table).runtime_words()
 
   def _check_identity(self):
     identity_path = os.path.join(self.out, "run.json")
@@ -142,7 +149,8 @@ class SearchRun:
       with open(identity_path) as handle:
         previous = json.load(handle)
       # Settings added later default to their old meaning in an older run.json.
-      older = {"input_size": self.space.input_size, "width_multiplier": 1.0}
+      older = {"input_size": self.space.input_size, "width_multiplier": 1.0,
+               "latency_table_runtime": identity["latency_table_runtime"]}
       changed = sorted(k for k in identity
                        if k != "engine" and previous.get(k, older.get(k)) != identity[k])
       # An engine setting added later has its default's meaning in an older run.json.
@@ -377,6 +385,7 @@ class SearchRun:
     if self.settings.cost == "latency":
       # How far the table's predictions were from measured whole networks (`latency validate`).
       cost["table_validation"] = validation
+      cost["table_runtime"] = self._latency_runtime()
     return {"macs": total.macs, "params": total.params, "cost": cost}
 
   def _write_outputs(self, arch, summary: Dict):

@@ -177,6 +177,7 @@ def main(argv):
            f"{'met' if summary['cost']['meets_target'] else 'NOT met'})" if summary['cost']['target'] else ""))
   validation = summary["cost"].get("table_validation")
   if summary["cost"]["kind"] == "latency":
+    print(f"latency table: {summary['cost']['table_runtime']}")
     print("latency table: " + (f"validated on {validation['n']} whole networks, mean |error| "
                                f"{validation['mean_abs_error_pct']:.2f} %, max "
                                f"{validation['max_abs_error_pct']:.2f} %"

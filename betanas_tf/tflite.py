@@ -98,18 +98,19 @@ def run(model_bytes: bytes, inputs: np.ndarray, threads: int = 1) -> np.ndarray:
   return np.stack(outputs)
 
 
-def ready_interpreter(model_bytes: bytes, threads: int = 1):
+def ready_interpreter(model_bytes: bytes, threads: int = 1, delegates: bool = True):
   """An interpreter with its input set (zeros): `invoke()` is one timed inference."""
-  runner = interpreter(model_bytes, threads)
+  runner = interpreter(model_bytes, threads, delegates)
   source = runner.get_input_details()[0]
   runner.set_tensor(source["index"], np.zeros(source["shape"], source["dtype"]))
   return runner
 
 
-def measure_latency(model_bytes: bytes, threads: int = 1, warmup: int = 5, runs: int = 30
-                    ) -> Dict[str, float]:
-  """Host latency of `invoke()` in ms (inputs set once beforehand): median, p90, mean, std."""
-  runner = ready_interpreter(model_bytes, threads)
+def measure_latency(model_bytes: bytes, threads: int = 1, warmup: int = 5, runs: int = 30,
+                    delegates: bool = True) -> Dict[str, float]:
+  """Host latency of `invoke()` in ms (inputs set once beforehand): median, p90, mean, std;
+  with XNNPACK unless `delegates` is False."""
+  runner = ready_interpreter(model_bytes, threads, delegates)
   for _ in range(warmup):
     runner.invoke()
   times = []
@@ -119,4 +120,4 @@ def measure_latency(model_bytes: bytes, threads: int = 1, warmup: int = 5, runs:
     times.append((time.perf_counter() - start) * 1000.0)
   return {"median_ms": statistics.median(times), "p90_ms": float(np.percentile(times, 90)),
           "mean_ms": statistics.fmean(times), "std_ms": statistics.pstdev(times), "runs": runs,
-          "threads": threads}
+          "threads": threads, "delegate": "xnnpack" if delegates else "none"}

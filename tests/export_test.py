@@ -79,22 +79,52 @@ def test_android_benchmark_through_fake_adb(tmp_path):
   env = {"PATH": _fake_adb_dir(tmp_path) + os.pathsep + os.environ["PATH"],
          "FAKE_ADB_LOG": str(log), "FAKE_ADB_AVG_US": "12345.6"}
   out = tmp_path / "out"
+  # Three latency tables of micro (every layer 0.5 ms): one per runtime they describe.
+  from betanas_tf import latency_table  # pylint: disable=import-outside-toplevel
+  entries = {k: {"mean": 0.5, "median": 0.5}
+             for k in latency_table.space_keys(spaces.get_space("micro"))}
+  tables = {"phone_fp32": {"kind": "android", "serial": "FAKE123", "quantize": "fp32", "threads": 1,
+                           "delegate": "xnnpack"},
+            "host_int8_2t": {"kind": "host", "cpu": "x", "quantize": "int8", "threads": 2,
+                             "delegate": "xnnpack"},
+            "host_fp16": {"kind": "host", "cpu": "x", "quantize": "fp16", "threads": 1}}
+  paths = {}
+  for name, target in tables.items():
+    paths[name] = str(tmp_path / f"{name}.json")
+    latency_table.LatencyTable(entries, target).save(paths[name])
   result = _export(f"--arch={arch_path}", "--quantize=fp32,int8", "--android", "--adb_serial=FAKE123",
-                   f"--out_dir={out}", *FAST, env_extra=env)
+                   f"--out_dir={out}", f"--latency_table={','.join(paths.values())}", *FAST,
+                   env_extra=env)
   assert result.returncode == 0, result.stderr[-3000:]
   calls = [json.loads(line) for line in open(log)]
   assert calls[0] == ["devices"]
   assert calls[1:] == [
       ["-s", "FAKE123", "push", str(out / "micro_net_fp32.tflite"), "/data/local/tmp/micro_net_fp32.tflite"],
       ["-s", "FAKE123", "shell", "/data/local/tmp/benchmark_model",
-       "--graph=/data/local/tmp/micro_net_fp32.tflite", "--num_threads=1", "--warmup_runs=1", "--num_runs=5"],
+       "--graph=/data/local/tmp/micro_net_fp32.tflite", "--num_threads=1", "--warmup_runs=1", "--num_runs=5",
+       "--use_xnnpack=true"],
       ["-s", "FAKE123", "push", str(out / "micro_net_int8.tflite"), "/data/local/tmp/micro_net_int8.tflite"],
       ["-s", "FAKE123", "shell", "/data/local/tmp/benchmark_model",
-       "--graph=/data/local/tmp/micro_net_int8.tflite", "--num_threads=1", "--warmup_runs=1", "--num_runs=5"]]
+       "--graph=/data/local/tmp/micro_net_int8.tflite", "--num_threads=1", "--warmup_runs=1", "--num_runs=5",
+       "--use_xnnpack=true"]]
   report = json.load(open(out / "report.json"))
   assert report["formats"]["fp32"]["android_avg_ms"] == pytest.approx(12.3456)
   assert report["formats"]["int8"]["android_avg_ms"] == pytest.approx(12.3456)
   assert "| 12.346 |" in open(out / "report.md").read()
+  # The phone fp32 table predicts stem + 2 MBConvs + 2 head layers = 2.5 ms against the phone's
+  # fp32 time; the 2-thread int8 table is named, not compared; the fp16 one matches nothing.
+  assert report["formats"]["fp32"]["latency_tables"] == [{
+      "table": paths["phone_fp32"], "predicted_ms": pytest.approx(2.5), "measured_on": "android",
+      "measured_ms": pytest.approx(12.3456), "error_pct": pytest.approx(100 * (2.5 - 12.3456) / 12.3456)}]
+  assert report["formats"]["int8"]["latency_tables"][0]["error_pct"] is None
+  assert report["latency_table_warnings"] == [
+      f"latency table {paths['host_fp16']} describes host x: fp16, 1 thread, delegate xnnpack, but "
+      "this export makes fp32, int8: its prediction is compared with nothing",
+      f"latency table {paths['host_int8_2t']} describes int8, 2 threads, delegate xnnpack; this "
+      "export timed int8 on the host with int8, 1 thread, delegate xnnpack (threads 2 (table) vs 1): "
+      "its prediction is not compared"]
+  assert [line for line in result.stderr.splitlines() if line.startswith("to_tflite: warning")] == [
+      f"to_tflite: warning: {w}" for w in report["latency_table_warnings"]]
 
 
 @pytest.mark.parametrize("env,message", [

@@ -5,6 +5,8 @@ TFLite's benchmark_model print.
 FAKE_ADB_LOG: file that receives one JSON argv list per call.
 FAKE_ADB_DEVICES: comma-separated attached serials (default "FAKE123"; "" = none).
 FAKE_ADB_AVG_US: the "Inference (avg)" figure benchmark_model reports (default 29912.4).
+FAKE_ADB_NO_GPU: "1" = the phone has no GPU delegate (benchmark_model --use_gpu=true fails as
+it does on a phone without OpenCL).
 """
 
 import json
@@ -55,6 +57,12 @@ def main(argv):
     return 0
   if args[0] == "shell":
     options = dict(a[2:].split("=", 1) for a in args[2:] if a.startswith("--"))
+    if options.get("use_gpu") == "true" and os.environ.get("FAKE_ADB_NO_GPU") == "1":
+      print("STARTING!\nINFO: Initialized TensorFlow Lite runtime.")
+      print("ERROR: Can not open OpenCL library on this device - undefined symbol: clGetCommandBufferInfoKHR\n"
+            "ERROR: Falling back to OpenGL\nERROR: TfLiteGpuDelegate Init: OpenGL-based API disabled\n"
+            "ERROR: Failed to apply GPU delegate.\nBenchmarking failed.", file=sys.stderr)
+      return 1
     print(BENCHMARK_OUTPUT.format(graph=options.get("graph"), threads=options.get("num_threads"),
                                   warmup=options.get("warmup_runs"), runs=options.get("num_runs"),
                                   avg=os.environ.get("FAKE_ADB_AVG_US", "29912.4")))

@@ -87,8 +87,8 @@ def test_bad_table_files(tmp_path):
 @pytest.mark.slow
 def test_build_on_host_is_complete_resumable_calibrated_and_validated(tmp_path):
   space = spaces.get_space("micro")
-  timer = latency_timers.HostTimer(threads=1, plan=timing.TimingPlan(invocations=3, warmup=1,
-                                                              min_rounds=3, max_rounds=4))
+  timer = latency_timers.HostTimer(plan=timing.TimingPlan(invocations=3, warmup=1, min_rounds=3,
+                                                         max_rounds=4))
   calls = []
   original = timer.time_models
   timer.time_models = lambda models: calls.append(sorted(models)) or original(models)
@@ -102,6 +102,7 @@ def test_build_on_host_is_complete_resumable_calibrated_and_validated(tmp_path):
   assert all(set(anchor_keys) <= set(c) for c in calls[1:])
   data = json.load(open(out))
   assert data["format"] == "betanas_tf.latency_table" and data["target"]["threads"] == 1
+  assert (data["target"]["quantize"], data["target"]["delegate"]) == ("fp32", "xnnpack")
   assert data["target"]["kind"] == "host" and data["target"]["space"] == "micro"
   assert data["target"]["timing"]["invocations"] == 3 and data["target"]["input_size"] == 16
   for entry in data["entries"].values():
@@ -377,7 +378,7 @@ def test_cli_import_and_predict(tmp_path, pixel1):
   result = run("predict", f"--lut={out}", f"--arch={arch}")
   assert result.returncode == 0 and result.stdout.strip() == "29.609 ms"
   bad = run("frobnicate")
-  assert bad.returncode == 1 and "latency: error: give one command: build | import | predict | validate" in bad.stderr
+  assert bad.returncode == 1 and "latency: error: give one command: build | import | predict | validate | compare" in bad.stderr
 
 
 if __name__ == "__main__":
