@@ -26,6 +26,30 @@ def config_from_flags(config_class, **values: Any):
   return config_class(**fields, **values)
 
 
+# ---- which space, which cost ------------------------------------------------------------
+
+def define_space_flags(default: str, width_multiplier: bool = True, num_classes: bool = False):
+  """--space, --input_size (default: the space's own) [, --width_multiplier] [, --num_classes]."""
+  flags.DEFINE_enum("space", default, spaces.SPACES.names(), "Search space.")
+  flags.DEFINE_integer("input_size", None, "Input resolution (default: the space's own, e.g. "
+                       "micro 16, small 32, proxyless_mobile 224).", lower_bound=8)
+  if width_multiplier:
+    flags.DEFINE_float("width_multiplier", 1.0, "Every width of the space times this "
+                       "(make_divisible 8; e.g. 0.75).", lower_bound=0.05)
+  if num_classes:
+    flags.DEFINE_integer("num_classes", None, "Override the space's number of classes.",
+                         lower_bound=1)
+
+
+def define_cost_flags(cost: str = "macs", cost_target: float = 0.0):
+  """--cost, --cost_target and --latency_table (a search's or a multi-trial search's budget)."""
+  flags.DEFINE_enum("cost", cost, ["macs", "latency"], "Cost of the budget (and of the Phase-2 "
+                    "cost term): analytic MACs or a latency table's prediction.")
+  flags.DEFINE_float("cost_target", cost_target, "Budget: MACs (e.g. 315e6) or ms with "
+                     "--cost=latency; 0 = none.", lower_bound=0.0)
+  flags.DEFINE_string("latency_table", None, "Latency lookup table (with --cost=latency).")
+
+
 # ---- which network ------------------------------------------------------------------------
 
 def define_arch_flags(space_choices: bool = False, width_multiplier: bool = True,

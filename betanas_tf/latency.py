@@ -322,11 +322,8 @@ COMMANDS = ("build", "import", "predict", "validate", "compare")
 def _define_flags():
   """Flags exist only when this module is the program (library users import it freely)."""
   from absl import flags  # pylint: disable=import-outside-toplevel
-  from betanas_tf import cli, spaces  # pylint: disable=import-outside-toplevel
-  flags.DEFINE_enum("space", "proxyless_mobile", spaces.SPACES.names(), "Search space.")
-  flags.DEFINE_integer("num_classes", None, "Override the space's number of classes.", lower_bound=1)
-  flags.DEFINE_integer("input_size", None, "Input resolution (default: the space's).", lower_bound=8)
-  flags.DEFINE_float("width_multiplier", 1.0, "Width multiplier of the space.", lower_bound=0.05)
+  from betanas_tf import cli  # pylint: disable=import-outside-toplevel
+  cli.define_space_flags("proxyless_mobile", num_classes=True)
   flags.DEFINE_string("out", None, "Output table (build, import).")
   flags.DEFINE_string("lut", None, "Latency table (predict, validate, compare).")
   flags.DEFINE_string("other", None, "compare: the second table.")

@@ -22,7 +22,6 @@ from betanas_tf import engine as engine_lib
 from betanas_tf import io_utils
 from betanas_tf import policies
 from betanas_tf import runner
-from betanas_tf import spaces
 
 FLAGS = flags.FLAGS
 D = engine_lib.EngineConfig()
@@ -31,11 +30,7 @@ D = engine_lib.EngineConfig()
 def define_flags():
   """Defines this program's flags (only when it runs as a program, so that importing
   several betanas_tf modules into one process never defines a flag twice)."""
-  flags.DEFINE_enum("space", "micro", spaces.SPACES.names(), "Search space.")
-  flags.DEFINE_integer("input_size", None, "Input resolution (default: the space's; e.g. 160 "
-                       "for proxyless_mobile at MobileNetV2's 160 px).", lower_bound=8)
-  flags.DEFINE_float("width_multiplier", 1.0, "Every width of the space times this "
-                     "(make_divisible 8; e.g. 0.75).", lower_bound=0.05)
+  cli.define_space_flags("micro")
   flags.DEFINE_enum("strategy", "betanas", policies.POLICIES.names(), "Search strategy (policy).")
   cli.define_data_flags()
   flags.DEFINE_integer("arch_split_size", None, "Examples held out of TRAIN for alpha updates "
@@ -72,13 +67,10 @@ def define_flags():
   flags.DEFINE_enum("gate_mode", D.gate_mode, ["full", "two"], "Binary gates over every active op, "
                     "or ProxylessNAS' two sampled ops with rescaling.")
   # Cost.
-  flags.DEFINE_enum("cost", "macs", ["macs", "latency"], "Cost of the Phase-2 cost term.")
-  flags.DEFINE_string("latency_table", None, "Latency lookup table (with --cost=latency).")
+  cli.define_cost_flags()
   flags.DEFINE_float("beta", D.beta, "Weight of the cost term.", lower_bound=0.0)
   flags.DEFINE_enum("cost_form", D.cost_form, ["linear", "absolute"],
                     "linear: beta*E[cost]/ref (paper); absolute: beta*|E[cost]/target-1| (TuNAS).")
-  flags.DEFINE_float("cost_target", 0.0, "Cost budget (MACs, e.g. 315e6, or ms with --cost=latency); 0 = none.",
-                     lower_bound=0.0)
   # Selective drop.
   flags.DEFINE_bool("drop", True, "Selective drop (--nodrop disables it).")
   flags.DEFINE_enum("drop_rule", D.drop_rule, list(arch_params.DROP_RULES),

@@ -334,17 +334,14 @@ def tune(out_dir: str, config: TuneConfig = TuneConfig()) -> Dict:
 
 def define_flags():
   from absl import flags  # pylint: disable=import-outside-toplevel
-  from betanas_tf import cli, spaces  # pylint: disable=import-outside-toplevel
+  from betanas_tf import cli  # pylint: disable=import-outside-toplevel
   d, t = TuneConfig(), TuneConfig().train
-  flags.DEFINE_enum("space", d.space, spaces.SPACES.names(), "Search space.")
-  flags.DEFINE_integer("input_size", None, "Input resolution (default: the space's).", lower_bound=8)
+  cli.define_space_flags(d.space, width_multiplier=False)
   flags.DEFINE_enum("oracle", d.oracle, ORACLES, "keras-tuner oracle.")
   flags.DEFINE_integer("max_trials", None, "Trials (grid: default the whole space).", lower_bound=1)
   flags.DEFINE_list("architectures", [], "Grid: train only these architectures, in the compact "
                     "form (e.g. id-k3e3-id-k3e3-id for --space=small).")
-  flags.DEFINE_enum("cost", d.cost, ["macs", "latency"], "Budget kind.")
-  flags.DEFINE_float("cost_target", d.cost_target, "Budget (MACs or ms); 0 = none.", lower_bound=0.0)
-  flags.DEFINE_string("latency_table", None, "Latency table (--cost=latency).")
+  cli.define_cost_flags(d.cost, d.cost_target)
   flags.DEFINE_integer("hyperband_factor", d.hyperband_factor, "Hyperband's reduction factor.",
                        lower_bound=2)
   flags.DEFINE_integer("bayesian_initial_points", None, "Random trials before the Bayesian "

@@ -284,13 +284,11 @@ def build(path: str, wanted: GroundTruth, workers: int = 1, log=print) -> Ground
 
 def define_flags():
   from absl import flags  # pylint: disable=import-outside-toplevel
-  from betanas_tf import spaces  # pylint: disable=import-outside-toplevel
+  from betanas_tf import cli  # pylint: disable=import-outside-toplevel
   from betanas_tf.bench import parallel  # pylint: disable=import-outside-toplevel
-  flags.DEFINE_enum("space", "small", spaces.SPACES.names(), "Search space.")
+  cli.define_space_flags("small", width_multiplier=False)
   flags.DEFINE_integer("archs", 64, "Cost-stratified networks to train.", lower_bound=2)
   flags.DEFINE_list("seeds", ["0", "1", "2"], "Training seeds.")
-  flags.DEFINE_integer("input_size", None, "Input resolution (default: the space's).",
-                       lower_bound=8)
   flags.DEFINE_integer("epochs", 8, "Epochs per training (the rank recipe's).", lower_bound=1)
   flags.DEFINE_enum("dataset", "cluttered_digits", ["cluttered_digits", "digits"],
                     "Dataset (offline ones).")

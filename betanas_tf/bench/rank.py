@@ -420,14 +420,12 @@ def run(out_dir: str, plan: RankPlan = RankPlan(), log=print, workers: int = 1) 
 
 def define_flags():
   from absl import flags  # pylint: disable=import-outside-toplevel
-  from betanas_tf import spaces  # pylint: disable=import-outside-toplevel
+  from betanas_tf import cli  # pylint: disable=import-outside-toplevel
   from betanas_tf.bench import parallel  # pylint: disable=import-outside-toplevel
   d = RankPlan()
   flags.DEFINE_string("out_dir", None, "Output directory (re-running resumes).")
   flags.DEFINE_bool("quick", False, "The small plan on micro (a few minutes; what the test runs).")
-  flags.DEFINE_enum("space", "small", spaces.SPACES.names(), "Search space.")
-  flags.DEFINE_integer("input_size", None, "Input resolution (default: the ground truth's, or "
-                       "the space's).", lower_bound=8)
+  cli.define_space_flags("small", width_multiplier=False)   # input size: the ground truth's
   flags.DEFINE_string("ground_truth", None, "A bench.ground_truth file (default: the one the "
                       "package ships for --space, if any).")
   flags.DEFINE_bool("retrain_ground_truth", False, "Train the ground truth (--gt_archs x "

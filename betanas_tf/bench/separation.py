@@ -174,14 +174,12 @@ def main(argv):
 
 def define_flags():
   from absl import flags  # pylint: disable=import-outside-toplevel
-  from betanas_tf import spaces  # pylint: disable=import-outside-toplevel
-  flags.DEFINE_enum("space", "small", spaces.SPACES.names(), "Search space.")
+  from betanas_tf import cli  # pylint: disable=import-outside-toplevel
+  cli.define_space_flags("small", width_multiplier=False)
   flags.DEFINE_integer("archs", 32, "Architectures sampled (0: the whole space).",
                        lower_bound=0)
   flags.DEFINE_enum("sample", "cost_stratified", rank.GT_SAMPLES, "How they are sampled: "
                     "spread evenly over the space's MACs range, or uniformly.")
-  flags.DEFINE_integer("input_size", None, "Input resolution (default: the space's own: "
-                       "micro 16, small 32).", lower_bound=8)
   flags.DEFINE_integer("epochs", 8, "Epochs per training.", lower_bound=1)
   flags.DEFINE_list("seeds", ["0", "1"], "Training seeds (at least two).")
   flags.DEFINE_enum("dataset", "cluttered_digits", ["cluttered_digits", "digits"],

@@ -37,7 +37,8 @@ FLAGS = flags.FLAGS
 
 def define_flags():
   """Defines this program's flags (only when it runs as a program)."""
-  flags.DEFINE_string("space", "cifar_mobile", "Search space.")
+  from betanas_tf import cli  # pylint: disable=import-outside-toplevel
+  cli.define_space_flags("cifar_mobile", width_multiplier=False)
   flags.DEFINE_integer("batch_size", 32, "Batch size.", lower_bound=1)
   flags.DEFINE_integer("steps", 30, "Timed steps of each kind per round.", lower_bound=1)
   flags.DEFINE_integer("rounds", 3, "Interleaved rounds.", lower_bound=1)
@@ -53,7 +54,7 @@ def _setup(build_supernet: bool = True, build_standalone: bool = True):
   import numpy as np  # pylint: disable=import-outside-toplevel
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   from betanas_tf import arch_params, builder, cost, engine, path_sgd, policies, spaces  # pylint: disable=import-outside-toplevel
-  space = spaces.get_space(FLAGS.space)
+  space = spaces.get_space(FLAGS.space, FLAGS.input_size)
   k = FLAGS.steps_per_execution
   config = engine.EngineConfig(batch_size=FLAGS.batch_size, arch_batch_size=FLAGS.batch_size,
                                max_steps=10**9, seed=FLAGS.seed, arch_update_every=k)

@@ -33,10 +33,8 @@ FLAGS = flags.FLAGS
 
 def define_flags():
   """Defines this program's flags (only when it runs as a program)."""
-  from betanas_tf import cli, spaces  # pylint: disable=import-outside-toplevel
-  flags.DEFINE_enum("space", "micro", spaces.SPACES.names(), "Search space.")
-  flags.DEFINE_integer("input_size", None, "Input resolution (default: the space's).",
-                       lower_bound=8)
+  from betanas_tf import cli  # pylint: disable=import-outside-toplevel
+  cli.define_space_flags("micro", width_multiplier=False)
   flags.DEFINE_integer("batch_size", 64, "Global batch (divisible by the replicas).",
                        lower_bound=1)
   flags.DEFINE_integer("steps", 20, "Timed Phase-1 / retraining steps (whole executions).",
