@@ -122,6 +122,9 @@ def expected_cost(alpha, active, cost_table, fixed_cost: float):
   return fixed_cost + tf.reduce_sum(masked_softmax(alpha, active) * cost_table)
 
 
+COST_FORMS = ("linear", "absolute")
+
+
 def cost_penalty(expected, form: str, beta: float, target: float, reference: float):
   """The cost term of the Phase-2 loss.
 
@@ -132,7 +135,7 @@ def cost_penalty(expected, form: str, beta: float, target: float, reference: flo
     return beta * expected / reference
   if form == "absolute":
     return beta * tf.abs(expected / target - 1.0)
-  raise ValueError(f"cost form must be linear or absolute, got {form!r}")
+  raise ValueError(f"cost form must be one of {', '.join(COST_FORMS)}, got {form!r}")
 
 
 # In-graph sampling: stateless, keyed by (seed, stream, step) ----------------------

@@ -29,6 +29,7 @@ from betanas_tf.policies import Policy
 
 
 ARCH_DATA = ("train", "eval")
+GATE_MODES = ("full", "two")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +69,13 @@ class EngineConfig:
     precision.check(self.mixed_precision)
     if self.arch_data not in ARCH_DATA:
       raise ValueError(f"arch_data must be one of {', '.join(ARCH_DATA)}, got {self.arch_data!r}")
+    for name, known in (("gate_mode", GATE_MODES), ("cost_form", ap.COST_FORMS),
+                        ("drop_rule", ap.DROP_RULES)):
+      if getattr(self, name) not in known:
+        raise ValueError(f"--{name} must be one of {', '.join(known)}, got {getattr(self, name)!r}")
+    if self.drop_rule == "prob" and not 0 < self.drop_threshold < 1:
+      raise ValueError("--drop_threshold must be in (0, 1) with --drop_rule=prob (p < threshold "
+                       "/ M'; >= 1 would drop every op of a balanced block)")
 
   def arch_steps_before(self, step: int) -> int:
     """How many alpha steps a search runs before Phase-1 step `step` (alpha steps

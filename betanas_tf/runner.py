@@ -25,6 +25,7 @@ import tensorflow as tf
 import tqdm
 
 from betanas_tf import arch_params as ap
+from betanas_tf import budget
 from betanas_tf import cost as cost_lib
 from betanas_tf import data as data_lib
 from betanas_tf import distribution
@@ -83,9 +84,20 @@ class RunSettings:
   latency_table: Optional[str] = None
   progress: bool = True
 
+  def __post_init__(self):
+    budget.check(self.cost, self.latency_table)
+
 
 def _crossed(before: int, after: int, every: int) -> bool:
   return after // every > before // every
+
+
+def check_settings(settings: RunSettings, policy: Policy, config: engine_lib.EngineConfig):
+  """What no one of the three configs can check alone (the search CLI prints these)."""
+  if config.cost_form == "absolute" and not settings.cost_target > 0:
+    raise ValueError("--cost_form=absolute needs --cost_target > 0")
+  if policy.phase2 and config.arch_warmup_steps >= config.max_steps:
+    raise ValueError("--arch_warmup_steps must be below --max_steps, or no alpha step ever runs")
 
 
 class SearchRun:
@@ -94,19 +106,15 @@ class SearchRun:
   def __init__(self, settings: RunSettings, policy: Policy, config: engine_lib.EngineConfig,
                strategy: Optional[tf.distribute.Strategy] = None):
     self.settings, self.policy, self.config = settings, policy, config
+    check_settings(settings, policy, config)
     self.out = settings.out_dir
     if os.path.exists(self.out) and not os.path.isdir(self.out):
       raise ValueError(f"--out_dir {self.out} is an existing file, not a directory")
     base = spaces_lib.get_space(settings.space, settings.input_size, settings.width_multiplier)
     self.dataset = settings.dataset.load(base.input_size, config.seed, base.num_classes)
     self.space = dataclasses.replace(base, num_classes=self.dataset.num_classes)
-    if settings.cost == "latency":
-      if not settings.latency_table:
-        raise ValueError("--cost=latency needs --latency_table")
-      self.costs = latency_lib.latency_cost_table(self.space, settings.latency_table,
-                                                  settings.cost_target)
-    else:
-      self.costs = cost_lib.macs_cost_table(self.space, settings.cost_target, config.se_ratio)
+    self.costs = budget.cost_table(self.space, settings.cost, settings.cost_target,
+                                   settings.latency_table, config.se_ratio)
     self.strategy = strategy or tf.distribute.get_strategy()
     self.chief = distribution.is_chief(self.strategy)
     self.engine = engine_lib.SearchEngine(self.space, policy, config, self.costs, self.strategy,

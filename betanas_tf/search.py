@@ -69,7 +69,7 @@ def define_flags():
   # Cost.
   cli.define_cost_flags()
   flags.DEFINE_float("beta", D.beta, "Weight of the cost term.", lower_bound=0.0)
-  flags.DEFINE_enum("cost_form", D.cost_form, ["linear", "absolute"],
+  flags.DEFINE_enum("cost_form", D.cost_form, list(arch_params.COST_FORMS),
                     "linear: beta*E[cost]/ref (paper); absolute: beta*|E[cost]/target-1| (TuNAS).")
   # Selective drop.
   flags.DEFINE_bool("drop", True, "Selective drop (--nodrop disables it).")
@@ -98,21 +98,8 @@ def define_flags():
   flags.DEFINE_bool("deterministic", False, "Enable TF op determinism (bit-identical resumes).")
   flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
-  flags.register_multi_flags_validator(
-      ["drop_threshold", "drop_rule"],
-      lambda f: f["drop_rule"] != "prob" or 0 < f["drop_threshold"] < 1,
-      "--drop_threshold must be in (0, 1) with --drop_rule=prob (p < threshold / M'; "
-      ">= 1 would drop every op of a balanced block)")
-  flags.register_multi_flags_validator(
-      ["cost", "latency_table"], lambda f: f["cost"] != "latency" or bool(f["latency_table"]),
-      "--cost=latency needs --latency_table")
-  flags.register_multi_flags_validator(
-      ["cost_form", "cost_target"], lambda f: f["cost_form"] != "absolute" or f["cost_target"] > 0,
-      "--cost_form=absolute needs --cost_target > 0")
-  flags.register_multi_flags_validator(
-      ["arch_warmup_steps", "max_steps", "strategy"],
-      lambda f: f["strategy"] not in ("betanas", "proxyless") or f["arch_warmup_steps"] < f["max_steps"],
-      "--arch_warmup_steps must be below --max_steps, or no alpha step ever runs")
+  # Combinations are checked by the configs themselves (EngineConfig, RunSettings,
+  # runner.check_settings), for Python callers as for this program.
 
 
 def engine_config_from_flags() -> engine_lib.EngineConfig:
@@ -134,7 +121,22 @@ def main(argv):
     print(f"search: error: --out_dir {FLAGS.out_dir} is an existing file, not a directory",
           file=sys.stderr)
     return 1
-  try:
+  try:   # every setting is checked before anything is written
+    policy = policies.POLICIES.get(FLAGS.strategy).with_ablations(drop=FLAGS.drop,
+                                                                  balanced=FLAGS.balanced,
+                                                                  fair=FLAGS.fair)
+    settings = runner.RunSettings(
+        out_dir=FLAGS.out_dir, space=FLAGS.space, input_size=FLAGS.input_size,
+        width_multiplier=FLAGS.width_multiplier,
+        dataset=cli.data_source_from_flags(arch_split_size=FLAGS.arch_split_size), cost=FLAGS.cost,
+        cost_target=FLAGS.cost_target, latency_table=FLAGS.latency_table,
+        checkpoint_every=FLAGS.checkpoint_every,
+        log_every=FLAGS.log_every, eval_batches=FLAGS.eval_batches,
+        calibration_batches=FLAGS.calibration_batches,
+        evolution_population=FLAGS.evolution_population,
+        evolution_generations=FLAGS.evolution_generations, progress=FLAGS.progress)
+    config = engine_config_from_flags()
+    runner.check_settings(settings, policy, config)
     strategy = distribution.make_strategy(FLAGS.distribution)
   except (ValueError, RuntimeError) as error:
     print(f"search: error: {error}", file=sys.stderr)
@@ -142,21 +144,8 @@ def main(argv):
   if distribution.is_chief(strategy):
     os.makedirs(FLAGS.out_dir, exist_ok=True)
     io_utils.atomic_write_text(os.path.join(FLAGS.out_dir, "flags.txt"), FLAGS.flags_into_string())
-  policy = policies.POLICIES.get(FLAGS.strategy).with_ablations(drop=FLAGS.drop,
-                                                                balanced=FLAGS.balanced,
-                                                                fair=FLAGS.fair)
-  settings = runner.RunSettings(
-      out_dir=FLAGS.out_dir, space=FLAGS.space, input_size=FLAGS.input_size,
-      width_multiplier=FLAGS.width_multiplier,
-      dataset=cli.data_source_from_flags(arch_split_size=FLAGS.arch_split_size), cost=FLAGS.cost,
-      cost_target=FLAGS.cost_target, latency_table=FLAGS.latency_table,
-      checkpoint_every=FLAGS.checkpoint_every,
-      log_every=FLAGS.log_every, eval_batches=FLAGS.eval_batches,
-      calibration_batches=FLAGS.calibration_batches,
-      evolution_population=FLAGS.evolution_population,
-      evolution_generations=FLAGS.evolution_generations, progress=FLAGS.progress)
   try:
-    run = runner.SearchRun(settings, policy, engine_config_from_flags(), strategy)
+    run = runner.SearchRun(settings, policy, config, strategy)
     summary = run.run()
   except (ValueError, data_lib.DatasetNotPreparedError, runner.CheckpointError,
           runner.WorkerLostError) as error:

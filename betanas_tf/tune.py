@@ -28,6 +28,7 @@ import os
 import sys
 from typing import Callable, Dict, List, Optional, Tuple
 
+from betanas_tf import budget
 from betanas_tf import data as data_lib
 from betanas_tf import io_utils
 from betanas_tf import train as train_lib
@@ -59,6 +60,9 @@ class TuneConfig:
       data=data_lib.DataSource("cluttered_digits"), epochs=8, batch_size=64, lr=0.1,
       warmup_epochs=1.0, weight_decay=4e-5, dropout=0.0, verbose=0)
 
+  def __post_init__(self):
+    budget.check(self.cost, self.latency_table)
+
 
 def require_tensorboard():
   """keras-tuner imports tensorboard inside every trial; without it each trial raises and the
@@ -71,20 +75,11 @@ def require_tensorboard():
 
 
 def _space_and_costs(config: TuneConfig, num_classes: int):
-  from betanas_tf import cost as cost_lib  # pylint: disable=import-outside-toplevel
-  from betanas_tf import latency_table  # pylint: disable=import-outside-toplevel
+  from betanas_tf import budget  # pylint: disable=import-outside-toplevel
   from betanas_tf import spaces  # pylint: disable=import-outside-toplevel
   space = dataclasses.replace(spaces.get_space(config.space, config.input_size),
                               num_classes=num_classes)
-  if config.cost == "latency":
-    if not config.latency_table:
-      raise ValueError("--cost=latency needs --latency_table")
-    costs = latency_table.latency_cost_table(space, config.latency_table, config.cost_target)
-  elif config.cost == "macs":
-    costs = cost_lib.macs_cost_table(space, config.cost_target)
-  else:
-    raise ValueError(f"--cost must be macs or latency, got {config.cost!r}")
-  return space, costs
+  return space, budget.cost_table(space, config.cost, config.cost_target, config.latency_table)
 
 
 def hp_name(block: int) -> str:

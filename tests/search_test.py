@@ -151,6 +151,28 @@ def test_out_dir_that_is_a_file_is_one_clear_error(tmp_path):
   assert result.stderr.strip().splitlines()[-1] == f"search: error: --out_dir {path} is an existing file, not a directory"
 
 
+def test_configs_check_themselves_for_python_callers():
+  from betanas_tf import engine, policies, runner  # pylint: disable=import-outside-toplevel
+  with pytest.raises(ValueError, match=r"^--drop_threshold must be in \(0, 1\) with --drop_rule=prob"):
+    engine.EngineConfig(drop_threshold=1.0)
+  assert engine.EngineConfig(drop_rule="alpha", drop_threshold=1.0).drop_threshold == 1.0
+  with pytest.raises(ValueError, match="^--gate_mode must be one of full, two, got 'three'$"):
+    engine.EngineConfig(gate_mode="three")
+  with pytest.raises(ValueError, match="^--cost_form must be one of linear, absolute, got 'log'$"):
+    engine.EngineConfig(cost_form="log")
+  with pytest.raises(ValueError, match="^--cost=latency needs --latency_table$"):
+    runner.RunSettings(out_dir="x", cost="latency")
+  with pytest.raises(ValueError, match="^--cost must be macs or latency, got 'flops'$"):
+    runner.RunSettings(out_dir="x", cost="flops")
+  settings, betanas = runner.RunSettings(out_dir="x"), policies.POLICIES.get("betanas")
+  with pytest.raises(ValueError, match=r"^--cost_form=absolute needs --cost_target > 0$"):
+    runner.check_settings(settings, betanas, engine.EngineConfig(cost_form="absolute"))
+  late = engine.EngineConfig(max_steps=10, arch_warmup_steps=10)
+  with pytest.raises(ValueError, match="^--arch_warmup_steps must be below --max_steps"):
+    runner.check_settings(settings, betanas, late)
+  runner.check_settings(settings, policies.POLICIES.get("spos"), late)   # no alpha step to miss
+
+
 @pytest.mark.parametrize("args,message", [
     (["--cost_form=absolute"], "--cost_form=absolute needs --cost_target > 0"),
     (["--cost=latency"], "--cost=latency needs --latency_table"),
@@ -163,6 +185,7 @@ def test_bad_flags(tmp_path, args, message):
   result = _run(str(tmp_path / "x"), *args, timeout=60)
   assert result.returncode == 1
   assert message in result.stderr
+  assert not os.path.exists(tmp_path / "x")   # refused before anything was written
 
 
 @pytest.mark.slow
