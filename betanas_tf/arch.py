@@ -84,10 +84,6 @@ class Block:
     return ops_lib.get(self.op)
 
   @property
-  def is_identity(self) -> bool:
-    return self.op == "identity"
-
-  @property
   def label(self) -> str:
     """Short op name used in layer names and compact strings: ``k5e3`` or ``id``."""
     return self.op_type.label(self)
@@ -194,13 +190,13 @@ class Architecture:
 
   @property
   def stem_output_size(self) -> int:
-    return -(-self.input_size // self.stem.stride)
+    return primitives.out_size(self.input_size, self.stem.stride)
 
   def block_shapes(self) -> List[BlockShape]:
     """Input/output resolution and channels of every block, in order."""
     size, channels, shapes = self.stem_output_size, self.stem.filters, []
     for block in self.blocks:
-      out_size = -(-size // block.stride)
+      out_size = primitives.out_size(size, block.stride)
       shapes.append(BlockShape(size, channels, out_size, block.filters))
       size, channels = out_size, block.filters
     return shapes

@@ -28,6 +28,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from betanas_tf import arch as arch_lib
+from betanas_tf import primitives
 from betanas_tf.registry import Registry
 
 
@@ -82,13 +83,13 @@ class SearchSpace:
     stem = dataclasses.replace(self.stem, filters=scale(self.stem.filters))
     fixed = tuple(dataclasses.replace(b, filters=scale(b.filters)) for b in self.fixed_blocks)
     head = arch_lib.Head(scale(self.head.filters)) if width_multiplier > 1.0 else self.head
-    side, channels = -(-size // stem.stride), stem.filters
+    side, channels = primitives.out_size(size, stem.stride), stem.filters
     for block in fixed:
-      side, channels = -(-side // block.stride), block.filters
+      side, channels = primitives.out_size(side, block.stride), block.filters
     choice_blocks = []
     for choice in self.choice_blocks:
       candidates = tuple(dataclasses.replace(c, filters=scale(c.filters)) for c in choice.candidates)
-      out_side, width = -(-side // choice.stride), candidates[0].filters
+      out_side, width = primitives.out_size(side, choice.stride), candidates[0].filters
       choice_blocks.append(dataclasses.replace(
           choice, shape=arch_lib.BlockShape(side, channels, out_side, width), candidates=candidates))
       side, channels = out_side, width
@@ -193,15 +194,15 @@ def staged_space(name: str, input_size: int, num_classes: int, stem: arch_lib.St
                  ops: Sequence[Tuple[int, float]], head: arch_lib.Head,
                  allow_identity: bool = True) -> SearchSpace:
   """Builds a space from stages of (width, blocks, first stride); other blocks have stride 1."""
-  size, channels = -(-input_size // stem.stride), stem.filters
+  size, channels = primitives.out_size(input_size, stem.stride), stem.filters
   for block in fixed_blocks:
-    size, channels = -(-size // block.stride), block.filters
+    size, channels = primitives.out_size(size, block.stride), block.filters
   choice_blocks: List[ChoiceBlock] = []
   position = len(fixed_blocks)
   for width, count, first_stride in stages:
     for i in range(count):
       stride = first_stride if i == 0 else 1
-      out_size = -(-size // stride)
+      out_size = primitives.out_size(size, stride)
       candidates = [arch_lib.mbconv(k, e, width, stride) for k, e in ops]
       if allow_identity and stride == 1 and channels == width:
         candidates.append(arch_lib.identity(width))
