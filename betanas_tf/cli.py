@@ -94,6 +94,10 @@ def define_data_flags(default: str = "digits", help_text: str = "Dataset"):
                     "(nothing touches the network without it).")
   flags.DEFINE_integer("synthetic_examples", 256, "Training examples of --dataset=synthetic.",
                        lower_bound=16)
+  flags.DEFINE_integer("arch_split_size", None, "Examples held out of TRAIN for the search's "
+                       "alpha updates (tfds datasets; default: 50,000 for ImageNet as in the "
+                       "paper, 5,000 for CIFAR-10); other programs hold out the same, so their "
+                       "TRAIN is the search's.", lower_bound=1)
 
 
 def _valid_dataset(name: str) -> bool:
@@ -109,8 +113,20 @@ def data_source_from_flags(**changes: Any):
   """The data.DataSource the flags name, with `changes` applied."""
   from betanas_tf import data as data_lib  # pylint: disable=import-outside-toplevel
   source = data_lib.DataSource(FLAGS.dataset, FLAGS.data_dir, FLAGS.download,
-                               FLAGS.synthetic_examples)
+                               FLAGS.synthetic_examples, FLAGS.arch_split_size)
   return dataclasses.replace(source, **changes)
+
+
+def data_source_flags(source) -> list:
+  """The command-line flags that name `source` (`data_source_from_flags` reads them back),
+  for a program that runs another in its own process."""
+  out = [f"--dataset={source.name}", f"--synthetic_examples={source.synthetic_examples}",
+         "--download" if source.download else "--nodownload"]
+  if source.data_dir:
+    out.append(f"--data_dir={source.data_dir}")
+  if source.arch_split_size:
+    out.append(f"--arch_split_size={source.arch_split_size}")
+  return out
 
 
 # ---- timing and phones --------------------------------------------------------------------

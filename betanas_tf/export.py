@@ -288,11 +288,8 @@ def _quantization_aware(arch, out_dir: str, name: str, weights: str, c: ExportCo
     arch_path = os.path.join(work, "arch.json")
     arch.replace(name=name).save(arch_path)
     command = [sys.executable, "-m", "betanas_tf.qat", f"--model={weights}", f"--arch={arch_path}",
-               f"--dataset={c.data.name}", f"--synthetic_examples={c.data.synthetic_examples}",
-               f"--epochs={c.qat_epochs}", f"--out_dir={work}", f"--threads={c.threads}",
-               f"--runs={c.runs}"]
-    if c.data.data_dir:
-      command.append(f"--data_dir={c.data.data_dir}")
+               *cli.data_source_flags(c.data), f"--epochs={c.qat_epochs}", f"--out_dir={work}",
+               f"--threads={c.threads}", f"--runs={c.runs}"]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
       last = (result.stderr.strip().splitlines() or ["(no output)"])[-1]

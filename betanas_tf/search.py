@@ -33,9 +33,6 @@ def define_flags():
   cli.define_space_flags("micro")
   flags.DEFINE_enum("strategy", "betanas", policies.POLICIES.names(), "Search strategy (policy).")
   cli.define_data_flags()
-  flags.DEFINE_integer("arch_split_size", None, "Examples held out of TRAIN for alpha updates "
-                       "(tfds datasets; default: 50,000 for ImageNet as in the paper, 5,000 for "
-                       "CIFAR-10).", lower_bound=1)
   flags.DEFINE_string("out_dir", None, "Output directory (resumes if it holds a checkpoint).")
   # Phase 1.
   flags.DEFINE_integer("max_steps", D.max_steps, "Phase-1 (weight) steps.", lower_bound=1)
@@ -128,7 +125,7 @@ def main(argv):
     settings = runner.RunSettings(
         out_dir=FLAGS.out_dir, space=FLAGS.space, input_size=FLAGS.input_size,
         width_multiplier=FLAGS.width_multiplier,
-        dataset=cli.data_source_from_flags(arch_split_size=FLAGS.arch_split_size), cost=FLAGS.cost,
+        dataset=cli.data_source_from_flags(), cost=FLAGS.cost,
         cost_target=FLAGS.cost_target, latency_table=FLAGS.latency_table,
         checkpoint_every=FLAGS.checkpoint_every,
         log_every=FLAGS.log_every, eval_batches=FLAGS.eval_batches,

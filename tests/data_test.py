@@ -1,6 +1,7 @@
 """Datasets: real digits, step-determined batches positioned in O(1), per-worker shards,
 tfds through the real ImageNet layout (prepared offline) and CIFAR-10 (mocked), fast failure."""
 
+import os
 import time
 
 import numpy as np
@@ -152,3 +153,19 @@ def test_unknown_dataset_lists_valid_names():
 if __name__ == "__main__":
   import sys
   sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_a_data_source_survives_the_flags_of_a_child_process():
+  # The exporter runs QAT in its own process; the child must read the same DataSource.
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  source = data.DataSource("imagenet2012", "/data/tfds", True, 512, 50)
+  script = ("import sys; from absl import flags; from betanas_tf import cli; "
+            "cli.define_data_flags(); flags.FLAGS(sys.argv); print(repr(cli.data_source_from_flags()))")
+  from betanas_tf import cli  # pylint: disable=import-outside-toplevel
+  result = subprocess.run([sys.executable, "-c", script, *cli.data_source_flags(source)], cwd=root,
+                          capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=root))
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.strip() == repr(source)
