@@ -135,7 +135,7 @@ def cost_penalty(expected, form: str, beta: float, target: float, reference: flo
     return beta * expected / reference
   if form == "absolute":
     return beta * tf.abs(expected / target - 1.0)
-  raise ValueError(f"cost form must be one of {', '.join(COST_FORMS)}, got {form!r}")
+  raise ValueError(f"cost form must be {' or '.join(COST_FORMS)}, got {form!r}")
 
 
 # In-graph sampling: stateless, keyed by (seed, stream, step) ----------------------

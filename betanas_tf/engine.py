@@ -113,7 +113,7 @@ class SearchEngine:
     with self.strategy.scope(), precision.building(config.mixed_precision):
       self.supernet = supernet_lib.Supernet(
           space, se_ratio=config.se_ratio,
-          phase1=policy.phase1 if policy.phase1 != "none" else "uniform_all", seed=config.seed,
+          phase1=policy.phase1 if policy.trains_weights else "uniform_all", seed=config.seed,
           label_smoothing=config.label_smoothing, input_mean=input_mean, input_std=input_std,
           jit_compile=config.jit_compile)
       self.arch = self.supernet.arch

@@ -19,31 +19,57 @@ architecture is chosen. Nothing else differs between strategies.
 
 import dataclasses
 
+import numpy as np
+import tensorflow as tf
+
+from betanas_tf import arch_params as ap
+from betanas_tf import selection
 from betanas_tf.registry import Registry
 
-PHASE1_SAMPLING = ("uniform_active", "probability", "uniform_all", "fair_active", "fair_all",
-                   "none")
+# Phase-1 samplers: name -> function(arch: ArchParameters, seed, step) -> the [blocks] int32
+# path that step trains, computed in the graph (the same on every replica and after a resume).
+SAMPLERS: Registry = Registry("Phase-1 sampler")
+SAMPLERS.register("uniform_active", lambda arch, seed, step: ap.sample_uniform(
+    arch.active, ap.stream_seed(seed, ap.STREAM_PHASE1, step)))
+SAMPLERS.register("uniform_all", lambda arch, seed, step: ap.sample_uniform(
+    arch.valid.astype(np.float32), ap.stream_seed(seed, ap.STREAM_PHASE1, step)))
+SAMPLERS.register("probability", lambda arch, seed, step: ap.sample_by_probability(
+    arch.alpha, arch.active, ap.stream_seed(seed, ap.STREAM_PHASE1, step)))
+SAMPLERS.register("fair_active", lambda arch, seed, step: ap.sample_fair(
+    arch.active, tf.constant([seed, ap.STREAM_PHASE1], tf.int64), step))
+SAMPLERS.register("fair_all", lambda arch, seed, step: ap.sample_fair(
+    arch.valid.astype(np.float32), tf.constant([seed, ap.STREAM_PHASE1], tf.int64), step))
+NO_TRAINING = "none"   # a policy whose Phase 1 trains nothing (random search)
 FAIR = {"uniform_active": "fair_active", "uniform_all": "fair_all"}
-SELECTION = ("argmax", "evolution", "random")
 
 
 @dataclasses.dataclass(frozen=True)
 class Policy:
   name: str
-  phase1: str         # one of PHASE1_SAMPLING
+  phase1: str         # a SAMPLERS name, or "none"
   phase2: bool        # alpha updates through binary gates
   drop: bool          # selective drop after alpha updates
-  selection: str      # one of SELECTION
+  selection: str      # a selection.SELECTORS name
 
   def __post_init__(self):
-    if self.phase1 not in PHASE1_SAMPLING:
-      raise ValueError(f"phase1 must be one of {PHASE1_SAMPLING}, got {self.phase1!r}")
-    if self.selection not in SELECTION:
-      raise ValueError(f"selection must be one of {SELECTION}, got {self.selection!r}")
+    samplers = SAMPLERS.names() + [NO_TRAINING]
+    if self.phase1 not in samplers:
+      raise ValueError(f"phase1 must be one of {', '.join(samplers)}, got {self.phase1!r}")
+    if self.selection not in selection.SELECTORS.names():
+      raise ValueError(f"selection must be one of {', '.join(selection.SELECTORS.names())}, "
+                       f"got {self.selection!r}")
     if self.drop and not self.phase2:
       raise ValueError(f"policy {self.name}: selective drop needs Phase 2")
     if self.selection == "argmax" and not self.phase2:
       raise ValueError(f"policy {self.name}: argmax selection needs Phase 2")
+
+  @property
+  def trains_weights(self) -> bool:
+    return self.phase1 != NO_TRAINING
+
+  def sample_phase1(self, arch, seed: int, step):
+    """The path Phase 1 trains at `step` (`SAMPLERS`)."""
+    return SAMPLERS.get(self.phase1)(arch, seed, step)
 
   def with_ablations(self, drop: bool = None, balanced: bool = None, fair: bool = None) -> "Policy":
     """`--nodrop`, `--balanced=false` and `--fair` switches (betanas ablations; `fair`: the

@@ -248,7 +248,7 @@ class SearchRun:
       kept = [r for r in self._history() if r["step"] <= start]
       io_utils.atomic_write_text(self.history_path, "".join(json.dumps(r) + "\n" for r in kept))
     config, engine = self.config, self.engine
-    trains = self.policy.phase1 != "none"
+    trains = self.policy.trains_weights
     steps = config.max_steps if trains else 0
     dataset = self.dataset
     task = "{}:{}".format(*distribution.worker(self.strategy))
@@ -320,40 +320,32 @@ class SearchRun:
     return [self.engine.evaluate_path_metrics(c, batches, calibration) for c in choices_list]
 
   def _select(self):
+    """The policy's selector (`selection.SELECTORS`) over what this search offers."""
     engine, settings = self.engine, self.settings
-    budget = self.costs.target or None
-    cost_of = self.costs.of_choices
-    rng = np.random.default_rng([self.config.seed, ap.STREAM_SELECTION])
-    num_candidates = [b.num_candidates for b in self.space.choice_blocks]
-    if self.policy.selection == "argmax":
-      return self._most_probable(budget)
-    if self.policy.selection == "random":
-      return selection.random_within_budget(num_candidates, cost_of, budget, rng), {}
-    eval_batches, calibration = self._eval_batches(), self._calibration()
-    score = lambda choices: engine.evaluate_path(choices, eval_batches, calibration)
-    best, best_score, log = selection.evolutionary_search(
-        num_candidates, score, cost_of, budget, rng, settings.evolution_population,
-        settings.evolution_generations)
-    return best, {"evolution": log, "evolution_best_score": best_score}
+    arch = engine.arch
+    eval_batches = calibration = None
 
-  def _most_probable(self, budget: Optional[float]):
-    """The argmax architecture; if it exceeds the budget, the most probable one within it
-    (`selection.most_probable_within_budget`), with the argmax recorded beside it."""
-    arch = self.engine.arch
-    argmax = arch.argmax()
-    if budget is None or self.costs.of_choices(argmax) <= budget:
-      return argmax, {}
-    choices = selection.most_probable_within_budget(
-        arch.probabilities_np(), arch.active_np(), self.costs.table, self.costs.fixed, budget,
-        [b.num_candidates for b in self.space.choice_blocks])
-    return choices, {"argmax_over_budget": {"choices_string": self.space.choices_to_string(argmax),
-                                            "cost": round(self.costs.of_choices(argmax), 6)}}
+    def score(choices):
+      nonlocal eval_batches, calibration
+      if eval_batches is None:   # made once, and only for a selector that scores
+        eval_batches, calibration = self._eval_batches(), self._calibration()
+      return engine.evaluate_path(choices, eval_batches, calibration)
+
+    context = selection.Context(
+        num_candidates=[b.num_candidates for b in self.space.choice_blocks],
+        cost=self.costs.of_choices, budget=self.costs.target or None,
+        rng=np.random.default_rng([self.config.seed, ap.STREAM_SELECTION]),
+        probabilities=arch.probabilities_np(), active=arch.active_np(),
+        cost_table=np.asarray(self.costs.table), fixed_cost=self.costs.fixed, score=score,
+        describe=self.space.choices_to_string, population=settings.evolution_population,
+        generations=settings.evolution_generations)
+    return selection.SELECTORS.get(self.policy.selection)(context)
 
   def _finish(self, start: int, images_per_s: Optional[float], wall: float) -> Dict:
     """Selects the result, scores it, and writes arch.json, summary.json and figures."""
     choices, extra = self._select()
     arch = self.engine.supernet.arch_for(choices, name=f"{self.space.name}_{self.policy.name}")
-    trained = self.policy.phase1 != "none"
+    trained = self.policy.trains_weights
     accuracy = (self.engine.evaluate_path(choices, self._eval_batches(), self._calibration())
                 if trained else None)
     counts, active = self.engine.arch.counts_np(), self.engine.arch.active_np()

@@ -7,11 +7,18 @@ arch split after BatchNorm recalibration). `random_within_budget` is the
 random-search baseline. `most_probable_within_budget` is the argmax of a search's
 architecture distribution under the budget: the single path with the largest product of
 per-block probabilities whose cost fits, found exactly over additive per-block costs.
+
+`SELECTORS` names how a search's result is picked (a policy's `selection`): each is a
+function of a `Context` (what a trained search offers: its distribution, its costs, a
+supernet score) returning (choices, extra summary fields).
 """
 
+import dataclasses
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from betanas_tf.registry import Registry
 
 Choices = Tuple[int, ...]
 
@@ -123,3 +130,48 @@ def most_probable_within_budget(probabilities: np.ndarray, active: np.ndarray,
         best = entry[1]
   top = max(front, key=lambda t: (t[1], [-c for c in t[2]]))
   return tuple(int(c) for c in top[2])
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+  """What a finished search offers a selector."""
+  num_candidates: Sequence[int]
+  cost: Callable[[Choices], float]          # a path's cost (the budget's unit)
+  budget: Optional[float]                   # None: no budget
+  rng: np.random.Generator
+  probabilities: np.ndarray                 # [blocks, max candidates], over active ops
+  active: np.ndarray                        # [blocks, max candidates] 1 = not dropped
+  cost_table: np.ndarray                    # [blocks, max candidates], additive
+  fixed_cost: float                         # stem, fixed blocks and head
+  score: Callable[[Choices], float]         # the supernet's score of a subnet (higher better)
+  describe: Callable[[Choices], str]        # a path in the compact form
+  population: int = 20
+  generations: int = 5
+
+
+def select_most_probable(ctx: Context) -> Tuple[Choices, Dict]:
+  """The argmax of the distribution; over the budget, the most probable path within it."""
+  masked = np.where(ctx.active > 0.5, ctx.probabilities, -np.inf)
+  argmax = tuple(int(i) for i in masked.argmax(axis=1))
+  if ctx.budget is None or ctx.cost(argmax) <= ctx.budget:
+    return argmax, {}
+  choices = most_probable_within_budget(ctx.probabilities, ctx.active, ctx.cost_table,
+                                        ctx.fixed_cost, ctx.budget, ctx.num_candidates)
+  return choices, {"argmax_over_budget": {"choices_string": ctx.describe(argmax),
+                                          "cost": round(ctx.cost(argmax), 6)}}
+
+
+def select_by_evolution(ctx: Context) -> Tuple[Choices, Dict]:
+  best, best_score, log = evolutionary_search(ctx.num_candidates, ctx.score, ctx.cost, ctx.budget,
+                                              ctx.rng, ctx.population, ctx.generations)
+  return best, {"evolution": log, "evolution_best_score": best_score}
+
+
+def select_at_random(ctx: Context) -> Tuple[Choices, Dict]:
+  return random_within_budget(ctx.num_candidates, ctx.cost, ctx.budget, ctx.rng), {}
+
+
+SELECTORS: Registry = Registry("selection")
+SELECTORS.register("argmax", select_most_probable)
+SELECTORS.register("evolution", select_by_evolution)
+SELECTORS.register("random", select_at_random)

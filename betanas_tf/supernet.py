@@ -31,6 +31,7 @@ from betanas_tf import arch as arch_lib
 from betanas_tf import arch_params as ap
 from betanas_tf import blocks
 from betanas_tf import builder
+from betanas_tf import policies
 from betanas_tf import primitives
 from betanas_tf import spaces as spaces_lib
 
@@ -68,8 +69,8 @@ class Supernet(keras.Model):
   Args:
     space: the search space.
     se_ratio, dropout: applied to every candidate / the head, as in the result.
-    phase1: how `train_step` samples its path: "uniform_active" (balanced),
-      "probability" (by softmax(alpha)) or "uniform_all" (SPOS).
+    phase1: how `train_step` samples its path, a `policies.SAMPLERS` name: "uniform_active"
+      (balanced), "probability" (by softmax(alpha)), "uniform_all" (SPOS), "fair_*" (FairNAS).
     seed: seed of the path sampling.
     label_smoothing: of the cross-entropy.
     jit_compile: compile each step's forward and backward pass with XLA.
@@ -145,18 +146,9 @@ class Supernet(keras.Model):
     return (tf.cast(images, tf.float32) - self.input_mean) / self.input_std
 
   def phase1_path(self, step):
-    """The path Phase 1 trains at `step`, sampled in the graph (same on every replica)."""
-    if self.phase1 in ("fair_active", "fair_all"):
-      mask = self.arch.active if self.phase1 == "fair_active" else self.arch.valid.astype(np.float32)
-      return ap.sample_fair(mask, tf.constant([self.seed, ap.STREAM_PHASE1], tf.int64), step)
-    seed = ap.stream_seed(self.seed, ap.STREAM_PHASE1, step)
-    if self.phase1 == "uniform_active":
-      return ap.sample_uniform(self.arch.active, seed)
-    if self.phase1 == "uniform_all":
-      return ap.sample_uniform(self.arch.valid.astype(np.float32), seed)
-    if self.phase1 == "probability":
-      return ap.sample_by_probability(self.arch.alpha, self.arch.active, seed)
-    raise ValueError(f"phase1 sampling {self.phase1!r} trains no weights")
+    """The path Phase 1 trains at `step`, sampled in the graph (same on every replica) by
+    the sampler named `phase1` (`policies.SAMPLERS`)."""
+    return policies.SAMPLERS.get(self.phase1)(self.arch, self.seed, step)
 
   def cross_entropy(self, labels, logits, smoothing: bool = True):
     """Per-example cross-entropy (with the configured label smoothing, or without)."""

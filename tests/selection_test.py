@@ -91,9 +91,16 @@ def test_exact_on_a_space_of_seven_ops_in_21_blocks():
   assert sum(log_p[l, c] for l, c in enumerate(chosen)) >= greedy - 1e-9
 
 
+def _context(arch, costs, space, budget):
+  return selection.Context(
+      num_candidates=[b.num_candidates for b in space.choice_blocks], cost=costs.of_choices,
+      budget=budget, rng=np.random.default_rng(0), probabilities=arch.probabilities_np(),
+      active=arch.active_np(), cost_table=costs.table, fixed_cost=costs.fixed,
+      score=lambda c: 0.0, describe=space.choices_to_string)
+
+
 def test_a_search_result_over_the_budget_becomes_the_most_probable_within_it():
-  import types  # pylint: disable=import-outside-toplevel
-  from betanas_tf import arch_params, cost, runner, spaces  # pylint: disable=import-outside-toplevel
+  from betanas_tf import arch_params, cost, spaces  # pylint: disable=import-outside-toplevel
   space = spaces.get_space("micro", 16)
   arch = arch_params.ArchParameters(space)
   costs = cost.macs_cost_table(space)
@@ -104,11 +111,12 @@ def test_a_search_result_over_the_budget_becomes_the_most_probable_within_it():
     alpha[l, :n] = np.argsort(np.argsort(row[:n]))   # rank by cost: costliest largest
   arch.alpha.assign(alpha)
   argmax = arch.argmax()
-  run = types.SimpleNamespace(engine=types.SimpleNamespace(arch=arch), costs=costs, space=space)
-  assert runner.SearchRun._most_probable(run, costs.of_choices(argmax)) == (argmax, {})
+  select = selection.SELECTORS.get("argmax")
+  assert select(_context(arch, costs, space, costs.of_choices(argmax))) == (argmax, {})
+  assert select(_context(arch, costs, space, None)) == (argmax, {})
   budget = costs.fixed + sum(np.median(row[:b.num_candidates])
                              for row, b in zip(costs.table, space.choice_blocks))
-  choices, extra = runner.SearchRun._most_probable(run, budget)
+  choices, extra = select(_context(arch, costs, space, budget))
   assert costs.of_choices(choices) <= budget < costs.of_choices(argmax)
   assert choices == selection.most_probable_within_budget(
       arch.probabilities_np(), arch.active_np(), costs.table, costs.fixed, budget,

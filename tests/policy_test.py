@@ -1,0 +1,55 @@
+"""A search strategy is a policy of registered parts: a toy one, added from this file alone,
+runs through the engine and the runner."""
+
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from betanas_tf import cost
+from betanas_tf import engine
+from betanas_tf import policies
+from betanas_tf import runner
+from betanas_tf import selection
+from betanas_tf import spaces
+
+
+def _register_toy():
+  if "toy" in policies.POLICIES:
+    return policies.POLICIES.get("toy")
+  # Phase 1 trains the last op of every block; the result is each block's cheapest op.
+  policies.SAMPLERS.register("last_op", lambda arch, seed, step: tf.constant(
+      arch.num_candidates - 1, tf.int32))
+  selection.SELECTORS.register("cheapest", lambda ctx: (tuple(
+      int(np.argmin(row[:n])) for row, n in zip(ctx.cost_table, ctx.num_candidates)), {"toy": 1}))
+  return policies.POLICIES.register("toy", policies.Policy("toy", "last_op", False, False, "cheapest"))
+
+
+def test_a_toy_strategy_runs_through_the_engine_and_the_runner(tmp_path):
+  policy = _register_toy()
+  space = spaces.get_space("micro")
+  out = str(tmp_path / "toy")
+  settings = runner.RunSettings(out_dir=out, space="micro", checkpoint_every=6, log_every=3,
+                                eval_batches=1, calibration_batches=1, progress=False)
+  config = engine.EngineConfig(batch_size=16, arch_batch_size=16, max_steps=6, lr=0.05)
+  summary = runner.SearchRun(settings, policy, config).run()
+  last = [b.num_candidates - 1 for b in space.choice_blocks]
+  counts = np.array(summary["counts"])
+  for l, n in enumerate(last):
+    assert counts[l, n] == 6 and counts[l].sum() == 6   # only the sampler's op trained
+  table = cost.macs_cost_table(space).table
+  cheapest = [int(np.argmin(row[:n + 1])) for row, n in zip(table, last)]
+  assert summary["choices"] == cheapest and summary["toy"] == 1
+  assert summary["strategy"] == "toy" and summary["supernet_top1_arch_split"] is not None
+  identity = json.load(open(os.path.join(out, "run.json")))
+  assert identity["policy"] == {"name": "toy", "phase1": "last_op", "phase2": False,
+                                "drop": False, "selection": "cheapest"}
+
+
+def test_unknown_parts_are_named():
+  import pytest  # pylint: disable=import-outside-toplevel
+  with pytest.raises(ValueError, match="^phase1 must be one of .*uniform_active.*, got 'zigzag'$"):
+    policies.Policy("x", "zigzag", False, False, "evolution")
+  with pytest.raises(ValueError, match="^selection must be one of argmax, .*, got 'vote'$"):
+    policies.Policy("x", "uniform_all", False, False, "vote")
