@@ -3,8 +3,10 @@ runs through the engine and the runner."""
 
 import json
 import os
+import sys
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from betanas_tf import cost
@@ -48,8 +50,11 @@ def test_a_toy_strategy_runs_through_the_engine_and_the_runner(tmp_path):
 
 
 def test_unknown_parts_are_named():
-  import pytest  # pylint: disable=import-outside-toplevel
   with pytest.raises(ValueError, match="^phase1 must be one of .*uniform_active.*, got 'zigzag'$"):
     policies.Policy("x", "zigzag", False, False, "evolution")
   with pytest.raises(ValueError, match="^selection must be one of argmax, .*, got 'vote'$"):
     policies.Policy("x", "uniform_all", False, False, "vote")
+
+
+if __name__ == "__main__":
+  sys.exit(pytest.main([__file__, "-q"]))

@@ -199,3 +199,7 @@ def test_a_phone_gpu_table_records_its_delegate_and_threads(tmp_path):
   result = _cli("build", "--space=micro", "--use_gpu", f"--out={tmp_path / 'x.json'}")
   assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == (
       "latency: error: --use_gpu times a phone's GPU delegate: it needs --android")
+
+
+if __name__ == "__main__":
+  sys.exit(pytest.main([__file__, "-q"]))

@@ -1,6 +1,7 @@
 """The budget-constrained argmax of an architecture distribution, against brute force."""
 
 import itertools
+import sys
 
 import numpy as np
 import pytest
@@ -123,3 +124,7 @@ def test_a_search_result_over_the_budget_becomes_the_most_probable_within_it():
       [b.num_candidates for b in space.choice_blocks])
   assert extra == {"argmax_over_budget": {"choices_string": space.choices_to_string(argmax),
                                           "cost": round(costs.of_choices(argmax), 6)}}
+
+
+if __name__ == "__main__":
+  sys.exit(pytest.main([__file__, "-q"]))
