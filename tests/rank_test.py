@@ -136,6 +136,10 @@ def test_selections_pair_each_seed_with_its_own_random_network():
   assert betanas["vs_multi_trial"] == {"random": pytest.approx(0.815 - 0.82),
                                        "bayesian": pytest.approx(0.815 - 0.88)}
   assert betanas["vs_multi_trial_mean"] == pytest.approx(0.815 - 0.85)
+  # Selective drop's effect on selection is read on the seeds both ran: seed 1 only here.
+  assert chosen["pairs"] == {"betanas - spos": {"seeds": [1], "diffs": [pytest.approx(0.80 - 0.84)],
+                                                "mean": pytest.approx(-0.04),
+                                                "ci": [pytest.approx(-0.04), pytest.approx(-0.04)]}}
 
 
 def test_engine_overrides_are_typed_engine_config_fields():
@@ -162,3 +166,31 @@ def test_scores_are_read_by_network_and_a_missing_one_is_named():
   assert rank_analysis._scores_of(run, "top1", ["c", "a"], "spos").tolist() == [0.3, 0.1]  # pylint: disable=protected-access
   with pytest.raises(ValueError, match=r"spos seed 2 did not score d \(and 0 more\)"):
     rank_analysis._scores_of(run, "top1", ["a", "d"], "spos")  # pylint: disable=protected-access
+
+
+def test_ranking_pairs_say_whether_drop_changes_the_ranking():
+  from betanas_tf.bench import rank_analysis  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(3)
+  n = 12
+  archs = [f"n{i}" for i in range(n)]
+  top1 = rng.uniform(0.6, 0.9, (2, n))
+  gt = {"archs": archs, "macs": list(range(n)), "top1": top1.tolist(),
+        "loss": (1 - top1).tolist(), "choices": [[0, 0, 0]] * n}
+
+  def run(name, seed, noise):
+    scores = top1.mean(0) + noise * rng.standard_normal(n)
+    return {"seed": seed, "scores": {"archs": archs, "top1": scores.tolist(), "loss": (1 - scores).tolist()},
+            "summary": {"active": [[1, 1, 1, 1]] * 3, "balance_max_min_per_block": [[1, 1]] * 3}}
+  searches = {"betanas": [run("betanas", s, 0.01) for s in (0, 1)],
+              "betanas_nodrop": [run("betanas_nodrop", s, 0.2) for s in (0, 1)]}
+  plan = rank.RankPlan(strategies=("betanas", "betanas_nodrop"), strata=2, bootstrap=200)
+  result = rank_analysis.ranking(plan, gt, searches)
+  pair = result["pairs"]["betanas - betanas_nodrop"]
+  strata = rank_stats.strata_of(np.arange(n), 2)
+  truth = np.asarray(gt["top1"])
+  expected = rank_stats.paired_bootstrap(
+      {k: [np.asarray(r["scores"]["top1"]) for r in v] for k, v in searches.items()}, truth,
+      strata, "betanas_nodrop", 200, True)["betanas"]
+  assert pair["top1"]["strata"] == expected
+  # Scores 20x less noisy rank better: the difference is positive.
+  assert pair["top1"]["all"]["diff"] > 0 and pair["loss"]["all"]["diff"] > 0

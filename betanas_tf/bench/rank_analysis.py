@@ -8,6 +8,7 @@ import numpy as np
 from betanas_tf.bench import rank_stats
 
 METRICS = ("top1", "loss")
+PAIRS = (("betanas", "betanas_nodrop"), ("betanas", "spos"), ("betanas_nodrop", "spos"))
 
 
 def _survivors(gt: Dict, searches: Dict[str, List[Dict]]) -> Dict[int, List[int]]:
@@ -58,6 +59,15 @@ def ranking(plan, gt: Dict, searches: Dict[str, List[Dict]]) -> Dict:
       result["macs"].setdefault(metric, {})[where] = boot["MACs"]
       for name in ranked:
         result["strategies"][name].setdefault(metric, {})[where] = boot[name]
+    # Does selective drop change the ranking? betanas against its own --nodrop and spos,
+    # paired on the same resamples (each pair only when both ranked).
+    for first, second in PAIRS:
+      if first in ranked and second in ranked:
+        pair = {first: rankings[first], second: rankings[second]}
+        entry = result.setdefault("pairs", {}).setdefault(f"{first} - {second}", {})
+        entry[metric] = {where: rank_stats.paired_bootstrap(
+            pair, truth[metric], strata, second, plan.bootstrap, within)[first]
+                         for where, within in (("all", False), ("strata", True))}
     mean_truth = truth[metric].mean(0)
     for name, runs in ranked.items():
       entry = result["strategies"][name][metric]
@@ -115,6 +125,19 @@ def selections(plan, searches: Dict[str, List[Dict]], multi: Dict[str, List[Dict
                            for oracle, m in result["multi_trial"].items()},
         "vs_multi_trial_mean": (float(np.mean(top1) - np.mean(multi_picks)) if multi_picks else None),
         "seeds": len(top1)}
+  # Does selective drop change the selection? Paired over the seeds both strategies ran.
+  rng = np.random.default_rng(0)
+  for first, second in PAIRS:
+    a, b = result["strategies"].get(first), result["strategies"].get(second)
+    common = [s for s in (a or {}).get("seeds_run", []) if s in (b or {}).get("seeds_run", [])]
+    if not common:
+      continue
+    diffs = np.array([a["top1"][a["seeds_run"].index(s)] - b["top1"][b["seeds_run"].index(s)]
+                      for s in common])
+    means = [rng.choice(diffs, size=len(diffs)).mean() for _ in range(plan.bootstrap)]
+    result.setdefault("pairs", {})[f"{first} - {second}"] = {
+        "seeds": common, "diffs": diffs.tolist(), "mean": float(diffs.mean()),
+        "ci": np.percentile(means, [2.5, 97.5]).tolist()}
   return result
 
 
@@ -175,6 +198,14 @@ def report(result: Dict, plan, seconds: float) -> str:
                    f"{e['strata']['tau']:.3f} {_ci(e['strata'])} | {e['strata']['diff']:+.3f} "
                    f"{_ci(e['strata'], 'diff_ci')} | {e['strata']['diff_above_zero']:.2f} |")
     lines.append("")
+  for pair, entry in ranking.get("pairs", {}).items():
+    lines.append(f"{pair}: " + "; ".join(
+        f"{metric} tau difference {entry[metric][where]['diff']:+.3f} "
+        f"[{entry[metric][where]['diff_ci'][0]:+.3f}, {entry[metric][where]['diff_ci'][1]:+.3f}]"
+        f" {'within strata' if where == 'strata' else 'over all'}"
+        for metric in METRICS for where in ("strata", "all")))
+  if ranking.get("pairs"):
+    lines.append("")
   for name, entry in ranking["strategies"].items():
     sub = entry["top1"]["survivors"]
     if sub:
@@ -199,6 +230,10 @@ def report(result: Dict, plan, seconds: float) -> str:
                  f"{_fmt(e['macs'], 2)} | {e['mean_top1']:.4f} | "
                  f"{e['beats_biggest']} of {e['seeds']} | {e['beats_random']} of {e['seeds']} | "
                  f"{versus} |")
+  for pair, e in chosen.get("pairs", {}).items():
+    lines.append(f"\n{pair}, selected top-1 on the same seeds ({','.join(map(str, e['seeds']))}): "
+                 f"mean difference {e['mean']:+.4f} [{e['ci'][0]:+.4f}, {e['ci'][1]:+.4f}] "
+                 "(bootstrap over seeds)")
   return "\n".join(lines) + "\n"
 
 
