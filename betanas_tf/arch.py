@@ -29,7 +29,6 @@ from betanas_tf import primitives
 from betanas_tf.numbers import format_number as _format_number
 from betanas_tf.numbers import is_int as _is_int
 from betanas_tf.numbers import is_number as _is_number
-from betanas_tf.numbers import normalize as _normalize_number
 
 FORMAT = "betanas_tf.architecture"
 VERSION = 1
@@ -66,18 +65,61 @@ class Stem:
            f"must be 1 or 2, got {self.stride!r}")
 
 
-OP_FIELDS = ("kernel", "expand")   # the op-specific Block fields (ops.Op.fields)
-
-
-@dataclasses.dataclass(frozen=True)
 class Block:
-  """One block of the body; what `op` means (fields, layers, cost, ...) is its entry in
-  `ops.OPS`."""
-  op: str
-  filters: int
-  stride: int = 1
-  kernel: Optional[int] = None
-  expand: Optional[float] = None
+  """One block of the body: `op` (an entry of `ops.OPS`, which says what it means), its
+  output `filters` and `stride`, and the fields that op defines (`ops.Op.fields`, e.g.
+  MBConv's ``kernel`` and ``expand``), given as keywords and read as attributes::
+
+      Block("mbconv", 24, 2, kernel=5, expand=3)      Block("identity", 24)
+
+  Immutable and hashable; a field another op defines reads as None (an identity block has
+  no kernel), any other missing attribute is an AttributeError."""
+
+  __slots__ = ("op", "filters", "stride", "fields")
+
+  def __init__(self, op: str, filters: int, stride: int = 1, **fields: Any):
+    object.__setattr__(self, "op", op)
+    object.__setattr__(self, "filters", filters)
+    object.__setattr__(self, "stride", stride)
+    if op in ops_lib.OPS:   # an unknown op is reported by `validate`, naming the block
+      fields = ops_lib.get(op).normalize_fields(fields)
+    object.__setattr__(self, "fields", tuple(sorted((k, v) for k, v in fields.items()
+                                                    if v is not None)))
+
+  def __getattr__(self, name: str):
+    # Only reached when the slots miss: the op's own fields, then any op's (None).
+    if name.startswith("__") or name == "fields":
+      raise AttributeError(name)
+    for key, value in object.__getattribute__(self, "fields"):
+      if key == name:
+        return value
+    if any(name in ops_lib.get(op).fields for op in ops_lib.OPS.names()):
+      return None
+    raise AttributeError(f"{type(self).__name__} has no field {name!r}")
+
+  def __setattr__(self, name, value):
+    raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
+
+  def _key(self):
+    return (self.op, self.filters, self.stride, self.fields)
+
+  def __eq__(self, other):
+    return isinstance(other, Block) and self._key() == other._key()
+
+  def __hash__(self):
+    return hash(self._key())
+
+  def __repr__(self):
+    extra = "".join(f", {k}={v!r}" for k, v in self.fields)
+    return f"Block(op={self.op!r}, filters={self.filters!r}, stride={self.stride!r}{extra})"
+
+  def __reduce__(self):
+    return (_make_block, (self.op, self.filters, self.stride, dict(self.fields)))
+
+  def replace(self, **changes) -> "Block":
+    values = dict(self.fields, op=self.op, filters=self.filters, stride=self.stride)
+    values.update(changes)
+    return Block(**values)
 
   @property
   def op_type(self) -> ops_lib.Op:
@@ -95,7 +137,7 @@ class Block:
            f"must be a positive integer, got {self.filters!r}")
     _check(_is_int(self.stride) and self.stride in (1, 2), f"{where}.stride",
            f"must be 1 or 2, got {self.stride!r}")
-    unused = [f for f in OP_FIELDS if f not in self.op_type.fields and getattr(self, f) is not None]
+    unused = [k for k, _ in self.fields if k not in self.op_type.fields]
     _check(not unused, where, f"a{'n' if self.op[0] in 'aeiou' else ''} {self.op} block has no "
            + " or ".join(unused))
     self.op_type.validate(self, in_channels, where)
@@ -112,18 +154,13 @@ class Block:
     return _block_from_dict(data, where)
 
 
-def mbconv(kernel: int, expand: float, filters: int, stride: int = 1) -> Block:
-  return Block(op="mbconv", kernel=kernel, expand=_normalize_number(expand), filters=filters,
-               stride=stride)
+def _make_block(op, filters, stride, fields):
+  return Block(op, filters, stride, **fields)
 
 
 def block_name(position: int, block: Block) -> str:
   """Structural name of the block at `position` of an Architecture: ``block07_k5e3``."""
   return f"block{position:02d}_{block.label}"
-
-
-def identity(filters: int) -> Block:
-  return Block(op="identity", filters=filters, stride=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -345,7 +382,7 @@ class Architecture:
     _check(_is_number(multiplier) and multiplier > 0, "width_multiplier",
            f"must be a positive number, got {multiplier!r}")
     scale = lambda filters: make_divisible(filters * multiplier, 8)
-    blocks = tuple(dataclasses.replace(b, filters=scale(b.filters)) for b in self.blocks)
+    blocks = tuple(b.replace(filters=scale(b.filters)) for b in self.blocks)
     head = Head(scale(self.head.filters)) if multiplier > 1.0 else self.head
     return dataclasses.replace(self, stem=dataclasses.replace(self.stem, filters=scale(self.stem.filters)),
                                blocks=blocks, head=head)
@@ -379,8 +416,6 @@ def _block_from_dict(data: Any, where: str) -> Block:
   _check(data["op"] in ops_lib.OPS, f"{where}.op",
          f"must be one of {tuple(ops_lib.OPS.names())}, got {data['op']!r}")
   fields = _read_fields(data, where, required=("op", "filters", "stride") + ops_lib.get(data["op"]).fields)
-  if "expand" in fields:
-    fields["expand"] = _normalize_number(fields["expand"])
   return Block(**fields)
 
 

@@ -40,6 +40,20 @@ class Op:
   compact_form: str = ""         # how its compact token is spelled, for error messages
 
   # ---- spec ---------------------------------------------------------------------------
+  def normalize_fields(self, fields: Dict[str, Any]) -> Dict[str, Any]:
+    """The op's fields as a Block keeps them (e.g. 6.0 -> 6), before validation."""
+    return fields
+
+  def block(self, filters: int, stride: int = 1, **fields):
+    """An `arch.Block` of this op."""
+    from betanas_tf import arch  # pylint: disable=import-outside-toplevel
+    return arch.Block(self.name, filters, stride, **fields)
+
+  def allowed_at(self, stride: int, in_channels: int, filters: int) -> bool:
+    """Whether a search space may offer this op where a block has this stride and these
+    channels (identity: only where it cannot change the shape)."""
+    return True
+
   def validate(self, block, in_channels: int, where: str):
     """Raises ValueError naming `where` and the field if `block` is not a valid op."""
 
@@ -112,6 +126,11 @@ class MBConv(Op):
   fields = ("kernel", "expand")
   compact_form = "k<kernel>e<expand>c<filters>s<stride>"
   KERNEL_COLOURS = {3: "#4C72B0", 5: "#55A868", 7: "#C44E52"}
+
+  def normalize_fields(self, fields):
+    if fields.get("expand") is not None:
+      fields = dict(fields, expand=numbers.normalize(fields["expand"]))
+    return fields
 
   def validate(self, block, in_channels, where):
     _require(numbers.is_int(block.kernel) and block.kernel > 0 and block.kernel % 2 == 1,
@@ -217,6 +236,9 @@ class Identity(Op):
 
   name = "identity"
   compact_form = "id"
+
+  def allowed_at(self, stride, in_channels, filters):
+    return stride == 1 and in_channels == filters
 
   def validate(self, block, in_channels, where):
     _require(block.stride == 1, f"{where}.stride",

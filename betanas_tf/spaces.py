@@ -23,11 +23,12 @@ Architecture and back. Registered spaces:
 import dataclasses
 import itertools
 import math
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from betanas_tf import arch as arch_lib
+from betanas_tf import ops as ops_lib
 from betanas_tf import primitives
 from betanas_tf.registry import Registry
 
@@ -81,14 +82,14 @@ class SearchSpace:
     scale = lambda filters: (filters if width_multiplier == 1.0
                              else arch_lib.make_divisible(filters * width_multiplier, 8))
     stem = dataclasses.replace(self.stem, filters=scale(self.stem.filters))
-    fixed = tuple(dataclasses.replace(b, filters=scale(b.filters)) for b in self.fixed_blocks)
+    fixed = tuple(b.replace(filters=scale(b.filters)) for b in self.fixed_blocks)
     head = arch_lib.Head(scale(self.head.filters)) if width_multiplier > 1.0 else self.head
     side, channels = primitives.out_size(size, stem.stride), stem.filters
     for block in fixed:
       side, channels = primitives.out_size(side, block.stride), block.filters
     choice_blocks = []
     for choice in self.choice_blocks:
-      candidates = tuple(dataclasses.replace(c, filters=scale(c.filters)) for c in choice.candidates)
+      candidates = tuple(c.replace(filters=scale(c.filters)) for c in choice.candidates)
       out_side, width = primitives.out_size(side, choice.stride), candidates[0].filters
       choice_blocks.append(dataclasses.replace(
           choice, shape=arch_lib.BlockShape(side, channels, out_side, width), candidates=candidates))
@@ -191,9 +192,10 @@ def get_space(name: str, input_size: Optional[int] = None,
 
 def staged_space(name: str, input_size: int, num_classes: int, stem: arch_lib.Stem,
                  fixed_blocks: Sequence[arch_lib.Block], stages: Sequence[Tuple[int, int, int]],
-                 ops: Sequence[Tuple[int, float]], head: arch_lib.Head,
-                 allow_identity: bool = True) -> SearchSpace:
-  """Builds a space from stages of (width, blocks, first stride); other blocks have stride 1."""
+                 candidates: Sequence[Dict], head: arch_lib.Head) -> SearchSpace:
+  """Builds a space from stages of (width, blocks, first stride); other blocks have stride 1.
+  `candidates` are op templates, ``{"op": name, **its fields}``: every choice block offers
+  each one its op allows there (`ops.Op.allowed_at`: identity only where the shape holds)."""
   size, channels = primitives.out_size(input_size, stem.stride), stem.filters
   for block in fixed_blocks:
     size, channels = primitives.out_size(size, block.stride), block.filters
@@ -203,32 +205,40 @@ def staged_space(name: str, input_size: int, num_classes: int, stem: arch_lib.St
     for i in range(count):
       stride = first_stride if i == 0 else 1
       out_size = primitives.out_size(size, stride)
-      candidates = [arch_lib.mbconv(k, e, width, stride) for k, e in ops]
-      if allow_identity and stride == 1 and channels == width:
-        candidates.append(arch_lib.identity(width))
+      offered = tuple(ops_lib.get(t["op"]).block(width, stride, **{k: v for k, v in t.items()
+                                                                   if k != "op"})
+                      for t in candidates
+                      if ops_lib.get(t["op"]).allowed_at(stride, channels, width))
       choice_blocks.append(ChoiceBlock(position, arch_lib.BlockShape(size, channels, out_size, width),
-                                       stride, tuple(candidates)))
+                                       stride, offered))
       size, channels, position = out_size, width, position + 1
   return SearchSpace(name=name, input_size=input_size, num_classes=num_classes, stem=stem,
                      fixed_blocks=tuple(fixed_blocks), choice_blocks=tuple(choice_blocks), head=head)
 
 
-MOBILE_OPS = ((3, 3), (3, 6), (5, 3), (5, 6), (7, 3), (7, 6))
+def mbconvs(pairs: Sequence[Tuple[int, float]], identity: bool = True) -> List[Dict]:
+  """Candidate templates: an MBConv per (kernel, expand), then identity."""
+  return ([{"op": "mbconv", "kernel": k, "expand": e} for k, e in pairs]
+          + ([{"op": "identity"}] if identity else []))
+
+
+MOBILE_OPS = mbconvs(((3, 3), (3, 6), (5, 3), (5, 6), (7, 3), (7, 6)))
 MOBILE_WIDTHS = (24, 40, 80, 96, 192, 320)
 MOBILE_DEPTHS = (4, 4, 4, 4, 4, 1)
+FIRST_BLOCK = ops_lib.get("mbconv").block(16, 1, kernel=3, expand=1)   # fixed: MBConv k3 e1 -> 16
 
 
 @SPACES.decorator("proxyless_mobile")
 def proxyless_mobile() -> SearchSpace:
   return staged_space(
-      "proxyless_mobile", 224, 1000, arch_lib.Stem(32, 3, 2), [arch_lib.mbconv(3, 1, 16, 1)],
+      "proxyless_mobile", 224, 1000, arch_lib.Stem(32, 3, 2), [FIRST_BLOCK],
       list(zip(MOBILE_WIDTHS, MOBILE_DEPTHS, (2, 2, 2, 1, 2, 1))), MOBILE_OPS, arch_lib.Head(1280))
 
 
 @SPACES.decorator("cifar_mobile")
 def cifar_mobile() -> SearchSpace:
   return staged_space(
-      "cifar_mobile", 32, 10, arch_lib.Stem(32, 3, 1), [arch_lib.mbconv(3, 1, 16, 1)],
+      "cifar_mobile", 32, 10, arch_lib.Stem(32, 3, 1), [FIRST_BLOCK],
       list(zip(MOBILE_WIDTHS, MOBILE_DEPTHS, (1, 2, 2, 1, 2, 1))), MOBILE_OPS, arch_lib.Head(1280))
 
 
@@ -236,7 +246,7 @@ def cifar_mobile() -> SearchSpace:
 def micro() -> SearchSpace:
   return staged_space(
       "micro", 16, 10, arch_lib.Stem(16, 3, 1), [],
-      [(16, 1, 1), (24, 2, 2)], ((3, 3), (3, 6), (5, 3)), arch_lib.Head(64))
+      [(16, 1, 1), (24, 2, 2)], mbconvs(((3, 3), (3, 6), (5, 3))), arch_lib.Head(64))
 
 
 @SPACES.decorator("small")
@@ -248,4 +258,5 @@ def small() -> SearchSpace:
   (docs/benchmarks.md)."""
   return staged_space(
       "small", 32, 10, arch_lib.Stem(16, 3, 1), [],
-      [(16, 1, 1), (24, 2, 2), (32, 2, 2)], ((3, 3), (3, 6), (5, 3), (5, 6)), arch_lib.Head(96))
+      [(16, 1, 1), (24, 2, 2), (32, 2, 2)], mbconvs(((3, 3), (3, 6), (5, 3), (5, 6))),
+      arch_lib.Head(96))

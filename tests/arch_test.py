@@ -12,8 +12,8 @@ from betanas_tf import references
 def _small():
   return arch_lib.Architecture(
       input_size=32, num_classes=10, stem=arch_lib.Stem(16, 3, 1),
-      blocks=(arch_lib.mbconv(3, 1, 8), arch_lib.mbconv(5, 3, 24, 2), arch_lib.identity(24),
-              arch_lib.mbconv(7, 2.5, 24)),
+      blocks=(arch_lib.Block("mbconv", 8, 1, kernel=3, expand=1), arch_lib.Block("mbconv", 24, 2, kernel=5, expand=3), arch_lib.Block("identity", 24),
+              arch_lib.Block("mbconv", 24, 1, kernel=7, expand=2.5)),
       head=arch_lib.Head(64), activation="swish", se_ratio=0.25, dropout=0.2, name="small")
 
 

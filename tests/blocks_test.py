@@ -16,7 +16,7 @@ def _leaf_names(layer):
 
 
 def test_mbconv_config_round_trip_and_names():
-  layer = blocks.Candidate(16, arch_lib.mbconv(5, 3, 24, 2), activation="swish", se_ratio=0.25,
+  layer = blocks.Candidate(16, arch_lib.Block("mbconv", 24, 2, kernel=5, expand=3), activation="swish", se_ratio=0.25,
                            name="block03_k5e3")
   config = layer.get_config()
   for key, value in dict(in_channels=16, activation="swish", se_ratio=0.25, bn_momentum=0.9,
@@ -39,18 +39,18 @@ def test_mbconv_config_round_trip_and_names():
 
 
 def test_expand_one_has_no_expand_conv_and_residual_only_when_shape_kept():
-  layer = blocks.Candidate(16, arch_lib.mbconv(3, 1, 16, 1), name="block00_k3e1")
+  layer = blocks.Candidate(16, arch_lib.Block("mbconv", 16, 1, kernel=3, expand=1), name="block00_k3e1")
   layer(np.zeros((1, 4, 4, 16), "float32"))
   names = _leaf_names(layer)
   assert "block00_k3e1_expand" not in names and "block00_k3e1_add" in names
-  strided = blocks.Candidate(16, arch_lib.mbconv(3, 6, 16, 2), name="block01_k3e6")
+  strided = blocks.Candidate(16, arch_lib.Block("mbconv", 16, 2, kernel=3, expand=6), name="block01_k3e6")
   strided(np.zeros((1, 4, 4, 16), "float32"))
   assert "block01_k3e6_add" not in _leaf_names(strided)
 
 
 def test_invalid_block_is_rejected():
   with pytest.raises(ValueError, match=r"block00_k4e3.kernel: must be a positive odd integer, got 4"):
-    blocks.Candidate(16, arch_lib.mbconv(4, 3, 16, 1), name="block00_k4e3")
+    blocks.Candidate(16, arch_lib.Block("mbconv", 16, 1, kernel=4, expand=3), name="block00_k4e3")
   with pytest.raises(TypeError, match=r"block: missing field\(s\) \['kernel'\]"):
     blocks.Candidate.from_config({"in_channels": 16, "block": {"op": "mbconv", "expand": 3,
                                                                "filters": 16, "stride": 1}})
@@ -58,8 +58,8 @@ def test_invalid_block_is_rejected():
 
 def test_keras_save_load_gives_equal_outputs(tmp_path):
   inputs = keras.Input((8, 8, 16))
-  x = blocks.Candidate(16, arch_lib.mbconv(3, 6, 16, 1), se_ratio=0.25, name="block01_k3e6")(inputs)
-  x = blocks.Candidate(16, arch_lib.identity(16), name="block02_id")(x)
+  x = blocks.Candidate(16, arch_lib.Block("mbconv", 16, 1, kernel=3, expand=6), se_ratio=0.25, name="block01_k3e6")(inputs)
+  x = blocks.Candidate(16, arch_lib.Block("identity", 16), name="block02_id")(x)
   model = keras.Model(inputs, x)
   data = np.random.default_rng(0).normal(size=(2, 8, 8, 16)).astype("float32")
   # Move BN statistics away from their initial values so the check is meaningful.
