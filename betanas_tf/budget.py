@@ -19,7 +19,7 @@ def cost_table(space, cost: str, target: float = 0.0, latency_table: Optional[st
   """The space's `cost.CostTable`: MACs (target in MACs) or a latency table's corrected
   predictions (target in ms)."""
   from betanas_tf import cost as cost_lib  # pylint: disable=import-outside-toplevel
-  from betanas_tf import latency_table as latency_lib  # pylint: disable=import-outside-toplevel
+  from betanas_tf.latency import table as latency_lib  # pylint: disable=import-outside-toplevel
   check(cost, latency_table)
   if cost == "latency":
     return latency_lib.latency_cost_table(space, latency_table, target)

@@ -139,7 +139,7 @@ def define_timing_flags():
 
 
 def define_delegate_flag(default=None):
-  from betanas_tf import runtime  # pylint: disable=import-outside-toplevel
+  from betanas_tf.latency import runtime  # pylint: disable=import-outside-toplevel
   flags.DEFINE_enum("delegate", default, list(runtime.HOST_DELEGATES), "CPU delegate of the "
                     "timed interpreter: xnnpack (LiteRT's default) or none (its built-in "
                     "kernels); on a phone, benchmark_model's --use_xnnpack.")

@@ -29,12 +29,12 @@ from typing import Dict, List, Optional, Tuple
 from absl import app
 from absl import flags
 
-from betanas_tf import android
+from betanas_tf.latency import android
 from betanas_tf import arch as arch_lib
 from betanas_tf import cli
 from betanas_tf import data as data_lib
 from betanas_tf import io_utils
-from betanas_tf import runtime as runtime_lib
+from betanas_tf.latency import runtime as runtime_lib
 
 FLAGS = flags.FLAGS
 FP32_PARITY_EXAMPLES = 16
@@ -144,7 +144,8 @@ def export(arch: arch_lib.Architecture, out_dir: str, config: ExportConfig = Exp
   and report.json / report.md to `out_dir` and returns the report. An Android failure is
   recorded in the report's "android_error" (host results are still written)."""
   import numpy as np  # pylint: disable=import-outside-toplevel
-  from betanas_tf import builder, cost, latency_table, tflite  # pylint: disable=import-outside-toplevel
+  from betanas_tf import builder, cost, tflite  # pylint: disable=import-outside-toplevel
+  from betanas_tf.latency import table as latency_table  # pylint: disable=import-outside-toplevel
   c = config
   name = name or arch.name or "model"
   if "int8_qat" in c.quantize and not (weights or "").endswith(".keras"):

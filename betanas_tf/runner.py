@@ -32,7 +32,7 @@ from betanas_tf import distribution
 from betanas_tf import engine as engine_lib
 from betanas_tf import figures
 from betanas_tf import io_utils
-from betanas_tf import latency_table as latency_lib
+from betanas_tf.latency import table as latency_lib
 from betanas_tf import selection
 from betanas_tf import spaces as spaces_lib
 from betanas_tf.policies import Policy

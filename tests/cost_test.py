@@ -101,7 +101,7 @@ def test_macs_cost_table_is_the_cost_model_padded(se_ratio):
 
 
 def test_latency_cost_table_predicts_like_the_lookup_table():
-  from betanas_tf import latency_table  # pylint: disable=import-outside-toplevel
+  from betanas_tf.latency import table as latency_table  # pylint: disable=import-outside-toplevel
   path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
                       "pixel1_latency.json")
   space = spaces.get_space("proxyless_mobile")
@@ -119,7 +119,7 @@ def test_latency_cost_table_predicts_like_the_lookup_table():
 
 
 def test_latency_cost_table_applies_the_in_network_correction(tmp_path):
-  from betanas_tf import latency_table  # pylint: disable=import-outside-toplevel
+  from betanas_tf.latency import table as latency_table  # pylint: disable=import-outside-toplevel
   path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
                       "pixel1_latency.json")
   lut = latency_table.LatencyTable.load(path)

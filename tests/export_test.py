@@ -80,7 +80,7 @@ def test_android_benchmark_through_fake_adb(tmp_path):
          "FAKE_ADB_LOG": str(log), "FAKE_ADB_AVG_US": "12345.6"}
   out = tmp_path / "out"
   # Three latency tables of micro (every layer 0.5 ms): one per runtime they describe.
-  from betanas_tf import latency_table  # pylint: disable=import-outside-toplevel
+  from betanas_tf.latency import table as latency_table  # pylint: disable=import-outside-toplevel
   entries = {k: {"mean": 0.5, "median": 0.5}
              for k in latency_table.space_keys(spaces.get_space("micro"))}
   tables = {"phone_fp32": {"kind": "android", "serial": "FAKE123", "quantize": "fp32", "threads": 1,
@@ -145,7 +145,7 @@ def test_android_errors_are_clear_and_host_results_still_written(tmp_path, env, 
 
 
 def test_parse_benchmark_output():
-  from betanas_tf import android  # pylint: disable=import-outside-toplevel
+  from betanas_tf.latency import android  # pylint: disable=import-outside-toplevel
   text = "Inference timings in us: Init: 2123, First inference: 31540, Warmup (avg): 30055.2, Inference (avg): 29912.4\n"
   assert android.parse_inference_avg_ms(text) == pytest.approx(29.9124)
   with pytest.raises(android.AndroidError, match="benchmark_model printed no"):

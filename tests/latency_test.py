@@ -10,12 +10,13 @@ import pytest
 import yaml
 
 from betanas_tf import builder
-from betanas_tf import latency
-from betanas_tf import latency_table
-from betanas_tf import latency_timers
+from betanas_tf.latency import compare as latency_compare
+from betanas_tf.latency import measure as latency
+from betanas_tf.latency import table as latency_table
+from betanas_tf.latency import timers as latency_timers
 from betanas_tf import references
 from betanas_tf import spaces
-from betanas_tf import timing
+from betanas_tf.latency import timing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PIXEL1_YAML = os.path.join(ROOT, "tests", "data", "pixel1_latency_proxyless.yaml")

@@ -11,7 +11,7 @@ import pytest
 
 from betanas_tf import cost
 from betanas_tf import data
-from betanas_tf import latency_table
+from betanas_tf.latency import table as latency_table
 from betanas_tf import spaces
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -10,13 +10,14 @@ import sys
 import numpy as np
 import pytest
 
-from betanas_tf import android
-from betanas_tf import latency
-from betanas_tf import latency_table
-from betanas_tf import latency_timers
-from betanas_tf import runtime
+from betanas_tf.latency import android
+from betanas_tf.latency import compare as latency_compare
+from betanas_tf.latency import measure as latency
+from betanas_tf.latency import table as latency_table
+from betanas_tf.latency import timers as latency_timers
+from betanas_tf.latency import runtime
 from betanas_tf import spaces
-from betanas_tf import timing
+from betanas_tf.latency import timing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PIXEL1_YAML = os.path.join(ROOT, "tests", "data", "pixel1_latency_proxyless.yaml")
@@ -114,7 +115,7 @@ def test_compare_gives_tau_and_per_op_ratios():
   # 7x7 kernels 1.2x, everything else 0.5x (as int8 on this host against fp32, roughly).
   factor = lambda key: 1.2 if "-kernel:7" in key else 0.5
   second = _scaled_copy(pixel1, factor)
-  result = latency.compare(pixel1, second, space, n=30, seed=0)
+  result = latency_compare.compare(pixel1, second, space, n=30, seed=0)
   assert result["common_keys"] == 72 and result["only_first"] == result["only_second"] == 0
   assert result["per_op"]["k7e3"] == {"n": result["per_op"]["k7e3"]["n"], "median": pytest.approx(1.2),
                                       "min": pytest.approx(1.2), "max": pytest.approx(1.2)}
@@ -133,7 +134,7 @@ def test_compare_gives_tau_and_per_op_ratios():
   assert result["networks"]["ratio_median"] == pytest.approx(np.median(np.divide(q, p)))
   assert result["runtimes"] == ["imported pixel1_latency_proxyless.yaml",
                                 "host test: int8, 1 thread, delegate xnnpack"]
-  text = latency.compare_text(result, "a.json", "b.json")
+  text = latency_compare.compare_text(result, "a.json", "b.json")
   k7e3 = next(line for line in text.splitlines() if line.startswith("k7e3"))
   assert k7e3.split() == ["k7e3", str(result["per_op"]["k7e3"]["n"]), "1.200", "1.200", "1.200"]
   assert f"Kendall tau of their entries {result['entries_tau']:.3f}" in text
@@ -141,7 +142,7 @@ def test_compare_gives_tau_and_per_op_ratios():
   micro = latency_table.LatencyTable({"Conv-input:16x16x3-output:8x8x16": {"mean": 1.0},
                                       "Logits-input:2x2x64-output:10": {"mean": 1.0}}, {"kind": "host"})
   with pytest.raises(ValueError, match=r"^the tables share 0 key\(s\); comparing needs at least 2"):
-    latency.compare(pixel1, micro, space)
+    latency_compare.compare(pixel1, micro, space)
 
 
 def _fake_adb(tmp_path, **env):

@@ -13,7 +13,7 @@ import tensorflow as tf
 from betanas_tf import arch as arch_lib
 from betanas_tf import builder
 from betanas_tf import cost
-from betanas_tf import latency_table
+from betanas_tf.latency import table as latency_table
 from betanas_tf import ops
 from betanas_tf import primitives
 from betanas_tf import spaces

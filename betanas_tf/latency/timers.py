@@ -12,10 +12,10 @@ import platform
 from typing import Dict, Optional
 
 from betanas_tf import arch as arch_lib
-from betanas_tf import latency_table
+from betanas_tf.latency import table as latency_table
 from betanas_tf import primitives
-from betanas_tf import runtime as runtime_lib
-from betanas_tf import timing
+from betanas_tf.latency import runtime as runtime_lib
+from betanas_tf.latency import timing
 
 # Models whose key starts with this (the anchor networks, `latency`) are the same in every
 # call of a build: a HostTimer converts them once.

@@ -205,7 +205,7 @@ class LatencyTable:
 
   def runtime(self):
     """The `runtime.Runtime` the table timed (None for an imported or TensorFlow table)."""
-    from betanas_tf import runtime as runtime_lib  # pylint: disable=import-outside-toplevel
+    from betanas_tf.latency import runtime as runtime_lib  # pylint: disable=import-outside-toplevel
     return runtime_lib.of_target(self.target)
 
   def runtime_words(self) -> str:
