@@ -81,7 +81,7 @@ def arch_from_flags(apply_width: bool = True) -> arch_lib.Architecture:
 
 # ---- which data ---------------------------------------------------------------------------
 
-# data.py imports TensorFlow: only programs that read data pay for it (arch_info stays light).
+# The data package imports TensorFlow: only programs that read data pay for it (arch_info stays light).
 
 def define_data_flags(default: str = "digits", help_text: str = "Dataset"):
   from betanas_tf import data as data_lib  # pylint: disable=import-outside-toplevel

@@ -10,6 +10,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from betanas_tf import data
+from betanas_tf.data import preprocess
 
 
 def _take(ds, n):
@@ -105,12 +106,12 @@ def test_imagenet_augmentation_is_stateless_in_its_seed():
   Image.fromarray(pixels).save(buffer, format="JPEG")
   encoded = tf.constant(buffer.getvalue())
   seed = tf.constant([3, 4], tf.int64)
-  a = data.imagenet_preprocess(encoded, 64, True, seed)
-  b = data.imagenet_preprocess(encoded, 64, True, seed)
-  c = data.imagenet_preprocess(encoded, 64, True, tf.constant([3, 5], tf.int64))
+  a = preprocess.imagenet_preprocess(encoded, 64, True, seed)
+  b = preprocess.imagenet_preprocess(encoded, 64, True, seed)
+  c = preprocess.imagenet_preprocess(encoded, 64, True, tf.constant([3, 5], tf.int64))
   assert a.shape == (64, 64, 3) and a.dtype == tf.uint8
   assert np.array_equal(a, b) and not np.array_equal(a, c)
-  evaluation = data.imagenet_preprocess(encoded, 224, False, seed)
+  evaluation = preprocess.imagenet_preprocess(encoded, 224, False, seed)
   assert evaluation.shape == (224, 224, 3)
 
 
@@ -132,16 +133,16 @@ def test_cifar10_splits_and_preprocessing(tmp_path):
     ds = data.load("cifar10", data_dir=str(tmp_path), download=True)
     assert ds.train.split == "train[:45000]" and ds.arch.split == "train[45000:]"
     assert ds.eval.split == "test" and ds.full_train.split == "train"
-    assert ds.mean == pytest.approx(data.CIFAR_MEAN)
+    assert ds.mean == pytest.approx(preprocess.CIFAR_MEAN)
   with pytest.raises(ValueError, match=r"arch_split_size must be in \(0, 50000\) for cifar10"):
     with tfds.testing.mock_data(num_examples=8):
       data.load("cifar10", data_dir=str(tmp_path), download=True, arch_split_size=60000)
   pixels = np.random.default_rng(2).integers(0, 255, (32, 32, 3)).astype(np.uint8)
   encoded = tf.io.encode_png(pixels)
   seed = tf.constant([1, 2], tf.int64)
-  train = data.cifar_preprocess(encoded, 32, True, seed)
-  assert train.dtype == tf.uint8 and np.array_equal(train, data.cifar_preprocess(encoded, 32, True, seed))
-  assert np.array_equal(data.cifar_preprocess(encoded, 32, False, seed), pixels)
+  train = preprocess.cifar_preprocess(encoded, 32, True, seed)
+  assert train.dtype == tf.uint8 and np.array_equal(train, preprocess.cifar_preprocess(encoded, 32, True, seed))
+  assert np.array_equal(preprocess.cifar_preprocess(encoded, 32, False, seed), pixels)
 
 
 def test_unknown_dataset_lists_valid_names():

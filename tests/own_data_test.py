@@ -11,6 +11,7 @@ import pytest
 
 from betanas_tf import cost
 from betanas_tf import data
+from betanas_tf.data import preprocess
 from betanas_tf.latency import table as latency_table
 from betanas_tf import spaces
 
@@ -53,7 +54,7 @@ def test_folder_splits_are_stratified_fixed_and_labelled(tmp_path):
   other_seed = data.load("folder", data_dir=root, input_size=24, seed=5)
   assert list(other_seed.eval.paths) == list(dataset.eval.paths)  # splits do not move with the seed
   info = dataset.describe()
-  assert info["class_names"] == list(CLASSES) and info["mean"] == list(data.IMAGENET_MEAN)
+  assert info["class_names"] == list(CLASSES) and info["mean"] == list(preprocess.IMAGENET_MEAN)
 
 
 def test_folder_stream_is_positioned_in_constant_time(tmp_path):
@@ -210,7 +211,7 @@ def test_photos_to_int8_tflite_through_the_command_lines(tmp_path):
   with open(os.path.join(exported, "labels.txt")) as handle:
     assert handle.read().split("\n") == list(CLASSES) + [""]
   report = json.load(open(os.path.join(exported, "report.json")))
-  assert report["class_names"] == list(CLASSES) and report["input"]["mean"] == list(data.IMAGENET_MEAN)
+  assert report["class_names"] == list(CLASSES) and report["input"]["mean"] == list(preprocess.IMAGENET_MEAN)
   assert report["input"]["from"].endswith("retrain/data.json") and report["input"]["shape"] == [1, 32, 32, 3]
   assert report["formats"]["int8"]["top1_agreement_vs_float"] >= 0.8
   assert os.path.exists(os.path.join(exported, "micro_betanas_int8.tflite"))
