@@ -92,6 +92,25 @@ def _crossed(before: int, after: int, every: int) -> bool:
   return after // every > before // every
 
 
+RUN_FILE = "run.json"   # the settings a resume must match (`SearchRun._run_identity`)
+
+
+def recorded_search(search_dir: str, num_classes: Optional[int] = None):
+  """(space, EngineConfig) of the search whose output directory is `search_dir`, as its
+  run.json records them (the space with `num_classes` if given); a ValueError if the
+  directory holds no search."""
+  try:
+    with open(os.path.join(search_dir, RUN_FILE)) as handle:
+      run = json.load(handle)
+  except OSError as error:
+    raise ValueError(f"{search_dir}: not a search output directory ({error.strerror})") from None
+  space = spaces_lib.get_space(run["space"], run.get("input_size"), run.get("width_multiplier", 1.0))
+  if num_classes:
+    space = dataclasses.replace(space, num_classes=num_classes)
+  known = {f.name for f in dataclasses.fields(engine_lib.EngineConfig)}
+  return space, engine_lib.EngineConfig(**{k: v for k, v in run["engine"].items() if k in known})
+
+
 def check_settings(settings: RunSettings, policy: Policy, config: engine_lib.EngineConfig):
   """What no one of the three configs can check alone (the search CLI prints these)."""
   if config.cost_form == "absolute" and not settings.cost_target > 0:
@@ -151,7 +170,7 @@ class SearchRun:
     return latency_lib.LatencyTable.load(self.settings.latency_table).runtime_words()
 
   def _check_identity(self):
-    identity_path = os.path.join(self.out, "run.json")
+    identity_path = os.path.join(self.out, RUN_FILE)
     identity = self._run_identity()
     if os.path.exists(identity_path):
       with open(identity_path) as handle:

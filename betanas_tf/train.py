@@ -142,16 +142,9 @@ def _init_from_supernet(model, search_dir: str, num_classes: int) -> int:
   """Copies the weights of a search's supernet into `model` by structural layer name."""
   import dataclasses  # pylint: disable=import-outside-toplevel
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  from betanas_tf import builder, spaces, supernet  # pylint: disable=import-outside-toplevel
-  try:
-    with open(os.path.join(search_dir, "run.json")) as handle:
-      run = json.load(handle)
-  except OSError as error:
-    raise ValueError(f"{search_dir}: not a search output directory ({error.strerror})") from None
-  space = dataclasses.replace(spaces.get_space(run["space"], run.get("input_size"),
-                                               run.get("width_multiplier", 1.0)),
-                              num_classes=num_classes)
-  net = supernet.Supernet(space, se_ratio=run["engine"]["se_ratio"])
+  from betanas_tf import builder, runner, supernet  # pylint: disable=import-outside-toplevel
+  space, engine_config = runner.recorded_search(search_dir, num_classes)
+  net = supernet.Supernet(space, se_ratio=engine_config.se_ratio)
   latest = tf.train.latest_checkpoint(os.path.join(search_dir, "checkpoints"))
   if latest is None:
     raise ValueError(f"{search_dir}: no supernet checkpoint")
