@@ -84,6 +84,18 @@ class EngineConfig:
     return max(0, step // every - warmup // every) if step > warmup else 0
 
 
+def demo_config(max_steps: int = 600, seed: int = 0) -> EngineConfig:
+  """configs/demo.flags' supernet settings (tests/search_test.py holds the two equal), its
+  warm-ups scaled with the Phase-1 budget: lr over steps/30, alpha steps from steps/6, drops
+  from steps/4 (600 steps: 20, 100, 150)."""
+  return EngineConfig(
+      batch_size=64, arch_batch_size=64, max_steps=max_steps, lr=0.1,
+      lr_warmup_steps=max(1, max_steps // 30), weight_decay=4e-5, label_smoothing=0.1,
+      arch_update_every=2, arch_warmup_steps=max_steps // 6, arch_lr=0.02, gate_mode="full",
+      beta=0.5, cost_form="linear", drop_rule="prob", drop_threshold=0.3,
+      drop_warmup_steps=max_steps // 4, seed=seed)
+
+
 def _alpha_step_at(config: EngineConfig, step: int) -> bool:
   return (step + 1) % config.arch_update_every == 0 and step >= config.arch_warmup_steps
 

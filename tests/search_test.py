@@ -1,5 +1,6 @@
 """The search CLI end to end: outputs, SIGKILL + resume, corrupt checkpoints, bad input."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -149,6 +150,19 @@ def test_out_dir_that_is_a_file_is_one_clear_error(tmp_path):
   result = _run(str(path), timeout=60)
   assert result.returncode == 1
   assert result.stderr.strip().splitlines()[-1] == f"search: error: --out_dir {path} is an existing file, not a directory"
+
+
+def test_demo_flags_are_the_engines_demo_config():
+  from betanas_tf import engine  # pylint: disable=import-outside-toplevel
+  flags_ = dict(line.strip()[2:].split("=", 1) for line in open(os.path.join(ROOT, "configs", "demo.flags"))
+                if line.startswith("--"))
+  demo = engine.demo_config()
+  fields = {f.name for f in dataclasses.fields(engine.EngineConfig)}
+  compared = sorted(name for name in flags_ if name in fields)
+  assert len(compared) == 17
+  for name in compared:
+    value = getattr(demo, name)
+    assert value == type(value)(flags_[name]), name
 
 
 def test_configs_check_themselves_for_python_callers():

@@ -133,13 +133,7 @@ def plan_from_file(path: str, **changes) -> RankPlan:
 def engine_config(plan: RankPlan, seed: int):
   """demo.flags' supernet settings at the plan's Phase-1 budget, with its overrides."""
   from betanas_tf import engine  # pylint: disable=import-outside-toplevel
-  warmup = plan.search_steps // 6
-  config = engine.EngineConfig(
-      batch_size=64, arch_batch_size=64, max_steps=plan.search_steps, lr=0.1,
-      lr_warmup_steps=max(1, plan.search_steps // 30), weight_decay=4e-5, label_smoothing=0.1,
-      arch_update_every=2, arch_warmup_steps=warmup, arch_lr=0.02, gate_mode="full",
-      beta=plan.beta, cost_form="linear", drop_rule="prob", drop_threshold=0.3,
-      drop_warmup_steps=plan.search_steps // 4, seed=seed)
+  config = dataclasses.replace(engine.demo_config(plan.search_steps, seed), beta=plan.beta)
   return dataclasses.replace(config, **dict(plan.engine_overrides))
 
 
