@@ -44,6 +44,11 @@ def make_divisible(value: float, divisor: int = 8, min_value: Optional[int] = No
   return rounded
 
 
+def scale_width(filters: int, multiplier: float) -> int:
+  """A width times `multiplier`, rounded as MobileNet does (make_divisible 8)."""
+  return make_divisible(filters * multiplier, 8)
+
+
 def _check(condition: bool, where: str, message: str):
   if not condition:
     raise ValueError(f"{where}: {message}")
@@ -167,6 +172,11 @@ def block_name(position: int, block: Block) -> str:
 class Head:
   """1x1 conv to `filters`, BN, act, global average pool, dropout, dense."""
   filters: int
+
+  def scaled(self, multiplier: float) -> "Head":
+    """The head of a network `multiplier` times as wide: it grows, never shrinks (MobileNetV2
+    keeps 1280 below width 1)."""
+    return Head(scale_width(self.filters, multiplier)) if multiplier > 1.0 else self
 
   def validate(self, where: str = "head"):
     _check(_is_int(self.filters) and self.filters > 0, f"{where}.filters",
@@ -381,9 +391,9 @@ class Architecture:
     """Scales every width with make_divisible(8); the head grows only if multiplier > 1."""
     _check(_is_number(multiplier) and multiplier > 0, "width_multiplier",
            f"must be a positive number, got {multiplier!r}")
-    scale = lambda filters: make_divisible(filters * multiplier, 8)
+    scale = lambda filters: scale_width(filters, multiplier)
     blocks = tuple(b.replace(filters=scale(b.filters)) for b in self.blocks)
-    head = Head(scale(self.head.filters)) if multiplier > 1.0 else self.head
+    head = self.head.scaled(multiplier)
     return dataclasses.replace(self, stem=dataclasses.replace(self.stem, filters=scale(self.stem.filters)),
                                blocks=blocks, head=head)
 

@@ -80,23 +80,19 @@ class SearchSpace:
     if not width_multiplier > 0:
       raise ValueError(f"width_multiplier must be positive, got {width_multiplier!r}")
     scale = lambda filters: (filters if width_multiplier == 1.0
-                             else arch_lib.make_divisible(filters * width_multiplier, 8))
-    stem = dataclasses.replace(self.stem, filters=scale(self.stem.filters))
-    fixed = tuple(b.replace(filters=scale(b.filters)) for b in self.fixed_blocks)
-    head = arch_lib.Head(scale(self.head.filters)) if width_multiplier > 1.0 else self.head
-    side, channels = primitives.out_size(size, stem.stride), stem.filters
-    for block in fixed:
-      side, channels = primitives.out_size(side, block.stride), block.filters
-    choice_blocks = []
-    for choice in self.choice_blocks:
-      candidates = tuple(c.replace(filters=scale(c.filters)) for c in choice.candidates)
-      out_side, width = primitives.out_size(side, choice.stride), candidates[0].filters
-      choice_blocks.append(dataclasses.replace(
-          choice, shape=arch_lib.BlockShape(side, channels, out_side, width), candidates=candidates))
-      side, channels = out_side, width
-    return dataclasses.replace(self, input_size=size, stem=stem, fixed_blocks=fixed,
-                               choice_blocks=tuple(choice_blocks), head=head,
-                               width_multiplier=self.width_multiplier * width_multiplier)
+                             else arch_lib.scale_width(filters, width_multiplier))
+    wider = dataclasses.replace(
+        self, input_size=size, stem=dataclasses.replace(self.stem, filters=scale(self.stem.filters)),
+        fixed_blocks=tuple(b.replace(filters=scale(b.filters)) for b in self.fixed_blocks),
+        choice_blocks=tuple(dataclasses.replace(
+            choice, candidates=tuple(c.replace(filters=scale(c.filters)) for c in choice.candidates))
+                            for choice in self.choice_blocks),
+        head=self.head.scaled(width_multiplier),
+        width_multiplier=self.width_multiplier * width_multiplier)
+    # Every block's shape, as the network computes it.
+    shapes = wider.skeleton().block_shapes()
+    return dataclasses.replace(wider, choice_blocks=tuple(
+        dataclasses.replace(choice, shape=shapes[choice.position]) for choice in wider.choice_blocks))
 
   def size(self) -> int:
     return math.prod(c.num_candidates for c in self.choice_blocks)
