@@ -2,7 +2,8 @@
 
 The model is traced at batch 1, its variables are frozen into constants, and
 `tf.compat.v1.profiler` counts float operations per op type on that graph.
-The profiler counts a multiply-accumulate as two operations.
+The profiler counts a multiply-accumulate as two operations. Used by the tests (cost.py's
+cross-check) only; kept in the package so a user can check a network of their own.
 """
 
 from typing import Dict
