@@ -103,10 +103,11 @@ def test_search_seeds_are_the_seeds_named_and_selection_seeds_follow_them():
   with pytest.raises(ValueError, match=r"selection_seeds \(2\) must count at least the 3"):
     rank.RankPlan(selection_seeds=2)
   # Multi-trial searches: each oracle on the first `multi_trial_seeds` selection seeds.
-  plan = rank.RankPlan(search_seeds=(20, 21, 22), selection_seeds=5, multi_trial_seeds=2)
+  plan = rank.RankPlan(search_seeds=(20, 21, 22), selection_seeds=5, multi_trial_seeds=2,
+                       multi_trial_oracles=("random", "bayesian"))
   assert plan.multi_trials() == [("random", 20), ("random", 21), ("bayesian", 20), ("bayesian", 21)]
-  assert rank.RankPlan(multi_trial_oracles=("random",)).multi_trials() == [
-      ("random", s) for s in range(8)]
+  assert rank.RankPlan(multi_trial_seeds=None).multi_trials() == [("random", s) for s in range(8)]
+  assert rank.RankPlan().multi_trials() == [("random", 0), ("random", 1), ("random", 2)]
   assert rank.RankPlan(selection=False).multi_trials() == []
   with pytest.raises(ValueError, match="unknown multi-trial oracle 'hyperband'; known: random, bayesian"):
     rank.RankPlan(multi_trial_oracles=("hyperband",))

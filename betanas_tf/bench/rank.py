@@ -63,20 +63,24 @@ class RankPlan:
   selection_seeds: int = 8                  # searches in all (search_seeds, then the seeds
                                             # after the largest of them) select; the extra
                                             # ones only for `selection_strategies`
-  search_steps: int = 600
+  search_steps: int = 2400                  # small: 600 steps leave its supernet at ~25 %
+                                            # (docs/benchmarks.md); micro's plans say 600
   budget_quantile: float = 0.5              # MACs budget: this quantile of the space's MACs
   beta: float = 0.5
+  cost_form: str = "absolute"               # the cost term: "absolute" seeks the budget (TuNAS),
+                                            # "linear" (the paper's) pushes every op cheaper
   multi_trial_epochs: int = 2
-  multi_trial_oracles: Tuple[str, ...] = MULTI_TRIAL_ORACLES
-  multi_trial_seeds: Optional[int] = None   # multi-trial searches per oracle: the first this
+  multi_trial_oracles: Tuple[str, ...] = ("random",)
+  multi_trial_seeds: Optional[int] = 3      # multi-trial searches per oracle: the first this
                                             # many selection seeds (None: all of them)
   bootstrap: int = 1000
   strata: int = 4                           # cost strata for tau within a cost level
-  eval_batches: int = 6                     # batches of 64 that score a subnet
-  calibration_batches: int = 5              # training batches that recalibrate its BN
+  eval_batches: int = 68                    # batches of 64 that score a subnet (small: its
+                                            # whole eval split)
+  calibration_batches: int = 10             # training batches that recalibrate its BN
   engine_overrides: Tuple[Tuple[str, object], ...] = ()   # EngineConfig fields to change
-  strategies: Tuple[str, ...] = ("betanas", "betanas_nodrop", "spos", "proxyless")
-  selection_strategies: Tuple[str, ...] = ("betanas", "betanas_nodrop", "spos", "proxyless")
+  strategies: Tuple[str, ...] = ("betanas", "spos", "betanas_nodrop")
+  selection_strategies: Tuple[str, ...] = ("betanas",)
   selection: bool = True                    # False: rankings only (no baselines, no
                                             # multi-trial search, no selection seeds)
 
@@ -115,7 +119,9 @@ class RankPlan:
 
 QUICK = RankPlan(input_size=16, gt_seeds=(0,), gt_epochs=1, gt_max_trials=6, search_seeds=(0,),
                  selection_seeds=1, search_steps=40, multi_trial_epochs=1, bootstrap=200, strata=2,
-                 strategies=("betanas", "proxyless"), selection_strategies=("betanas", "proxyless"))
+                 strategies=("betanas", "proxyless"), selection_strategies=("betanas", "proxyless"),
+                 multi_trial_oracles=MULTI_TRIAL_ORACLES, multi_trial_seeds=None, eval_batches=6,
+                 calibration_batches=5, cost_form="linear")
 
 
 def plan_from_file(path: str, **changes) -> RankPlan:
@@ -133,7 +139,8 @@ def plan_from_file(path: str, **changes) -> RankPlan:
 def engine_config(plan: RankPlan, seed: int):
   """demo.flags' supernet settings at the plan's Phase-1 budget, with its overrides."""
   from betanas_tf import engine  # pylint: disable=import-outside-toplevel
-  config = dataclasses.replace(engine.demo_config(plan.search_steps, seed), beta=plan.beta)
+  config = dataclasses.replace(engine.demo_config(plan.search_steps, seed), beta=plan.beta,
+                               cost_form=plan.cost_form)
   return dataclasses.replace(config, **dict(plan.engine_overrides))
 
 
@@ -441,6 +448,8 @@ def define_flags():
                     "of the multi-trial baseline: " + ", ".join(MULTI_TRIAL_ORACLES))
   flags.DEFINE_integer("multi_trial_seeds", None, "Multi-trial searches per oracle (the first "
                        "selection seeds; default: all of them).", lower_bound=1)
+  flags.DEFINE_enum("cost_form", d.cost_form, ["linear", "absolute"], "The searches' cost "
+                    "term: absolute (TuNAS: seek the budget) or linear (the paper's).")
   flags.DEFINE_float("budget_quantile", d.budget_quantile, "MACs budget: this quantile of the "
                      "space's MACs.")
   flags.DEFINE_integer("strata", d.strata, "Cost strata for tau within a cost level.",
@@ -492,7 +501,7 @@ def plan_from_flags() -> RankPlan:
                  selection_seeds=max(f.selection_seeds, len(f.search_seeds)),
                  search_steps=f.search_steps, strategies=tuple(f.strategies),
                  selection_strategies=tuple(f.selection_strategies),
-                 multi_trial_oracles=tuple(f.multi_trial_oracles),
+                 multi_trial_oracles=tuple(f.multi_trial_oracles), cost_form=f.cost_form,
                  multi_trial_seeds=f.multi_trial_seeds,
                  budget_quantile=f.budget_quantile, strata=f.strata, eval_batches=f.eval_batches,
                  calibration_batches=f.calibration_batches, bootstrap=f.bootstrap,
