@@ -26,6 +26,33 @@ def config_from_flags(config_class, **values: Any):
   return config_class(**fields, **values)
 
 
+# ---- a program's errors ----------------------------------------------------------------------
+
+def reports_errors(program: str, *errors: type):
+  """Decorates a program's main(argv): an exception of `errors` (ValueError always) is one
+  ``PROGRAM: error: ...`` line on stderr and exit status 1, as every program reports bad
+  input; `require_out_dir` is the first such check of the programs that write one."""
+  import functools  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+
+  def decorate(main):
+    @functools.wraps(main)
+    def wrapped(argv):
+      try:
+        return main(argv)
+      except (ValueError,) + errors as error:
+        print(f"{program}: error: {error}", file=sys.stderr)
+        return 1
+    return wrapped
+  return decorate
+
+
+def require_out_dir() -> str:
+  if not FLAGS.out_dir:
+    raise ValueError("give --out_dir")
+  return FLAGS.out_dir
+
+
 # ---- which space, which cost ------------------------------------------------------------
 
 def define_space_flags(default: str, width_multiplier: bool = True, num_classes: bool = False):

@@ -25,10 +25,10 @@ Outputs: ``results.json`` (every trial: choices, cost, metrics, images trained o
 
 import dataclasses
 import os
-import sys
 from typing import Callable, Dict, List, Optional, Tuple
 
 from betanas_tf import budget
+from betanas_tf import cli
 from betanas_tf import data as data_lib
 from betanas_tf import io_utils
 from betanas_tf import train as train_lib
@@ -329,7 +329,6 @@ def tune(out_dir: str, config: TuneConfig = TuneConfig()) -> Dict:
 
 def define_flags():
   from absl import flags  # pylint: disable=import-outside-toplevel
-  from betanas_tf import cli  # pylint: disable=import-outside-toplevel
   d, t = TuneConfig(), TuneConfig().train
   cli.define_space_flags(d.space, width_multiplier=False)
   flags.DEFINE_enum("oracle", d.oracle, ORACLES, "keras-tuner oracle.")
@@ -355,29 +354,24 @@ def define_flags():
   flags.DEFINE_string("out_dir", None, "Output directory (re-running resumes).")
 
 
+@cli.reports_errors("tune", TrialsFailedError, data_lib.DatasetNotPreparedError)
 def main(argv):
   from absl import flags  # pylint: disable=import-outside-toplevel
-  from betanas_tf import cli  # pylint: disable=import-outside-toplevel
   del argv
   f = flags.FLAGS
-  try:
-    if not f.out_dir:
-      raise ValueError("give --out_dir")
-    recipe = dataclasses.replace(
-        TuneConfig().train, data=cli.data_source_from_flags(), epochs=f.epochs,
-        steps_per_epoch=f.steps_per_epoch, batch_size=f.batch_size, lr=f.lr,
-        warmup_epochs=f.warmup_epochs, weight_decay=f.weight_decay,
-        label_smoothing=f.label_smoothing, seed=f.seed)
-    config = TuneConfig(space=f.space, input_size=f.input_size, oracle=f.oracle,
-                        max_trials=f.max_trials, architectures=tuple(f.architectures),
-                        cost=f.cost, cost_target=f.cost_target,
-                        latency_table=f.latency_table, hyperband_factor=f.hyperband_factor,
-                        bayesian_initial_points=f.bayesian_initial_points,
-                        tuner_seed=f.tuner_seed, train=recipe)
-    results = tune(f.out_dir, config)
-  except (ValueError, TrialsFailedError, data_lib.DatasetNotPreparedError) as error:
-    print(f"tune: error: {error}", file=sys.stderr)
-    return 1
+  out_dir = cli.require_out_dir()
+  recipe = dataclasses.replace(
+      TuneConfig().train, data=cli.data_source_from_flags(), epochs=f.epochs,
+      steps_per_epoch=f.steps_per_epoch, batch_size=f.batch_size, lr=f.lr,
+      warmup_epochs=f.warmup_epochs, weight_decay=f.weight_decay,
+      label_smoothing=f.label_smoothing, seed=f.seed)
+  config = TuneConfig(space=f.space, input_size=f.input_size, oracle=f.oracle,
+                      max_trials=f.max_trials, architectures=tuple(f.architectures),
+                      cost=f.cost, cost_target=f.cost_target,
+                      latency_table=f.latency_table, hyperband_factor=f.hyperband_factor,
+                      bayesian_initial_points=f.bayesian_initial_points,
+                      tuner_seed=f.tuner_seed, train=recipe)
+  results = tune(out_dir, config)
   completed = [r for r in results["trials"] if r["status"] == "COMPLETED"]
   for row in sorted(completed, key=lambda r: -r["val_top1"]):
     print(f"{row['choices_string']:24s} cost {row['cost']:.6g}  val top-1 {row['val_top1']:.4f}  "

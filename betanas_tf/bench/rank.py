@@ -27,11 +27,12 @@ to --out_dir; every stage is cached there, so an interrupted run resumes.
 import dataclasses
 import json
 import os
-import sys
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from betanas_tf import cli
 
 STRATEGIES = {  # name -> (policy, ablations)
     "betanas": ("betanas", {}),
@@ -421,7 +422,6 @@ def run(out_dir: str, plan: RankPlan = RankPlan(), log=print, workers: int = 1) 
 
 def define_flags():
   from absl import flags  # pylint: disable=import-outside-toplevel
-  from betanas_tf import cli  # pylint: disable=import-outside-toplevel
   from betanas_tf.bench import parallel  # pylint: disable=import-outside-toplevel
   d = RankPlan()
   flags.DEFINE_string("out_dir", None, "Output directory (re-running resumes).")
@@ -523,19 +523,14 @@ def plan_from_flags() -> RankPlan:
                   gt_oracle="random" if f.gt_archs else "grid", **changes)
 
 
+@cli.reports_errors("rank")
 def main(argv):
   from absl import flags  # pylint: disable=import-outside-toplevel
   from betanas_tf.bench import rank_analysis  # pylint: disable=import-outside-toplevel
   del argv
-  f = flags.FLAGS
-  try:
-    if not f.out_dir:
-      raise ValueError("give --out_dir")
-    plan = plan_from_flags()
-    result = run(f.out_dir, plan, log=lambda m: print(m, flush=True), workers=f.workers)
-  except ValueError as error:
-    print(f"rank: error: {error}", file=sys.stderr)
-    return 1
+  out_dir = cli.require_out_dir()
+  plan = plan_from_flags()
+  result = run(out_dir, plan, log=lambda m: print(m, flush=True), workers=flags.FLAGS.workers)
   print(rank_analysis.report(result, plan, result["seconds"]))
   return 0
 

@@ -22,12 +22,12 @@ resumes); writes results.json.
 
 import itertools
 import os
-import sys
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from betanas_tf import cli
 from betanas_tf.bench import parallel
 from betanas_tf.bench import rank
 from betanas_tf.bench import rank_stats
@@ -151,22 +151,18 @@ def report(result: Dict) -> str:
   return "\n".join(lines)
 
 
+@cli.reports_errors("separation")
 def main(argv):
   from absl import flags  # pylint: disable=import-outside-toplevel
   from betanas_tf import io_utils  # pylint: disable=import-outside-toplevel
   del argv
   f = flags.FLAGS
-  try:
-    if not f.out_dir:
-      raise ValueError("give --out_dir")
-    if not all(s.lstrip("-").isdigit() for s in f.seeds):
-      raise ValueError(f"--seeds must be integers, got {','.join(f.seeds)}")
-    plan = plan_for(f.space, f.archs, f.input_size, f.epochs, tuple(int(s) for s in f.seeds),
-                    f.dataset, f.sample)
-    result = separation(f.out_dir, plan, workers=f.workers)
-  except ValueError as error:
-    print(f"separation: error: {error}", file=sys.stderr)
-    return 1
+  cli.require_out_dir()
+  if not all(s.lstrip("-").isdigit() for s in f.seeds):
+    raise ValueError(f"--seeds must be integers, got {','.join(f.seeds)}")
+  plan = plan_for(f.space, f.archs, f.input_size, f.epochs, tuple(int(s) for s in f.seeds),
+                  f.dataset, f.sample)
+  result = separation(f.out_dir, plan, workers=f.workers)
   io_utils.atomic_write_json(os.path.join(f.out_dir, "results.json"), result)
   print(report(result))
   return 0
@@ -174,7 +170,6 @@ def main(argv):
 
 def define_flags():
   from absl import flags  # pylint: disable=import-outside-toplevel
-  from betanas_tf import cli  # pylint: disable=import-outside-toplevel
   cli.define_space_flags("small", width_multiplier=False)
   flags.DEFINE_integer("archs", 32, "Architectures sampled (0: the whole space).",
                        lower_bound=0)
