@@ -107,7 +107,7 @@ def test_search_seeds_are_the_seeds_named_and_selection_seeds_follow_them():
                        multi_trial_oracles=("random", "bayesian"))
   assert plan.multi_trials() == [("random", 20), ("random", 21), ("bayesian", 20), ("bayesian", 21)]
   assert rank.RankPlan(multi_trial_seeds=None).multi_trials() == [("random", s) for s in range(8)]
-  assert rank.RankPlan().multi_trials() == [("random", 0), ("random", 1)]
+  assert rank.RankPlan().multi_trials() == [("random", 0)]
   assert rank.RankPlan(selection=False).multi_trials() == []
   with pytest.raises(ValueError, match="unknown multi-trial oracle 'hyperband'; known: random, bayesian"):
     rank.RankPlan(multi_trial_oracles=("hyperband",))
