@@ -446,8 +446,8 @@ def define_flags():
                     "also select on the further seeds.")
   flags.DEFINE_list("multi_trial_oracles", list(d.multi_trial_oracles), "keras-tuner oracles "
                     "of the multi-trial baseline: " + ", ".join(MULTI_TRIAL_ORACLES))
-  flags.DEFINE_integer("multi_trial_seeds", None, "Multi-trial searches per oracle (the first "
-                       "selection seeds; default: all of them).", lower_bound=1)
+  flags.DEFINE_integer("multi_trial_seeds", d.multi_trial_seeds, "Multi-trial searches per "
+                       "oracle (the first selection seeds).", lower_bound=1)
   flags.DEFINE_enum("cost_form", d.cost_form, ["linear", "absolute"], "The searches' cost "
                     "term: absolute (TuNAS: seek the budget) or linear (the paper's).")
   flags.DEFINE_float("budget_quantile", d.budget_quantile, "MACs budget: this quantile of the "
