@@ -161,6 +161,36 @@ def test_a_plan_from_the_shipped_file_reads_its_settings():
   assert plan.search_steps == 100
 
 
+def test_picks_trained_before_are_read_and_only_new_picks_train(tmp_path, monkeypatch):
+  from betanas_tf.bench import ground_truth as gt_lib  # pylint: disable=import-outside-toplevel
+  plan = rank.plan_from_file(gt_lib.shipped_path("small"),
+                             selections_file=gt_lib.shipped_selections_path("small"))
+  shipped = gt_lib.GroundTruth.load(plan.selections_file)
+  assert shipped.seeds == (0, 1, 2) and len(shipped.networks) == 19
+  def no_training(path, seed, choices, scratch):
+    raise RuntimeError(f"would train {choices} seed {seed}")
+  monkeypatch.setattr(gt_lib, "_train_one", no_training)
+  gt = rank.ground_truth(plan, str(tmp_path))
+  pick = shipped.networks[0]
+  in_gt = gt["archs"][5]
+  truth = rank.selection_truth(plan, gt, [pick["choices"], in_gt], str(tmp_path / "a"))
+  expected = np.mean([pick["results"][s]["eval_top1"] for s in ("0", "1", "2")])
+  assert truth[pick["choices"]] == pytest.approx(expected, abs=1e-12)
+  assert truth[in_gt] == pytest.approx(np.mean(np.array(gt["top1"])[:, 5]), abs=1e-12)
+  known = set(gt["archs"]) | {n["choices"] for n in shipped.networks}
+  space_choices, _ = rank.space_networks(plan)
+  from betanas_tf import spaces  # pylint: disable=import-outside-toplevel
+  space = spaces.get_space("small", 32)
+  new = next(s for s in (space.choices_to_string(c) for c in space_choices) if s not in known)
+  with pytest.raises(RuntimeError, match=f"would train {new} seed 0"):
+    rank.selection_truth(plan, gt, [pick["choices"], new], str(tmp_path / "b"))
+  # Without the file every pick the ground truth lacks trains.
+  import dataclasses  # pylint: disable=import-outside-toplevel
+  with pytest.raises(RuntimeError, match=f"would train {pick['choices']} seed 0"):
+    rank.selection_truth(dataclasses.replace(plan, selections_file=None), gt, [pick["choices"]],
+                         str(tmp_path / "c"))
+
+
 def test_scores_are_read_by_network_and_a_missing_one_is_named():
   from betanas_tf.bench import rank_analysis  # pylint: disable=import-outside-toplevel
   run = {"seed": 2, "scores": {"archs": ["a", "b", "c"], "top1": [0.1, 0.2, 0.3]}}

@@ -46,6 +46,13 @@ def shipped_path(space: str) -> str:
   return os.path.join(DATA_DIR, f"{space}_ground_truth.json")
 
 
+def shipped_selections_path(space: str) -> str:
+  """Where the package keeps the networks `space`'s rank benchmark selected and trained
+  with the ground truth's recipe (a listed ground truth): a pick found there is not
+  trained again."""
+  return os.path.join(DATA_DIR, f"{space}_selections.json")
+
+
 def recipe_config(dataset: str, epochs: int, seed: int):
   """The rank benchmark's standalone recipe (`tune`'s defaults) on `dataset`."""
   from betanas_tf import data as data_lib  # pylint: disable=import-outside-toplevel

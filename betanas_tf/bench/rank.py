@@ -52,6 +52,8 @@ class RankPlan:
   input_size: int = 16                      # the micro space's own (canvases resized 32 -> 16)
   dataset: str = "cluttered_digits"
   ground_truth_file: Optional[str] = None   # a bench.ground_truth file: read, not trained
+  selections_file: Optional[str] = None     # a listed ground truth of picks trained before
+                                            # with the same recipe: read, not retrained
   gt_seeds: Tuple[int, ...] = (0, 1)        # with a file: which of its seeds to use
   gt_epochs: int = 8
   gt_max_trials: Optional[int] = None      # None: the whole space
@@ -293,6 +295,10 @@ def selection_truth(plan: RankPlan, gt: Dict, choices: Sequence[str], out_dir: s
     path = os.path.join(out_dir, "selections.json")
     wanted = gt_lib.plan_listed(plan.space, others, plan.gt_seeds, plan.dataset,
                                 plan.gt_epochs, plan.input_size)
+    if plan.selections_file and not os.path.exists(path):
+      trained_before = gt_lib.GroundTruth.load(plan.selections_file)
+      if all(getattr(trained_before, name) == getattr(wanted, name) for name in gt_lib.SETTINGS):
+        trained_before.save(path)   # the start of this run's file: only new picks train
     truth = gt_lib.build(path, wanted, workers, log=lambda m: None)
     trained = truth.as_rank_truth(plan.gt_seeds)
     known.update(zip(trained["archs"], np.mean(trained["top1"], axis=0).tolist()))
@@ -429,6 +435,9 @@ def define_flags():
   cli.define_space_flags("small", width_multiplier=False)   # input size: the ground truth's
   flags.DEFINE_string("ground_truth", None, "A bench.ground_truth file (default: the one the "
                       "package ships for --space, if any).")
+  flags.DEFINE_string("selections", None, "Picks trained before with the ground truth's "
+                      "recipe (a listed ground-truth file; default: the one the package ships "
+                      "for --space, if any); '' trains every pick the ground truth lacks.")
   flags.DEFINE_bool("retrain_ground_truth", False, "Train the ground truth (--gt_archs x "
                     "--gt_seeds) instead of reading a file.")
   flags.DEFINE_integer("gt_archs", 0, "With --retrain_ground_truth: cost-stratified networks "
@@ -513,6 +522,11 @@ def plan_from_flags() -> RankPlan:
     if not os.path.exists(path):
       raise ValueError(f"no ground truth for --space={f.space} at {path}: give --ground_truth "
                        "or --retrain_ground_truth")
+    selections = f.selections
+    if selections is None:
+      selections = gt_lib.shipped_selections_path(f.space)
+    if selections and os.path.exists(selections):
+      changes["selections_file"] = selections
     plan = plan_from_file(path, **changes)
     if f.input_size and f.input_size != plan.input_size:
       raise ValueError(f"{path} was trained at {plan.input_size} px, not --input_size="
