@@ -152,6 +152,7 @@ class SearchEngine:
     self._arch_step = tf.function(self._arch_step_fn)
     self._forward = tf.function(self._forward_fn)
     self._calibration_step = tf.function(self._calibration_step_fn)
+    self._spread_eval_step = tf.function(self._spread_eval_step_fn)
 
   # ---- data and state -------------------------------------------------------------
 
@@ -355,12 +356,16 @@ class SearchEngine:
   def evaluate_path_metrics(self, choices: Sequence[int], eval_batches: Iterable,
                             calibration_batches: Optional[Iterable] = None) -> Dict[str, float]:
     """{"top1", "loss" (mean cross-entropy, no smoothing)} of the subnet `choices`, like
-    `evaluate_path`."""
+    `evaluate_path`. Under a strategy of several replicas (or workers) an `eval_batches`
+    that is a tf.data.Dataset is spread over all of them (`_spread_evaluation`); an
+    iterable of arrays is scored on one device."""
     saved = self.bn_statistics()
     try:
       if calibration_batches is not None:
         self.recalibrate_bn(choices, calibration_batches)
       path = tf.constant(choices, tf.int32)
+      if self.replicas > 1 and isinstance(eval_batches, tf.data.Dataset):
+        return self._spread_evaluation(eval_batches, path)
       correct = total = 0
       loss = 0.0
       for images, labels in eval_batches:
@@ -374,6 +379,29 @@ class SearchEngine:
       return {"top1": correct / max(1, total), "loss": loss / max(1, total)}
     finally:
       self.set_bn_statistics(saved)
+
+  def _spread_evaluation(self, eval_batches: tf.data.Dataset, path) -> Dict[str, float]:
+    """The evaluation of `evaluate_path_metrics` spread over every replica of every worker:
+    each global batch is split between them (the strategy shards it), each replica sums
+    its correct predictions, cross-entropy and examples, and the sums are all-reduced. The
+    recalibrated BN statistics were assigned in cross-replica context, so every replica
+    holds them. The sums stay on the devices until the end."""
+    sums = []
+    for batch in self.strategy.experimental_distribute_dataset(eval_batches):
+      sums.append(self.strategy.reduce(tf.distribute.ReduceOp.SUM,
+                                       self._spread_eval_step(batch, path), axis=None))
+    correct, loss, total = (np.sum([keras.ops.convert_to_numpy(s) for s in sums], axis=0)
+                            if sums else (0.0, 0.0, 0.0))
+    return {"top1": float(correct) / max(1.0, total), "loss": float(loss) / max(1.0, total)}
+
+  def _spread_eval_step_fn(self, batch, path):
+    def replica_sums(images, labels):
+      logits = tf.cast(self._forward_fn(images, path, False), tf.float64)
+      labels = tf.cast(tf.reshape(labels, [-1]), tf.int64)
+      correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1), labels), tf.float64))
+      loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+      return tf.stack([correct, loss, tf.cast(tf.size(labels), tf.float64)])
+    return self.strategy.run(replica_sums, args=batch)
 
 
 class AlphaSteps(keras.callbacks.Callback):

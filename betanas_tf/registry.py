@@ -31,6 +31,12 @@ class Registry(Generic[T]):
     self._entries[name] = value
     return value
 
+  def unregister(self, name: str) -> T:
+    """Removes `name` (e.g. an op or strategy a test or a plugin added) and returns it."""
+    if name not in self._entries:
+      raise UnknownNameError(f"unknown {self._kind} {name!r}; valid names: {', '.join(self.names())}")
+    return self._entries.pop(name)
+
   def decorator(self, name: str) -> Callable[[T], T]:
     """Registers the decorated object under `name` and returns it unchanged."""
     return lambda value: self.register(name, value)

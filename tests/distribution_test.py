@@ -1,6 +1,7 @@
 """MirroredStrategy over 2 logical CPU devices: a search through fit() takes the same
 path on both replicas, and equals the single-device search on the same global batches
-(weights, alpha, counts, drops), with only the path's gradients all-reduced.
+(weights, alpha, counts, drops), with only the path's gradients all-reduced; scoring a
+subnet is spread over the replicas and equals the one-device score.
 
 BatchNorm statistics are per replica (synchronised BN cannot run inside
 tf.switch_case under a strategy), so the global batch here is two identical
@@ -76,6 +77,21 @@ out = {"replicas": strategy.num_replicas_in_sync, "paths": paths,
 batches = [(np.concatenate([x, x]), np.concatenate([y, y])) for x, y in halves[:3]]
 out["scores"] = [e.evaluate_path((1, 2, 0), batches[:2], batches[2:]) for e in (single, mirrored)]
 out["bn_restored"] = [float(np.abs(a - b).max()) for a, b in zip(weights(single), weights(mirrored))]
+# Scoring spread over the replicas: a tf.data eval split is sharded between them (40 images
+# in batches of 16, 16, 8) and their sums all-reduced; the same batches as a list of arrays
+# are scored on one device.
+images = np.concatenate([x for x, _ in halves[:5]])
+labels = np.concatenate([y for _, y in halves[:5]])
+eval_ds = tf.data.Dataset.from_tensor_slices((images, labels)).batch(16)
+listed = [(x.numpy(), y.numpy()) for x, y in eval_ds]
+out["spread"] = [mirrored.evaluate_path_metrics((1, 2, 0), eval_ds, batches[2:]),
+                 mirrored.evaluate_path_metrics((1, 2, 0), listed, batches[2:]),
+                 single.evaluate_path_metrics((1, 2, 0), eval_ds, batches[2:])]
+first = next(iter(strategy.experimental_distribute_dataset(eval_ds)))
+sums = strategy.experimental_local_results(mirrored._spread_eval_step(first, tf.constant((1, 2, 0))))
+out["examples_per_replica"] = [float(v.numpy()[2]) for v in sums]
+out["bn_restored_after_spread"] = max(
+    float(np.abs(a - b).max()) for a, b in zip(weights(single), weights(mirrored)))
 print("RESULT " + json.dumps(out))
 '''
 
@@ -102,6 +118,12 @@ def test_mirrored_step_equals_single_device_step(tmp_path):
   assert out["active"][0] == out["active"][1]
   assert out["scores"][0] == out["scores"][1] and 0.0 <= out["scores"][0] <= 1.0
   assert max(out["bn_restored"]) < 1e-5  # scoring left every weight as it was
+  spread, one_device, single_engine = out["spread"]
+  assert out["examples_per_replica"] == [8.0, 8.0]   # each replica scored half of a batch
+  assert spread["top1"] == one_device["top1"] == single_engine["top1"]
+  assert spread["loss"] == pytest.approx(one_device["loss"], abs=1e-5)
+  assert spread["loss"] == pytest.approx(single_engine["loss"], abs=1e-5) and spread["loss"] > 0
+  assert out["bn_restored_after_spread"] < 1e-5
 
 
 if __name__ == "__main__":

@@ -106,16 +106,14 @@ def test_two_workers_share_the_search_and_only_the_chief_writes(uninterrupted_ru
   assert [r["step"] for r in history] == [4, 8, 12, 16]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("victim", [1, 0], ids=["worker_killed", "chief_killed"])
-def test_a_killed_worker_stops_the_other_and_a_restart_resumes_exactly(tmp_path, uninterrupted,
-                                                                         victim):
-  out = str(tmp_path / "killed")
+def _kill_at_checkpoint(out, step, victim):
+  """Launches both workers on `out`, SIGKILLs worker `victim` once the chief has written
+  ckpt-`step`, and checks that the survivor stops in time with one clear error line."""
   processes = _launch(out)
   state = os.path.join(out, "checkpoints", "checkpoint")
   deadline = time.time() + 300
   while time.time() < deadline and all(p.poll() is None for p in processes):
-    if os.path.exists(state) and 'ckpt-8"' in open(state).read():
+    if os.path.exists(state) and f'ckpt-{step}"' in open(state).read():
       break
     time.sleep(0.02)
   processes[victim].send_signal(signal.SIGKILL)
@@ -137,7 +135,14 @@ def test_a_killed_worker_stops_the_other_and_a_restart_resumes_exactly(tmp_path,
   assert waited < SURVIVOR_LIMIT_S
   assert not os.path.exists(os.path.join(out, "summary.json"))
 
-  results = _finish(_launch(out))  # the user's restart: both workers, the same command
+
+@pytest.mark.slow
+def test_a_killed_worker_or_chief_stops_the_other_and_restarts_resume_exactly(tmp_path,
+                                                                             uninterrupted):
+  out = str(tmp_path / "killed")
+  _kill_at_checkpoint(out, 4, victim=1)   # a worker dies at step 4 or after
+  _kill_at_checkpoint(out, 8, victim=0)   # the user's restart; then the chief dies
+  results = _finish(_launch(out))         # the user's second restart: the same command
   for code, _, stderr in results:
     assert code == 0, stderr[-3000:]
   summary = json.load(open(os.path.join(out, "summary.json")))
@@ -148,7 +153,6 @@ def test_a_killed_worker_stops_the_other_and_a_restart_resumes_exactly(tmp_path,
   np.testing.assert_allclose(summary["alpha"], straight["alpha"], atol=1e-6)
   assert summary["counts"] == straight["counts"] and summary["drops"] == straight["drops"]
   kill_support.assert_same_supernet_weights(uninterrupted, out)
-
 
 
 @pytest.mark.slow

@@ -17,19 +17,23 @@ from betanas_tf import selection
 from betanas_tf import spaces
 
 
-def _register_toy():
-  if "toy" in policies.POLICIES:
-    return policies.POLICIES.get("toy")
-  # Phase 1 trains the last op of every block; the result is each block's cheapest op.
+@pytest.fixture
+def toy_policy():
+  """A toy strategy in the registries for one test (other tests in the same process list
+  the registered strategies): Phase 1 trains the last op of every block; the result is
+  each block's cheapest op."""
   policies.SAMPLERS.register("last_op", lambda arch, seed, step: tf.constant(
       arch.num_candidates - 1, tf.int32))
   selection.SELECTORS.register("cheapest", lambda ctx: (tuple(
       int(np.argmin(row[:n])) for row, n in zip(ctx.cost_table, ctx.num_candidates)), {"toy": 1}))
-  return policies.POLICIES.register("toy", policies.Policy("toy", "last_op", False, False, "cheapest"))
+  yield policies.POLICIES.register("toy", policies.Policy("toy", "last_op", False, False, "cheapest"))
+  policies.POLICIES.unregister("toy")
+  selection.SELECTORS.unregister("cheapest")
+  policies.SAMPLERS.unregister("last_op")
 
 
-def test_a_toy_strategy_runs_through_the_engine_and_the_runner(tmp_path):
-  policy = _register_toy()
+def test_a_toy_strategy_runs_through_the_engine_and_the_runner(tmp_path, toy_policy):
+  policy = toy_policy
   space = spaces.get_space("micro")
   out = str(tmp_path / "toy")
   settings = runner.RunSettings(out_dir=out, space="micro", checkpoint_every=6, log_every=3,

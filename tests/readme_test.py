@@ -20,6 +20,11 @@ def _example() -> str:
   return match.group(1)
 
 
+def test_readme_is_a_front_door_of_at_most_200_lines():
+  with open(os.path.join(ROOT, "README.md")) as handle:
+    assert len(handle.read().splitlines()) <= 200
+
+
 def test_example_is_a_dozen_lines_of_public_api():
   code = _example()
   assert len([l for l in code.splitlines() if l.strip()]) <= 17

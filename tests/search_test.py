@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -37,11 +38,23 @@ def _summary(out_dir):
     return json.load(handle)
 
 
-@pytest.mark.slow
-def test_search_writes_every_output(tmp_path):
-  out = str(tmp_path / "run")
-  result = _run(out, "--checkpoint_every=10", "--log_every=4")
+CHECKPOINTED = ("--checkpoint_every=4", "--log_every=4")
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+  """One uninterrupted 24-step search (read it, or copy it before running on it)."""
+  out = str(tmp_path_factory.mktemp("search") / "straight")
+  result = _run(out, *CHECKPOINTED)
   assert result.returncode == 0, result.stderr[-3000:]
+  return out, result
+
+
+@pytest.mark.slow
+def test_search_writes_every_output(tmp_path, straight):
+  out = str(tmp_path / "run")
+  shutil.copytree(straight[0], out)
+  result = straight[1]
   for name in ("flags.txt", "run.json", "arch.json", "data.json", "summary.json", "history.jsonl",
                "figures/trajectories.png", "figures/training_frequency.png",
                "figures/architecture.png"):
@@ -77,7 +90,7 @@ def test_search_writes_every_output(tmp_path):
   assert summary["phase1_images_per_s"] > 0 and summary["wall_time_s"] > 0
   assert "architecture: " + summary["choices_string"] in result.stdout
   # Re-running a finished search resumes at the end and reproduces the result.
-  again = _run(out, "--checkpoint_every=10", "--log_every=4")
+  again = _run(out, *CHECKPOINTED)
   assert again.returncode == 0, again.stderr[-3000:]
   assert _summary(out)["choices"] == summary["choices"] and _summary(out)["resumed_from_step"] == 24
 
@@ -88,14 +101,12 @@ def _truncate(path):
 
 
 @pytest.mark.slow
-def test_sigkill_or_a_truncated_checkpoint_resumes_like_the_uninterrupted_run(tmp_path):
-  straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
-  result = _run(straight, "--checkpoint_every=4")
-  assert result.returncode == 0, result.stderr[-3000:]
-  kill_support.kill_at_checkpoint(_command(killed, "--checkpoint_every=4"), ROOT,
+def test_sigkill_or_a_truncated_checkpoint_resumes_like_the_uninterrupted_run(tmp_path, straight):
+  straight, killed = straight[0], str(tmp_path / "killed")
+  kill_support.kill_at_checkpoint(_command(killed, *CHECKPOINTED), ROOT,
                                   dict(os.environ, PYTHONPATH=ROOT), killed, 8)
   assert not os.path.exists(os.path.join(killed, "summary.json"))
-  resumed = _run(killed, "--checkpoint_every=4")
+  resumed = _run(killed, *CHECKPOINTED)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   a, b = _summary(straight), _summary(killed)
   assert 8 <= b["resumed_from_step"] < 24
@@ -112,7 +123,7 @@ def test_sigkill_or_a_truncated_checkpoint_resumes_like_the_uninterrupted_run(tm
   checkpoints = os.path.join(killed, "checkpoints")
   latest, previous = os.path.join(checkpoints, "ckpt-24"), os.path.join(checkpoints, "ckpt-20")
   _truncate(latest + ".data-00000-of-00001")
-  result = _run(killed, "--checkpoint_every=4")
+  result = _run(killed, *CHECKPOINTED)
   assert result.returncode == 0, result.stderr[-3000:]
   assert f"search: warning: checkpoint {latest} (" in result.stderr
   assert f"is unreadable; resumed from {previous}" in result.stderr
@@ -124,21 +135,21 @@ def test_sigkill_or_a_truncated_checkpoint_resumes_like_the_uninterrupted_run(tm
   # No intact checkpoint left: one clear error, no traceback.
   for step in (20, 24):
     _truncate(os.path.join(checkpoints, f"ckpt-{step}.data-00000-of-00001"))
-  result = _run(killed, "--checkpoint_every=4")
+  result = _run(killed, *CHECKPOINTED)
   assert result.returncode == 1
   assert f"search: error: cannot restore checkpoint {latest} (" in result.stderr
   assert "ckpt-20" in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.slow
-def test_other_settings_in_the_same_out_dir_are_refused(tmp_path):
+def test_other_settings_in_the_same_out_dir_are_refused(tmp_path, straight):
   out = str(tmp_path / "run")
-  assert _run(out, "--max_steps=4", "--arch_warmup_steps=0").returncode == 0
-  result = _run(out, "--max_steps=4", "--arch_warmup_steps=0", "--seed=3")
+  shutil.copytree(straight[0], out)
+  result = _run(out, *CHECKPOINTED, "--seed=3")
   assert result.returncode == 1
   assert "holds a search with other settings (engine.seed); use a new --out_dir" in result.stderr
   # A longer run would silently stretch the cosine schedule of the steps already taken.
-  result = _run(out, "--max_steps=8", "--arch_warmup_steps=0")
+  result = _run(out, *CHECKPOINTED, "--max_steps=48")
   assert result.returncode == 1
   assert "holds a search with other settings (engine.max_steps); use a new --out_dir" in result.stderr
 

@@ -82,6 +82,10 @@ def test_registry_rejects_duplicates():
   with pytest.raises(ValueError, match="thing 'a' is already registered"):
     registry.register("a", 2)
   assert registry.get("a") == 1 and list(registry) == ["a"]
+  registry.register("b", 3)
+  assert registry.unregister("a") == 1 and list(registry) == ["b"] and "a" not in registry
+  with pytest.raises(UnknownNameError, match="unknown thing 'a'; valid names: b"):
+    registry.unregister("a")
 
 
 if __name__ == "__main__":

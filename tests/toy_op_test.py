@@ -74,9 +74,16 @@ class GroupedConv(ops.Op):
     return (0.4, 0.6, "#937860")
 
 
+@pytest.fixture(autouse=True)
+def gconv_registered():
+  """The toy op is in the registry for this file's tests only (other tests in the same
+  process list the registered ops)."""
+  ops.OPS.register("gconv", GroupedConv())
+  yield
+  ops.OPS.unregister("gconv")
+
+
 def _space():
-  if "gconv" not in ops.OPS:
-    ops.OPS.register("gconv", GroupedConv())
   return spaces.staged_space(
       "toy", 16, 10, arch_lib.Stem(16, 3, 1), [], [(16, 1, 1), (32, 1, 2)],
       spaces.mbconvs(((3, 3),), identity=False) + [{"op": "gconv", "groups": 2},
