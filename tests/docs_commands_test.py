@@ -13,8 +13,8 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PAGES = ("README.md", "docs/data.md", "docs/search.md", "docs/deploy.md", "docs/rank.md",
-         "docs/design.md")
+PAGES = ("README.md", "docs/data.md", "docs/search.md", "docs/retrain.md", "docs/export.md",
+         "docs/latency.md", "docs/rank.md", "docs/design.md")
 # Program (as typed after `python -m`, or the exporter's script) -> (module, flag definer).
 PROGRAMS = {
     "betanas_tf.search": ("betanas_tf.search", "define_flags"),
@@ -84,7 +84,8 @@ print("RESULTS " + json.dumps(out))
 def test_documented_commands_are_found_in_every_stage_page():
   commands = documented_commands()
   pages = {page for page, _, _ in commands}
-  assert pages == {"README.md", "docs/data.md", "docs/search.md", "docs/deploy.md", "docs/rank.md"}
+  assert pages == {"README.md", "docs/data.md", "docs/search.md", "docs/retrain.md", "docs/export.md",
+                   "docs/latency.md", "docs/rank.md"}
   programs = {program for _, program, _ in commands}
   assert {"betanas_tf.search", "betanas_tf.train", "export/to_tflite.py", "betanas_tf.qat",
           "betanas_tf.latency", "betanas_tf.tune", "betanas_tf.bench.rank"} <= programs

@@ -42,7 +42,7 @@ def _define_flags():
   flags.DEFINE_bool("progress", True, "Show a progress bar.")
   flags.DEFINE_enum("target", "litert", ["litert", "gpu", "tf_cpu"], "What to time on: this "
                     "host's LiteRT interpreter (with --delegate=none a phone CPU's stand-in: "
-                    "docs/deploy.md), TensorFlow on the GPU "
+                    "docs/latency.md), TensorFlow on the GPU "
                     "(batch --batch_size), or the same TensorFlow path on the CPU. --android: a phone.")
   flags.DEFINE_integer("batch_size", 8, "Batch of --target=gpu / tf_cpu.", lower_bound=1)
   flags.DEFINE_integer("calibrate", 30, "build: random networks to fit the in-network correction "
