@@ -386,8 +386,13 @@ class SearchEngine:
     its correct predictions, cross-entropy and examples, and the sums are all-reduced. The
     recalibrated BN statistics were assigned in cross-replica context, so every replica
     holds them. The sums stay on the devices until the end."""
+    # Shard by element, not by file: every worker then reads the same global batches and
+    # takes its share of each, so all run the same number of steps (file sharding of a
+    # tfds split would give workers different batch counts and hang the all-reduce).
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     sums = []
-    for batch in self.strategy.experimental_distribute_dataset(eval_batches):
+    for batch in self.strategy.experimental_distribute_dataset(eval_batches.with_options(options)):
       sums.append(self.strategy.reduce(tf.distribute.ReduceOp.SUM,
                                        self._spread_eval_step(batch, path), axis=None))
     correct, loss, total = (np.sum([keras.ops.convert_to_numpy(s) for s in sums], axis=0)
