@@ -10,6 +10,7 @@ all three by name. Nothing here is specific to an op.
 import keras
 
 from betanas_tf import arch as arch_lib
+from betanas_tf import fused_bn
 from betanas_tf import primitives
 
 
@@ -26,7 +27,7 @@ class Candidate(keras.layers.Layer):
     self.in_channels, self.activation, self.se_ratio = in_channels, activation, se_ratio
     self.bn_momentum, self.bn_epsilon = bn_momentum, bn_epsilon
     self.op = self.block.op_type
-    self.parts = self.op.make_parts(keras.layers, self.name, in_channels, self.block, activation,
+    self.parts = self.op.make_parts(fused_bn.LAYERS, self.name, in_channels, self.block, activation,
                                     se_ratio, bn_momentum, bn_epsilon)
 
   def build(self, input_shape):

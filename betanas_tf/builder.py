@@ -1,7 +1,7 @@
 """Standalone model builder: Architecture -> flat functional Keras model.
 
-The same code builds the network with Keras 3 (``backend=keras``, the default)
-or with tf_keras (``backend=tf_keras``, for quantization-aware training with
+The same code builds the network with Keras 3 (``backend=fused_bn.KERAS``, the
+default: keras with a fused training-mode BatchNorm) or with tf_keras (``backend=tf_keras``, for quantization-aware training with
 tfmot): the backend only has to offer ``layers``, ``Input`` and ``Model``.
 Layer names are structural (``stem_conv``, ``block07_k5e3_dw_bn``,
 ``head_conv``, ``classifier``) and shared with the supernet's candidates.
@@ -11,10 +11,11 @@ The model outputs logits.
 import keras
 
 from betanas_tf import arch as arch_lib
+from betanas_tf import fused_bn
 from betanas_tf import primitives
 
 
-def build_model(arch: arch_lib.Architecture, backend=keras, name: str = None,
+def build_model(arch: arch_lib.Architecture, backend=fused_bn.KERAS, name: str = None,
                 bn_momentum: float = primitives.BN_MOMENTUM,
                 bn_epsilon: float = primitives.BN_EPSILON,
                 drop_connect: float = 0.0):

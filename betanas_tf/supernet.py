@@ -31,6 +31,7 @@ from betanas_tf import arch as arch_lib
 from betanas_tf import arch_params as ap
 from betanas_tf import blocks
 from betanas_tf import builder
+from betanas_tf import fused_bn
 from betanas_tf import policies
 from betanas_tf import primitives
 from betanas_tf import spaces as spaces_lib
@@ -94,13 +95,13 @@ class Supernet(keras.Model):
     self.input_std = tf.constant(np.asarray(input_std, np.float32))
     skeleton = space.skeleton().replace(se_ratio=se_ratio, dropout=dropout)
     self.skeleton = skeleton
-    self.stem = primitives.conv_bn_act(keras.layers, "stem_conv", skeleton.stem.filters,
-                                   skeleton.stem.kernel, skeleton.stem.stride, skeleton.activation)
+    self.stem = primitives.conv_bn_act(fused_bn.LAYERS, "stem_conv", skeleton.stem.filters,
+                                       skeleton.stem.kernel, skeleton.stem.stride, skeleton.activation)
     shapes = skeleton.block_shapes()
     self.fixed = [blocks.make_block_layer(i, shapes[i].in_channels, b, skeleton.activation, se_ratio)
                   for i, b in enumerate(space.fixed_blocks)]
     self.choices = [ChoiceBlock(c, skeleton.activation, se_ratio) for c in space.choice_blocks]
-    self.head = builder.head_layers(keras.layers, skeleton)
+    self.head = builder.head_layers(fused_bn.LAYERS, skeleton)
     self.phase1_loss = keras.metrics.Mean(name="loss")
     self.phase1_accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
     self.build((None, space.input_size, space.input_size, skeleton.input_channels))

@@ -32,7 +32,11 @@ from betanas_tf import cost, engine as engine_lib, policies, spaces
 space = spaces.get_space("micro")
 # lr 0.02, not more: on random data at lr 0.2 six steps amplify float32 rounding (the
 # kernels of a 16- and an 8-image batch round differently) to 3e-4 in the weights on an AMD
-# EPYC host (2.4e-7 at lr 0.02); the test is about the step, not about chaos.
+# EPYC host (2.4e-7 at lr 0.02); the test is about the step, not about chaos. The fused
+# BatchNorm kernel (fused_bn) rounds differently again: one step leaves the two runs 7.8e-8
+# apart (rounding), six steps and two alpha steps 9e-5 (weights) and 7e-4 (alpha, which
+# moves 0.16), so the bounds below are 2e-4 / 2e-3: a step lost or doubled on one replica
+# moves a weight by lr x its gradient, over 1e-3.
 config = engine_lib.EngineConfig(batch_size=16, arch_batch_size=16, max_steps=6, weight_decay=1e-3,
                                  beta=0.5, arch_lr=0.05, arch_update_every=2, gate_mode="two",
                                  drop_threshold=0.9, lr=0.02)
@@ -112,18 +116,18 @@ def test_mirrored_step_equals_single_device_step(tmp_path):
     assert mirrored_paths == [single_paths[0], single_paths[0]]  # both replicas ran the same path
   assert out["counts"][0] == out["counts"][1] and np.sum(out["counts"][0]) == 6 * 3
   for name in ("phase1/loss", "phase2/ce", "phase2/expected_cost"):
-    assert out["metrics"][1][name] == pytest.approx(out["metrics"][0][name], abs=1e-5), name
-  assert out["weight_diff"] < 1e-5
-  assert out["alpha_diff"] < 1e-5 and out["alpha_moved"] > 1e-3
+    assert out["metrics"][1][name] == pytest.approx(out["metrics"][0][name], abs=1e-4), name
+  assert out["weight_diff"] < 2e-4
+  assert out["alpha_diff"] < 2e-3 and out["alpha_moved"] > 0.1
   assert out["active"][0] == out["active"][1]
   assert out["scores"][0] == out["scores"][1] and 0.0 <= out["scores"][0] <= 1.0
-  assert max(out["bn_restored"]) < 1e-5  # scoring left every weight as it was
+  assert max(out["bn_restored"]) == out["weight_diff"]  # scoring left every weight as it was
   spread, one_device, single_engine = out["spread"]
   assert out["examples_per_replica"] == [8.0, 8.0]   # each replica scored half of a batch
   assert spread["top1"] == one_device["top1"] == single_engine["top1"]
   assert spread["loss"] == pytest.approx(one_device["loss"], abs=1e-5)
   assert spread["loss"] == pytest.approx(single_engine["loss"], abs=1e-5) and spread["loss"] > 0
-  assert out["bn_restored_after_spread"] < 1e-5
+  assert out["bn_restored_after_spread"] == out["weight_diff"]
 
 
 if __name__ == "__main__":
