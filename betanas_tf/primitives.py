@@ -2,11 +2,11 @@
 
 A primitive is a bias-free convolution (or depthwise convolution) with BatchNorm and an
 optional activation, or a squeeze-excite gate. Layers are made from a layer namespace
-(``keras.layers`` for Keras 3, ``tf_keras.layers`` for the quantization-aware rebuild), so
-this module imports no Keras itself. Costs count what TensorFlow's profiler counts as
-Conv2D, DepthwiseConv2dNative and MatMul work at batch 1 (BatchNorm, activations, adds and
-pooling are not counted: BN folds into the convolutions on export), and trainable
-parameters exactly as Keras does.
+(``fused_bn.LAYERS``, keras.layers with a fused BatchNorm, for Keras 3; ``tf_keras.layers``
+for the quantization-aware rebuild), so this module imports no Keras itself. Costs count
+what TensorFlow's profiler counts as Conv2D, DepthwiseConv2dNative and MatMul work at batch
+1 (BatchNorm, activations, adds and pooling are not counted: BN folds into the convolutions
+on export), and trainable parameters exactly as Keras does.
 """
 
 import dataclasses

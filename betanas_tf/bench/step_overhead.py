@@ -3,6 +3,8 @@ and device->host reads.
 
     python -m betanas_tf.bench.step_overhead --space=cifar_mobile --batch_size=32   # compute-bound
     python -m betanas_tf.bench.step_overhead --space=micro --batch_size=8           # host-bound
+    python -m betanas_tf.bench.step_overhead --space=proxyless_mobile --input_size=224 \
+        --batch_size=8 --measure=trace       # trace and first-call seconds, graph nodes
 
 In one process, alternating rounds so that machine noise hits both alike:
 
@@ -45,8 +47,10 @@ def define_flags():
   flags.DEFINE_integer("steps_per_execution", 5, "Steps per train-function call (both).",
                        lower_bound=1)
   flags.DEFINE_integer("seed", 0, "Seed of the sampled path.")
-  flags.DEFINE_enum("measure", "all", ["all", "memory_supernet", "memory_standalone"],
-                    "Internal: what this process measures.")
+  flags.DEFINE_enum("measure", "all", ["all", "memory_supernet", "memory_standalone", "trace"],
+                    "What this process measures: all (the default), or only the peak RSS of "
+                    "one kind of training, or (trace) the seconds to trace the search's train "
+                    "function and to instantiate and run its first call, with its graph size.")
 
 
 def _setup(build_supernet: bool = True, build_standalone: bool = True):
@@ -108,6 +112,25 @@ def _memory(kind: str):
   print(json.dumps({"peak_rss_mb": throughput.peak_rss_mb()}))
 
 
+def _trace():
+  """Prints the seconds to trace the search's train function (`--steps_per_execution` steps
+  a call) and to instantiate and run its first call, its graph's nodes (the function and its
+  library) and the peak RSS."""
+  eng, _, raw, _, _ = _setup(True, False)
+  function = eng.supernet.make_train_function()
+  iterator = iter(eng.distribute(lambda context: raw))
+  start = time.perf_counter()
+  concrete = function.get_concrete_function(iterator)
+  traced = time.perf_counter() - start
+  library = concrete.graph.as_graph_def().library.function
+  nodes = len(concrete.function_def.node_def) + sum(len(f.node_def) for f in library)
+  start = time.perf_counter()
+  function(iterator)
+  first_call = time.perf_counter() - start
+  print(json.dumps({"trace_seconds": traced, "first_call_seconds": first_call,
+                    "graph_nodes": nodes, "peak_rss_mb": throughput.peak_rss_mb()}))
+
+
 class _ReadCounter:
   """Counts device->host reads of eager tensors while active."""
 
@@ -132,6 +155,9 @@ class _ReadCounter:
 
 def main(argv):
   del argv
+  if FLAGS.measure == "trace":
+    _trace()
+    return 0
   if FLAGS.measure != "all":
     _memory(FLAGS.measure)
     return 0
