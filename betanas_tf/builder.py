@@ -1,8 +1,9 @@
 """Standalone model builder: Architecture -> flat functional Keras model.
 
 The same code builds the network with Keras 3 (``backend=fused_bn.KERAS``, the
-default: keras with a fused training-mode BatchNorm) or with tf_keras (``backend=tf_keras``, for quantization-aware training with
-tfmot): the backend only has to offer ``layers``, ``Input`` and ``Model``.
+default: keras with a fused training-mode BatchNorm) or with tf_keras
+(``backend=tf_keras``, for quantization-aware training with tfmot): the backend
+only has to offer ``layers``, ``Input`` and ``Model``.
 Layer names are structural (``stem_conv``, ``block07_k5e3_dw_bn``,
 ``head_conv``, ``classifier``) and shared with the supernet's candidates.
 The model outputs logits.

@@ -7,7 +7,8 @@ rewritten forward and a gradient copy of every candidate in the traced graph, so
 are a quarter of the search's graph (cifar_mobile: 24k of 95k nodes) and a large part of
 the memory TensorFlow spends tracing and instantiating it (docs/benchmarks.md, issue 25).
 `FusedBatchNormalization` computes the same training step with TensorFlow's
-FusedBatchNormV3 (one op forward, one backward) and keeps Keras 3's semantics exactly:
+FusedBatchNormV3 (one op forward, one backward) and keeps Keras 3's semantics (equal to
+float32 rounding, tested):
 statistics in float32 whatever the compute dtype, the biased batch variance in the moving
 variance (the kernel reports the unbiased one; it is scaled back), Keras' momentum
 convention, the same variables under the same names. Inference, masks, renorm,
