@@ -35,8 +35,12 @@ def test_a_plan_holds_the_cost_stratified_sample_with_its_cost_model_figures():
     cost = costs.of_choices(space.choices_from_string(network["choices"]))
     assert (network["macs"], network["params"]) == (cost.macs, cost.params)
   assert truth.input_size == 32 and truth.recipe["epochs"] == 8 and truth.recipe["lr"] == 0.1
-  assert truth.missing()[:2] == [(0, truth.networks[0]["choices"]), (0, truth.networks[1]["choices"])]
-  assert len(truth.missing()) == 24
+  missing = truth.missing()
+  assert len(missing) == 24 and len(set(missing)) == 24
+  # Network by network, every seed of one before the next, not in the sample's cost order.
+  assert [seed for seed, _ in missing[:6]] == [0, 1, 2, 0, 1, 2]
+  assert missing[0][1] == missing[2][1] != missing[3][1]
+  assert [c for _, c in missing[::3]] != [n["choices"] for n in truth.networks]
 
 
 def test_the_file_round_trips_and_refuses_what_it_does_not_know(tmp_path):
@@ -77,6 +81,21 @@ def test_continuing_a_file_needs_the_same_settings_and_adds_seeds_and_listed_net
     gt_lib.merge_plan(old, gt_lib.plan("micro", 4, [0], epochs=2))
   with pytest.raises(ValueError, match="trained with sample"):
     gt_lib.merge_plan(old, gt_lib.plan("micro", 5, [0], epochs=1))
+  # Another cost-stratified sample adds its networks (those not drawn before); results stay.
+  first = _filled(gt_lib.plan("small", 8, [0], epochs=1), [0])
+  both = gt_lib.merge_plan(first, gt_lib.plan("small", 8, [0], epochs=1, samples=[1]))
+  space = spaces.get_space("small")
+  fresh = [c for c in rank.cost_stratified_sample(space, 8, 1)
+           if c not in rank.cost_stratified_sample(space, 8, 0)]
+  assert both.sample == {"kind": "cost_stratified", "count": 8, "seeds": [0, 1]}
+  assert [n["choices"] for n in both.networks] == [n["choices"] for n in first.networks] + fresh
+  assert both.networks[:8] == first.networks and len(both.missing()) == len(fresh)
+  legacy = dataclasses.replace(first, sample={"kind": "cost_stratified", "count": 8, "seed": 0})
+  assert gt_lib.merge_plan(legacy, gt_lib.plan("small", 8, [0], epochs=1)).sample["seeds"] == [0]
+  with pytest.raises(ValueError, match="trained with sample"):
+    gt_lib.merge_plan(legacy, gt_lib.plan("small", 9, [0], epochs=1, samples=[1]))
+  with pytest.raises(ValueError, match=r"give distinct sample seeds, got \[1, 1\]"):
+    gt_lib.plan("small", 8, [0], samples=[1, 1])
   listed = gt_lib.plan_listed("micro", ["k3e3-k3e3-id", "k3e3-k3e3-id"], [0], epochs=1)
   assert [n["choices"] for n in listed.networks] == ["k3e3-k3e3-id"]
   more = gt_lib.merge_plan(listed, gt_lib.plan_listed("micro", ["k5e3-k3e3-id", "k3e3-k3e3-id"],

@@ -83,7 +83,7 @@ class GroundTruth:
   space: str
   input_size: int
   dataset: str
-  sample: Dict                 # {"kind": "cost_stratified", "count": N, "seed": S}
+  sample: Dict                 # {"kind": "cost_stratified", "count": N, "seeds": [S, ...]}
   recipe: Dict                 # recipe_record(...)
   seeds: Tuple[int, ...]
   networks: Tuple[Dict, ...]   # {"choices", "macs", "params", "results": {seed: {...}}}
@@ -130,9 +130,12 @@ class GroundTruth:
     io_utils.atomic_write_json(path, self.to_json())
 
   def missing(self) -> List[Tuple[int, str]]:
-    """(seed, choices) pairs not trained yet, seed by seed."""
-    return [(seed, n["choices"]) for seed in self.seeds for n in self.networks
-            if str(seed) not in n["results"]]
+    """(seed, choices) pairs not trained yet, network by network (every seed of one before
+    the next) in a fixed shuffled order: a run stopped part way leaves networks complete in
+    every seed, spread over the cost range (the sample lists them cheapest bin first)."""
+    order = np.random.default_rng(0).permutation(len(self.networks))
+    return [(seed, self.networks[i]["choices"]) for i in order for seed in self.seeds
+            if str(seed) not in self.networks[i]["results"]]
 
   def complete(self, seeds: Optional[Sequence[int]] = None) -> List[Dict]:
     """The networks trained in every one of `seeds` (default: the file's)."""
@@ -169,16 +172,27 @@ def package_versions() -> Dict[str, str]:
   return versions
 
 
+def sample_seeds(sample: Dict) -> List[int]:
+  """The seeds of a cost-stratified sample's record (files before several samples could be
+  merged record one as "seed")."""
+  return list(sample["seeds"]) if "seeds" in sample else [sample["seed"]]
+
+
 def plan(space_name: str, archs: int, seeds: Sequence[int], dataset: str = "cluttered_digits",
-         epochs: int = 8, input_size: Optional[int] = None, sample_seed: int = 0,
+         epochs: int = 8, input_size: Optional[int] = None, samples: Sequence[int] = (0,),
          command: str = "") -> GroundTruth:
-  """An empty ground truth of `archs` cost-stratified networks of the space."""
+  """An empty ground truth of `archs` cost-stratified networks of the space per sample seed
+  in `samples` (networks drawn twice count once): more samples give more networks per cost
+  level while the networks of the earlier samples, and their results, stay."""
   from betanas_tf import spaces  # pylint: disable=import-outside-toplevel
   from betanas_tf.bench import rank  # pylint: disable=import-outside-toplevel
+  if not samples or len(set(samples)) != len(samples):
+    raise ValueError(f"give distinct sample seeds, got {list(samples)}")
   space = spaces.get_space(space_name, input_size)
-  return _plan_of(space, rank.cost_stratified_sample(space, archs, sample_seed),
-                  {"kind": "cost_stratified", "count": archs, "seed": sample_seed}, seeds,
-                  dataset, epochs, command)
+  choices = [c for s in samples for c in rank.cost_stratified_sample(space, archs, s)]
+  return _plan_of(space, list(dict.fromkeys(choices)),
+                  {"kind": "cost_stratified", "count": archs, "seeds": [int(s) for s in samples]},
+                  seeds, dataset, epochs, command)
 
 
 def plan_listed(space_name: str, choices: Sequence[str], seeds: Sequence[int],
@@ -213,18 +227,25 @@ def _plan_of(space, choices: Sequence[str], sample: Dict, seeds: Sequence[int], 
 
 
 def merge_plan(existing: GroundTruth, wanted: GroundTruth) -> GroundTruth:
-  """`existing` extended to `wanted`'s seeds (and, for a listed sample, its networks), or
-  an error naming the setting that differs."""
+  """`existing` extended to `wanted`'s training seeds and networks (a listed sample's new
+  networks; a cost-stratified sample's further sample seeds, same count), or an error naming
+  the setting that differs. A file is continued, never shrunk."""
+  sample = existing.sample
   for name in SETTINGS:
-    if getattr(existing, name) != getattr(wanted, name):
+    here, there = getattr(existing, name), getattr(wanted, name)
+    if name == "sample" and here.get("kind") == there.get("kind") == "cost_stratified":
+      here = {k: v for k, v in here.items() if k not in ("seed", "seeds")}
+      there = {k: v for k, v in there.items() if k != "seeds"}
+      merged = sample_seeds(existing.sample)
+      sample = dict(here, seeds=merged + [s for s in sample_seeds(wanted.sample)
+                                          if s not in merged])
+    if here != there:
       raise ValueError(f"the file was trained with {name} = {getattr(existing, name)!r}, "
                        f"this command asks for {getattr(wanted, name)!r}; give another --out")
   seeds = tuple(existing.seeds) + tuple(s for s in wanted.seeds if s not in existing.seeds)
-  networks = existing.networks
-  if existing.sample.get("kind") == "listed":
-    known = {n["choices"] for n in networks}
-    networks += tuple(n for n in wanted.networks if n["choices"] not in known)
-  return dataclasses.replace(existing, seeds=seeds, networks=networks)
+  known = {n["choices"] for n in existing.networks}
+  networks = existing.networks + tuple(n for n in wanted.networks if n["choices"] not in known)
+  return dataclasses.replace(existing, sample=sample, seeds=seeds, networks=networks)
 
 
 def _train_one(path: str, seed: int, choices: str, scratch: str) -> Dict:
@@ -270,10 +291,12 @@ def build(path: str, wanted: GroundTruth, workers: int = 1, log=print) -> Ground
     truth = merge_plan(GroundTruth.load(path), wanted)
   else:
     truth = wanted
+  command = wanted.provenance.get("command") or truth.provenance.get("command", "")
   runs = truth.provenance.get("runs", []) + [
       {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-       "packages": package_versions(), "workers": workers}]
-  truth = dataclasses.replace(truth, provenance=dict(truth.provenance, runs=runs))
+       "packages": package_versions(), "workers": workers, "command": command}]
+  truth = dataclasses.replace(truth, provenance=dict(truth.provenance, runs=runs,
+                                                      command=command))
   truth.save(path)
   todo = truth.missing()
   log(f"{len(todo)} of {len(truth.seeds) * len(truth.networks)} trainings to go")
@@ -294,7 +317,9 @@ def define_flags():
   from betanas_tf import cli  # pylint: disable=import-outside-toplevel
   from betanas_tf.bench import parallel  # pylint: disable=import-outside-toplevel
   cli.define_space_flags("small", width_multiplier=False)
-  flags.DEFINE_integer("archs", 64, "Cost-stratified networks to train.", lower_bound=2)
+  flags.DEFINE_integer("archs", 64, "Cost-stratified networks per sample.", lower_bound=2)
+  flags.DEFINE_list("samples", ["0"], "Sample seeds: one cost-stratified sample of --archs "
+                    "networks each; adding a seed to a file's adds its networks.")
   flags.DEFINE_list("seeds", ["0", "1", "2"], "Training seeds.")
   flags.DEFINE_integer("epochs", 8, "Epochs per training (the rank recipe's).", lower_bound=1)
   flags.DEFINE_enum("dataset", "cluttered_digits", ["cluttered_digits", "digits"],
@@ -311,12 +336,14 @@ def main(argv):
   try:
     if not f.out:
       raise ValueError("give --out")
-    if not all(s.lstrip("-").isdigit() for s in f.seeds):
-      raise ValueError(f"--seeds must be integers, got {','.join(f.seeds)}")
+    for name in ("seeds", "samples"):
+      if not all(s.lstrip("-").isdigit() for s in f[name].value):
+        raise ValueError(f"--{name} must be integers, got {','.join(f[name].value)}")
     command = " ".join(["python -m betanas_tf.bench.ground_truth"] + [
-        f[name].serialize() for name in ("space", "archs", "seeds", "epochs", "dataset")])
+        f[name].serialize() for name in ("space", "archs", "samples", "seeds", "epochs",
+                                         "dataset")])
     wanted = plan(f.space, f.archs, [int(s) for s in f.seeds], f.dataset, f.epochs,
-                  f.input_size, command=command)
+                  f.input_size, [int(s) for s in f.samples], command=command)
     truth = build(f.out, wanted, f.workers, log=lambda m: print(m, flush=True))
   except ValueError as error:
     print(f"ground_truth: error: {error}", file=sys.stderr)
