@@ -191,6 +191,27 @@ def test_picks_trained_before_are_read_and_only_new_picks_train(tmp_path, monkey
                          str(tmp_path / "c"))
 
 
+def test_a_grown_ground_truth_scores_only_its_new_networks_without_searching_again(tmp_path):
+  import dataclasses  # pylint: disable=import-outside-toplevel
+  plan = dataclasses.replace(rank.QUICK, search_steps=20, eval_batches=2, calibration_batches=2)
+  archs = ["k3e3-k3e3-id", "k5e3-k3e3-id", "k3e6-k3e6-k5e3", "k3e3-k5e3-k3e6", "id-k5e3-k3e6"]
+  whole = rank.one_search(plan, "spos", 0, str(tmp_path / "whole"), 1e9, {"archs": archs}, True)
+  grown = str(tmp_path / "grown")
+  first = rank.one_search(plan, "spos", 0, grown, 1e9, {"archs": archs[:3]}, True)
+  assert first["scores"]["archs"] == sorted(archs[:3])
+  history = os.path.join(grown, "searches", "spos_seed0", "history.jsonl")
+  steps = [json.loads(line)["step"] for line in open(history)]
+  second = rank.one_search(plan, "spos", 0, grown, 1e9, {"archs": archs}, True)
+  # Restored, not searched again: the history is the first run's, and the scores of every
+  # network equal those of a search that scored all five at once.
+  assert [json.loads(line)["step"] for line in open(history)] == steps
+  assert (first["summary"]["resumed_from_step"], second["summary"]["resumed_from_step"]) == (0, 20)
+  assert second["scores"]["archs"] == whole["scores"]["archs"] == sorted(archs)
+  for metric in ("top1", "loss"):
+    assert second["scores"][metric] == pytest.approx(whole["scores"][metric], abs=1e-6)
+  assert second["summary"]["choices_string"] == first["summary"]["choices_string"]
+
+
 def test_scores_are_read_by_network_and_a_missing_one_is_named():
   from betanas_tf.bench import rank_analysis  # pylint: disable=import-outside-toplevel
   run = {"seed": 2, "scores": {"archs": ["a", "b", "c"], "top1": [0.1, 0.2, 0.3]}}

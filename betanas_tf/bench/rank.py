@@ -308,16 +308,17 @@ def selection_truth(plan: RankPlan, gt: Dict, choices: Sequence[str], out_dir: s
 def one_search(plan: RankPlan, strategy: str, seed: int, out_dir: str, budget_macs: float,
                gt: Dict, score: bool) -> Dict:
   """Runs (or resumes) one search and, if `score`, scores every ground-truth architecture
-  with its supernet (cached in scores.json)."""
+  with its supernet (cached in scores.json; when the ground truth has grown, the finished
+  search is restored from its last checkpoint and only the new networks are scored)."""
   from betanas_tf import data as data_lib  # pylint: disable=import-outside-toplevel
   from betanas_tf import policies, runner  # pylint: disable=import-outside-toplevel
   run_dir = os.path.join(out_dir, "searches", f"{strategy}_seed{seed}")
   scores_path = os.path.join(run_dir, "scores.json")
   summary_path = os.path.join(run_dir, "summary.json")
-  if os.path.exists(summary_path) and (not score or os.path.exists(scores_path)):
-    summary = json.load(open(summary_path))
-    scores = json.load(open(scores_path)) if score else None
-    return {"summary": summary, "scores": scores}
+  archs = gt.get("to_score", gt["archs"])
+  cached = json.load(open(scores_path)) if score and os.path.exists(scores_path) else None
+  if os.path.exists(summary_path) and (not score or cached and set(archs) <= set(cached["archs"])):
+    return {"summary": json.load(open(summary_path)), "scores": cached}
   policy_name, ablations = STRATEGIES[strategy]
   policy = policies.POLICIES.get(policy_name).with_ablations(**ablations)
   settings = runner.RunSettings(out_dir=run_dir, space=plan.space, input_size=plan.input_size,
@@ -328,14 +329,19 @@ def one_search(plan: RankPlan, strategy: str, seed: int, out_dir: str, budget_ma
                                 calibration_batches=plan.calibration_batches, progress=False)
   run = runner.SearchRun(settings, policy, engine_config(plan, seed))
   start = time.time()
-  summary = run.run()
+  summary = run.run()   # a finished search restores its last checkpoint and trains nothing
   scores = None
   if score:
-    archs = gt.get("to_score", gt["archs"])
-    space = run.space
-    metrics = run.score_paths([space.choices_from_string(a) for a in archs], split="eval")
-    scores = {"archs": archs, "top1": [m["top1"] for m in metrics],
-              "loss": [m["loss"] for m in metrics], "seconds": time.time() - start}
+    known = {metric: dict(zip(cached["archs"], cached[metric])) if cached else {}
+             for metric in ("top1", "loss")}
+    todo = [a for a in archs if a not in known["top1"]]
+    metrics = run.score_paths([run.space.choices_from_string(a) for a in todo], split="eval")
+    for arch, m in zip(todo, metrics):
+      known["top1"][arch], known["loss"][arch] = m["top1"], m["loss"]
+    everything = sorted(known["top1"])
+    scores = {"archs": everything, "top1": [known["top1"][a] for a in everything],
+              "loss": [known["loss"][a] for a in everything],
+              "seconds": (cached["seconds"] if cached else 0.0) + time.time() - start}
     from betanas_tf import io_utils  # pylint: disable=import-outside-toplevel
     io_utils.atomic_write_json(scores_path, scores)
   return {"summary": summary, "scores": scores}
