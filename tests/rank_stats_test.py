@@ -52,6 +52,27 @@ def test_paired_bootstrap_of_a_perfect_ranking_against_a_cost_count():
   assert overall["MACs"]["ci"][0] <= overall["MACs"]["tau"] <= overall["MACs"]["ci"][1]
 
 
+def test_an_ensemble_is_scored_on_its_searches_mean_rank():
+  rng = np.random.default_rng(3)
+  truth = rng.normal(size=(2, 40))
+  # Three searches, each the truth plus its own noise: averaging their ranks removes part of
+  # the noise, so the ensemble ranks better than the searches do one by one.
+  searches = truth.mean(0) + rng.normal(0, 1.0, size=(3, 40))
+  assert rank_stats.ensemble_scores([[0.1, 0.5, 0.3], [3.0, 1.0, 2.0]]).tolist() == [2.0, 2.0, 2.0]
+  strata = rank_stats.strata_of(np.arange(40), 2)
+  boot = rank_stats.paired_bootstrap({"alone": searches, "together": searches,
+                                      "MACs": [rng.normal(size=40)]}, truth, strata, "MACs",
+                                     rounds=300, within=False, ensembles=["together"])
+  mean_rank = np.mean([stats.rankdata(s) for s in searches], 0)
+  assert boot["together"]["tau"] == pytest.approx(stats.kendalltau(mean_rank, truth.mean(0))[0])
+  assert boot["alone"]["tau"] == pytest.approx(
+      np.mean([stats.kendalltau(s, truth.mean(0))[0] for s in searches]))
+  assert boot["together"]["tau"] > boot["alone"]["tau"] + 0.05
+  assert boot["together"]["diff"] == pytest.approx(boot["together"]["tau"] - boot["MACs"]["tau"])
+  low, high = boot["together"]["ci"]
+  assert low < boot["together"]["tau"] < high
+
+
 def test_noise_ceiling_is_each_seed_against_the_mean_of_the_others():
   rng = np.random.default_rng(2)
   rows = rng.normal(size=(3, 10))

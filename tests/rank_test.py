@@ -212,6 +212,30 @@ def test_a_grown_ground_truth_scores_only_its_new_networks_without_searching_aga
   assert second["summary"]["choices_string"] == first["summary"]["choices_string"]
 
 
+def test_a_strategys_searches_are_also_ranked_together():
+  import dataclasses  # pylint: disable=import-outside-toplevel
+  from betanas_tf.bench import rank_analysis  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  archs = [f"net{i:02d}" for i in range(12)]
+  top1 = rng.uniform(0.5, 0.9, size=(2, 12))
+  gt = {"archs": archs, "choices": [[0]] * 12, "macs": list(range(12)), "top1": top1.tolist(),
+        "loss": (1 - top1).tolist()}
+  runs = [{"seed": seed, "summary": {"balance_max_min_per_block": [[2, 1]]},
+           "scores": {"archs": archs, "top1": (top1.mean(0) + rng.normal(0, 0.1, 12)).tolist(),
+                      "loss": rng.normal(size=12).tolist()}} for seed in (0, 1, 2)]
+  plan = dataclasses.replace(rank.QUICK, strata=2, bootstrap=50)
+  result = rank_analysis.ranking(plan, gt, {"spos": runs})
+  assert set(result["strategies"]) == {"spos", "spos_ensemble"}
+  together = result["strategies"]["spos_ensemble"]
+  mean_rank = np.mean([stats.rankdata(r["scores"]["top1"]) for r in runs], 0)
+  assert together["top1"]["per_seed"] == [pytest.approx(stats.kendalltau(mean_rank, top1.mean(0))[0])]
+  assert together["top1"]["all"]["tau"] == pytest.approx(together["top1"]["per_seed"][0])
+  assert together["seeds"] == [0, 1, 2] and together["top1"]["survivors"] == []
+  alone = rank_analysis.ranking(dataclasses.replace(plan, ensembles=False), gt, {"spos": runs})
+  assert set(alone["strategies"]) == {"spos"}
+  assert alone["strategies"]["spos"]["top1"] == result["strategies"]["spos"]["top1"]
+
+
 def test_scores_are_read_by_network_and_a_missing_one_is_named():
   from betanas_tf.bench import rank_analysis  # pylint: disable=import-outside-toplevel
   run = {"seed": 2, "scores": {"archs": ["a", "b", "c"], "top1": [0.1, 0.2, 0.3]}}

@@ -78,6 +78,8 @@ class RankPlan:
                                             # many selection seeds (None: all of them)
   bootstrap: int = 1000
   strata: int = 4                           # cost strata for tau within a cost level
+  ensembles: bool = True                    # also rank each strategy's searches together
+                                            # (`rank_stats.ensemble_scores`): k searches' cost
   eval_batches: int = 68                    # batches of 64 that score a subnet (small: its
                                             # whole eval split)
   calibration_batches: int = 10             # training batches that recalibrate its BN
@@ -469,6 +471,8 @@ def define_flags():
                      "space's MACs.")
   flags.DEFINE_integer("strata", d.strata, "Cost strata for tau within a cost level.",
                        lower_bound=1)
+  flags.DEFINE_bool("ensembles", d.ensembles, "Also rank each strategy's searches together "
+                    "(the mean of their ranks), as one ranking that costs all of them.")
   flags.DEFINE_integer("eval_batches", d.eval_batches, "Eval batches of 64 scoring a subnet.",
                        lower_bound=1)
   flags.DEFINE_integer("calibration_batches", d.calibration_batches, "Training batches "
@@ -518,7 +522,8 @@ def plan_from_flags() -> RankPlan:
                  selection_strategies=tuple(f.selection_strategies),
                  multi_trial_oracles=tuple(f.multi_trial_oracles), cost_form=f.cost_form,
                  multi_trial_seeds=f.multi_trial_seeds,
-                 budget_quantile=f.budget_quantile, strata=f.strata, eval_batches=f.eval_batches,
+                 budget_quantile=f.budget_quantile, strata=f.strata, ensembles=f.ensembles,
+                 eval_batches=f.eval_batches,
                  calibration_batches=f.calibration_batches, bootstrap=f.bootstrap,
                  engine_overrides=engine_overrides(f.engine), selection=f.selection)
   if f.gt_seeds:

@@ -41,6 +41,10 @@ def ranking(plan, gt: Dict, searches: Dict[str, List[Dict]]) -> Dict:
   truth = {"top1": np.asarray(gt["top1"], np.float64), "loss": -np.asarray(gt["loss"], np.float64)}
   ranked = {name: [r for r in runs if r["scores"] is not None] for name, runs in searches.items()}
   ranked = {name: runs for name, runs in ranked.items() if runs}
+  # A strategy's searches ranked together: one ranking that costs all of them.
+  ensembles = {f"{name}_ensemble": name for name, runs in ranked.items()
+               if plan.ensembles and len(runs) > 1}
+  ranked.update({together: ranked[name] for together, name in ensembles.items()})
   result = {"strata": [[gt["archs"][i] for i in s] for s in strata],
             "strata_macs": [[float(macs[s].min()), float(macs[s].max())] for s in strata],
             "ceiling": {}, "macs": {}, "strategies": {name: {"seeds": [r["seed"] for r in runs]}
@@ -55,7 +59,7 @@ def ranking(plan, gt: Dict, searches: Dict[str, List[Dict]]) -> Dict:
                                  "strata": rank_stats.noise_ceiling(truth[metric], strata)}
     for where, within in (("all", False), ("strata", True)):
       boot = rank_stats.paired_bootstrap(rankings, truth[metric], strata, "MACs", plan.bootstrap,
-                                         within)
+                                         within, ensembles=list(ensembles))
       result["macs"].setdefault(metric, {})[where] = boot["MACs"]
       for name in ranked:
         result["strategies"][name].setdefault(metric, {})[where] = boot[name]
@@ -71,12 +75,13 @@ def ranking(plan, gt: Dict, searches: Dict[str, List[Dict]]) -> Dict:
     mean_truth = truth[metric].mean(0)
     for name, runs in ranked.items():
       entry = result["strategies"][name][metric]
-      entry["per_seed"] = [rank_stats.kendall_tau(s, mean_truth) for s in rankings[name]]
-      entry["per_seed_strata"] = [rank_stats.strata_tau(s, mean_truth, strata)
-                                  for s in rankings[name]]
-      entry["top5_overlap"] = [rank_stats.top_overlap(s, mean_truth) for s in rankings[name]]
+      rows = ([rank_stats.ensemble_scores(rankings[name])] if name in ensembles
+              else rankings[name])
+      entry["per_seed"] = [rank_stats.kendall_tau(s, mean_truth) for s in rows]
+      entry["per_seed_strata"] = [rank_stats.strata_tau(s, mean_truth, strata) for s in rows]
+      entry["top5_overlap"] = [rank_stats.top_overlap(s, mean_truth) for s in rows]
       sub = []
-      for r, s in zip(runs, rankings[name]):
+      for r, s in zip([] if name in ensembles else runs, rows):
         keep = survivors.get(r["seed"])
         if keep is not None and len(keep) >= 3:
           sub.append({"seed": r["seed"], "networks": len(keep),
@@ -193,7 +198,8 @@ def report(result: Dict, plan, seconds: float) -> str:
                  f"{macs['strata']['tau']:.3f} {_ci(macs['strata'])} | | |")
     for name, entry in ranking["strategies"].items():
       e = entry[metric]
-      lines.append(f"| {name} ({len(entry['seeds'])} seeds) | {e['all']['tau']:.3f} "
+      together = "seeds ranked together" if name.endswith("_ensemble") else "seeds"
+      lines.append(f"| {name} ({len(entry['seeds'])} {together}) | {e['all']['tau']:.3f} "
                    f"{_ci(e['all'])} | {e['all']['diff']:+.3f} {_ci(e['all'], 'diff_ci')} | "
                    f"{e['strata']['tau']:.3f} {_ci(e['strata'])} | {e['strata']['diff']:+.3f} "
                    f"{_ci(e['strata'], 'diff_ci')} | {e['strata']['diff_above_zero']:.2f} |")

@@ -67,23 +67,41 @@ def ranking_tau(per_seed_scores: Sequence[Sequence[float]], truth: Sequence[floa
   return float(np.nanmean(taus)) if len(taus) and not np.all(np.isnan(taus)) else float("nan")
 
 
+def ensemble_scores(per_seed_scores: Sequence[Sequence[float]]) -> np.ndarray:
+  """One score per network from several searches' scores: the mean of each search's ranks
+  (ties share their mean rank), so that no search weighs more for a wider score range."""
+  from scipy import stats  # pylint: disable=import-outside-toplevel
+  return np.mean([stats.rankdata(row) for row in np.asarray(per_seed_scores, np.float64)], 0)
+
+
 def paired_bootstrap(rankings: Dict[str, Sequence[Sequence[float]]],
                      truth_per_seed: Sequence[Sequence[float]], strata: Sequence[Sequence[int]],
-                     baseline: str, rounds: int, within: bool, seed: int = 0) -> Dict[str, Dict]:
+                     baseline: str, rounds: int, within: bool, seed: int = 0,
+                     ensembles: Sequence[str] = ()) -> Dict[str, Dict]:
   """For each ranking (name -> per search seed, one score per network; higher = better),
   its tau against the ground truth (mean over `truth_per_seed` rows) and the paired 95 %
   interval of tau - tau(`baseline`), both over all networks or, if `within`, averaged within
   `strata`. A round resamples, with replacement: the networks inside each stratum, the
   ground-truth seeds, and each ranking's search seeds; the baseline is scored on the same
-  networks and ground-truth seeds. Returns name -> {"tau", "ci", "diff", "diff_ci",
+  networks and ground-truth seeds. The rankings named in `ensembles` are scored as one
+  ranking of their searches together (`ensemble_scores` of the resampled search seeds)
+  instead of each search on its own. Returns name -> {"tau", "ci", "diff", "diff_ci",
   "diff_above_zero" (share of rounds with a positive difference)}."""
   rng = np.random.default_rng(seed)
+  # Ensembles draw their search seeds from a generator of their own, so that asking for one
+  # leaves every other ranking's resamples, and so its interval, as they were.
+  ensemble_rng = np.random.default_rng([seed, 1])
   truth_rows = np.asarray(truth_per_seed, np.float64)
   scores = {name: np.asarray(rows, np.float64) for name, rows in rankings.items()}
+  # An ensemble's searches enter as ranks over every network, computed once: a resample
+  # repeats networks, and a network drawn twice must not change the others' ranks.
+  ranks = {name: np.asarray([ensemble_scores([row]) for row in scores[name]])
+           for name in ensembles}
   groups = [np.asarray(s) for s in strata]
   point_strata = groups if within else None
   truth = truth_rows.mean(0)
-  point = {name: ranking_tau(rows, truth, point_strata) for name, rows in scores.items()}
+  point = {name: ranking_tau(rows if name not in ranks else [ranks[name].mean(0)], truth,
+                             point_strata) for name, rows in scores.items()}
   samples = {name: [] for name in scores}
   diffs = {name: [] for name in scores}
   for _ in range(rounds):
@@ -95,7 +113,9 @@ def paired_bootstrap(rankings: Dict[str, Sequence[Sequence[float]]],
     sample_truth = rows.mean(0)[pick]
     taus = {}
     for name, per_seed in scores.items():
-      chosen = per_seed[rng.integers(len(per_seed), size=len(per_seed))][:, pick]
+      draw = ensemble_rng if name in ranks else rng
+      searches = ranks.get(name, per_seed)[draw.integers(len(per_seed), size=len(per_seed))]
+      chosen = (searches.mean(0, keepdims=True) if name in ranks else searches)[:, pick]
       taus[name] = ranking_tau(chosen, sample_truth, local if within else None)
     for name in scores:
       if np.isnan(taus[name]) or np.isnan(taus[baseline]):
