@@ -129,16 +129,19 @@ def test_cli_errors_exit_1_with_one_line(tmp_path):
   assert not os.path.exists(tmp_path / "gt.json")
 
 
-def test_the_shipped_small_ground_truth_is_the_cost_stratified_sample():
+def test_the_shipped_small_ground_truth_is_two_cost_stratified_samples():
   truth = gt_lib.GroundTruth.load(gt_lib.shipped_path("small"))
   assert (truth.space, truth.input_size, truth.dataset) == ("small", 32, "cluttered_digits")
-  assert truth.sample == {"kind": "cost_stratified", "count": 64, "seed": 0}
-  assert [n["choices"] for n in truth.networks] == rank.cost_stratified_sample(
-      spaces.get_space("small"), 64)
+  assert truth.sample == {"kind": "cost_stratified", "count": 64, "seeds": [0, 1]}
+  space = spaces.get_space("small")
+  first = rank.cost_stratified_sample(space, 64, 0)
+  assert [n["choices"] for n in truth.networks] == first + [
+      c for c in rank.cost_stratified_sample(space, 64, 1) if c not in first]
+  assert len(truth.networks) == 125 and len(truth.complete()) >= 64
   assert truth.seeds == (0, 1, 2) and truth.recipe == gt_lib.recipe_record("cluttered_digits", 8)
   assert truth.provenance["command"] == (
-      "python -m betanas_tf.bench.ground_truth --space=small --archs=64 --seeds=0,1,2 --epochs=8 "
-      "--dataset=cluttered_digits")
+      "python -m betanas_tf.bench.ground_truth --space=small --archs=64 --samples=0,1 "
+      "--seeds=0,1,2 --epochs=8 --dataset=cluttered_digits")
 
 
 if __name__ == "__main__":
