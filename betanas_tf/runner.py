@@ -299,6 +299,17 @@ class SearchRun:
       self._save(steps)
     return self._finish(start, logger.images_per_s(config.batch_size), time.time() - start_time)
 
+  def restore_finished(self) -> int:
+    """Restores a finished search's last checkpoint (its settings checked as a resume's) so
+    that `score_paths` can ask its supernet about more subnets, without training or
+    selecting again; returns the step. A search that has not finished is an error."""
+    self._check_identity()
+    step = self._restore()
+    steps = self.config.max_steps if self.policy.trains_weights else 0
+    if step < steps:
+      raise ValueError(f"{self.out} stopped at step {step} of {steps}: run it to the end first")
+    return step
+
   def _save(self, step: int):
     self.manager.save(checkpoint_number=step)
     if not self.chief:  # the others' copies were only for the collective save
