@@ -79,7 +79,7 @@ class RankPlan:
   bootstrap: int = 1000
   strata: int = 4                           # cost strata for tau within a cost level
   ensembles: bool = True                    # also rank each strategy's searches together
-                                            # (`rank_stats.ensemble_scores`): k searches' cost
+                                            # (mean rank): one ranking at k searches' cost
   eval_batches: int = 68                    # batches of 64 that score a subnet (small: its
                                             # whole eval split)
   calibration_batches: int = 10             # training batches that recalibrate its BN
