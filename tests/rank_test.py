@@ -214,6 +214,17 @@ def test_a_grown_ground_truth_scores_only_its_new_networks_without_searching_aga
   for metric in ("top1", "loss"):
     assert second["scores"][metric] == pytest.approx(whole["scores"][metric], abs=1e-6)
   assert second["summary"]["choices_string"] == first["summary"]["choices_string"]
+  # A search that did not reach its last step is not scored as if it had.
+  import shutil  # pylint: disable=import-outside-toplevel
+  from betanas_tf import data as data_lib, policies, runner  # pylint: disable=import-outside-toplevel
+  shutil.rmtree(checkpoints)
+  settings = runner.RunSettings(out_dir=os.path.join(grown, "searches", "spos_seed0"),
+                                space=plan.space, input_size=plan.input_size,
+                                dataset=data_lib.DataSource(plan.dataset), cost="macs",
+                                cost_target=1e9, progress=False)
+  unfinished = runner.SearchRun(settings, policies.POLICIES.get("spos"), rank.engine_config(plan, 0))
+  with pytest.raises(ValueError, match="spos_seed0 stopped at step 0 of 20: run it to the end first"):
+    unfinished.restore_finished()
 
 
 def test_a_strategys_searches_are_also_ranked_together():
