@@ -1,11 +1,11 @@
 """A ground truth that installs with the package: standalone results of a space's networks.
 
-    python -m betanas_tf.bench.ground_truth --space=small --archs=64 --seeds=0,1,2 \\
-        --out=betanas_tf/bench/data/small_ground_truth.json
+    python -m betanas_tf.bench.ground_truth --space=small --archs=64 --samples=0,1 \\
+        --seeds=0,1,2 --out=betanas_tf/bench/data/small_ground_truth.json
 
 A rank benchmark needs every sampled architecture trained standalone, several times: on
-`small` (64 networks x 3 seeds) that is about two hours of two CPU cores. This module trains
-them once and keeps the results in one small, versioned JSON file (`GroundTruth`) that ships
+`small` one sample (64 networks x 3 seeds) is about 100 minutes of two CPU cores. This module
+trains them once and keeps the results in one small, versioned JSON file (`GroundTruth`) that ships
 inside the package, so `bench.rank` reads it instead of retraining. Every (architecture,
 seed) pair is one task: the rank recipe (`tune`'s grid over that one architecture, exactly
 as `rank.ground_truth` trains it) in a scratch directory, after which its figures are merged
