@@ -12,6 +12,7 @@ Output directory (written by the chief alone under multi-worker training):
 """
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -348,6 +349,25 @@ class SearchRun:
       raise ValueError(f"split must be 'arch' or 'eval', got {split!r}")
     calibration = self._calibration()
     return [self.engine.evaluate_path_metrics(c, batches, calibration) for c in choices_list]
+
+  def scoring_digest(self, split: str = "arch") -> str:
+    """A digest of everything `score_paths(..., split)` answers from: the supernet's weights
+    (BatchNorm statistics included; not the architecture parameters, which no score reads)
+    and the batches it reads (dataset, input size, seed, batch sizes, numbers of batches).
+    Two searches with equal digests give every subnet the same scores: a strategy whose
+    alpha step changes no weight (betanas --nodrop) ends with spos' supernet."""
+    reads = {"split": split, "space": self.settings.space, "input_size": self.space.input_size,
+             "width_multiplier": self.settings.width_multiplier,
+             "dataset": dataclasses.asdict(self.settings.dataset), "seed": self.config.seed,
+             "batch_size": self.config.batch_size, "arch_batch_size": self.config.arch_batch_size,
+             "eval_batches": self.settings.eval_batches,
+             "calibration_batches": self.settings.calibration_batches}
+    digest = hashlib.sha256(json.dumps(reads, sort_keys=True).encode())
+    for variable in self.engine.supernet.weights:
+      value = np.ascontiguousarray(keras.ops.convert_to_numpy(variable))
+      digest.update(f"{variable.path}:{value.dtype}:{value.shape}".encode())
+      digest.update(value.tobytes())
+    return digest.hexdigest()
 
   def _select(self):
     """The policy's selector (`selection.SELECTORS`) over what this search offers."""

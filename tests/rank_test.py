@@ -96,7 +96,7 @@ def test_search_seeds_are_the_seeds_named_and_selection_seeds_follow_them():
   assert plan.all_search_seeds() == [20, 21, 22, 23, 24]
   runs = rank.search_runs(plan)
   assert [(n, s) for n, s, score in runs if score] == [
-      ("betanas", 20), ("spos", 20), ("betanas", 21), ("spos", 21), ("betanas", 22), ("spos", 22)]
+      ("betanas", 20), ("betanas", 21), ("betanas", 22), ("spos", 20), ("spos", 21), ("spos", 22)]
   assert [(n, s) for n, s, score in runs if not score] == [("betanas", 23), ("betanas", 24)]
   with pytest.raises(ValueError, match="unknown strategy 'tpe'"):
     rank.RankPlan(strategies=("tpe",))
@@ -225,6 +225,35 @@ def test_a_grown_ground_truth_scores_only_its_new_networks_without_searching_aga
   unfinished = runner.SearchRun(settings, policies.POLICIES.get("spos"), rank.engine_config(plan, 0))
   with pytest.raises(ValueError, match="spos_seed0 stopped at step 0 of 20: run it to the end first"):
     unfinished.restore_finished()
+
+
+def test_a_supernet_equal_to_a_scored_one_takes_its_scores(tmp_path):
+  import dataclasses  # pylint: disable=import-outside-toplevel
+  plan = dataclasses.replace(rank.QUICK, search_steps=20, eval_batches=2, calibration_batches=2)
+  archs = ["k3e3-k3e3-id", "k5e3-k3e3-id", "k3e6-k3e6-k5e3", "id-k5e3-k3e6"]
+  out, logged = str(tmp_path / "rank"), []
+  spos = rank.one_search(plan, "spos", 0, out, 1e9, {"archs": archs}, True)
+  # --nodrop's alpha step changes no weight: its supernet is spos' to the bit, so its scores
+  # are spos' (taken, and said so), and it is scored for a network spos was not asked about.
+  nodrop = rank.one_search(plan, "betanas_nodrop", 0, out, 1e9,
+                           {"archs": archs + ["k3e3-k3e6-k5e3"]}, True, log=logged.append)
+  assert nodrop["scores"]["scoring_digest"] == spos["scores"]["scoring_digest"]
+  assert nodrop["scores"]["shared"] == {"spos_seed0": 4}
+  assert logged == ["betanas_nodrop seed 0: the supernet of spos_seed0, to the bit; "
+                    "4 of its scores taken, not recomputed"]
+  theirs = {m: dict(zip(spos["scores"]["archs"], spos["scores"][m])) for m in ("top1", "loss")}
+  mine = {m: dict(zip(nodrop["scores"]["archs"], nodrop["scores"][m])) for m in ("top1", "loss")}
+  assert {m: {a: mine[m][a] for a in archs} for m in mine} == theirs
+  alone = rank.one_search(plan, "spos", 0, str(tmp_path / "alone"), 1e9,
+                          {"archs": ["k3e3-k3e6-k5e3"]}, True)
+  for metric in ("top1", "loss"):
+    assert mine[metric]["k3e3-k3e6-k5e3"] == pytest.approx(alone["scores"][metric][0], abs=1e-6)
+  # Another seed trains other weights: nothing is taken.
+  other = rank.one_search(plan, "spos", 1, out, 1e9, {"archs": archs}, True)
+  assert other["scores"]["scoring_digest"] != spos["scores"]["scoring_digest"]
+  assert other["scores"]["shared"] == {}
+  assert other["scores"]["top1"] != spos["scores"]["top1"] or (
+      other["scores"]["loss"] != spos["scores"]["loss"])
 
 
 def test_a_strategys_searches_are_also_ranked_together():

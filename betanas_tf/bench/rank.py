@@ -308,10 +308,12 @@ def selection_truth(plan: RankPlan, gt: Dict, choices: Sequence[str], out_dir: s
 
 
 def one_search(plan: RankPlan, strategy: str, seed: int, out_dir: str, budget_macs: float,
-               gt: Dict, score: bool) -> Dict:
+               gt: Dict, score: bool, log=print) -> Dict:
   """Runs (or resumes) one search and, if `score`, scores every ground-truth architecture
   with its supernet (cached in scores.json; when the ground truth has grown, the finished
-  search is restored from its last checkpoint and only the new networks are scored)."""
+  search is restored from its last checkpoint and only the new networks are scored). Scores
+  another search under `out_dir` computed with a supernet equal to this one to the bit (the
+  same `scoring_digest`) are taken from it: they are the same numbers."""
   from betanas_tf import data as data_lib  # pylint: disable=import-outside-toplevel
   from betanas_tf import policies, runner  # pylint: disable=import-outside-toplevel
   run_dir = os.path.join(out_dir, "searches", f"{strategy}_seed{seed}")
@@ -340,17 +342,41 @@ def one_search(plan: RankPlan, strategy: str, seed: int, out_dir: str, budget_ma
   if score:
     known = {metric: dict(zip(cached["archs"], cached[metric])) if cached else {}
              for metric in ("top1", "loss")}
+    digest = run.scoring_digest(split="eval")
+    shared = dict(cached.get("shared", {})) if cached else {}
+    for donor, theirs in scores_of_the_same_supernet(out_dir, run_dir, digest):
+      taken = [a for a in archs if a not in known["top1"] and a in theirs["top1"]]
+      for arch in taken:
+        known["top1"][arch], known["loss"][arch] = theirs["top1"][arch], theirs["loss"][arch]
+      if taken:
+        shared[donor] = shared.get(donor, 0) + len(taken)
+        log(f"{strategy} seed {seed}: the supernet of {donor}, to the bit; "
+            f"{len(taken)} of its scores taken, not recomputed")
     todo = [a for a in archs if a not in known["top1"]]
     metrics = run.score_paths([run.space.choices_from_string(a) for a in todo], split="eval")
     for arch, m in zip(todo, metrics):
       known["top1"][arch], known["loss"][arch] = m["top1"], m["loss"]
     everything = sorted(known["top1"])
     scores = {"archs": everything, "top1": [known["top1"][a] for a in everything],
-              "loss": [known["loss"][a] for a in everything],
+              "loss": [known["loss"][a] for a in everything], "scoring_digest": digest,
+              "shared": shared,
               "seconds": (cached["seconds"] if cached else 0.0) + time.time() - start}
     from betanas_tf import io_utils  # pylint: disable=import-outside-toplevel
     io_utils.atomic_write_json(scores_path, scores)
   return {"summary": summary, "scores": scores}
+
+
+def scores_of_the_same_supernet(out_dir: str, run_dir: str, digest: str):
+  """(search, {"top1"/"loss": {network: score}}) of every other search under `out_dir`
+  whose scores.json was computed by a supernet with this scoring digest."""
+  searches = os.path.join(out_dir, "searches")
+  for name in sorted(os.listdir(searches)):
+    path = os.path.join(searches, name, "scores.json")
+    if os.path.join(searches, name) == run_dir or not os.path.exists(path):
+      continue
+    theirs = json.load(open(path))
+    if theirs.get("scoring_digest") == digest:
+      yield name, {m: dict(zip(theirs["archs"], theirs[m])) for m in ("top1", "loss")}
 
 
 def multi_trial(plan: RankPlan, oracle: str, seed: int, out_dir: str, budget_macs: float,
@@ -378,8 +404,10 @@ def one_shot_images(plan: RankPlan) -> float:
 
 def search_runs(plan: RankPlan) -> List[Tuple[str, int, bool]]:
   """(strategy, seed, scores every network?) of every search the plan runs: each strategy
-  on `search_seeds` (ranking), the selection strategies on the further selection seeds."""
-  runs = [(name, seed, True) for seed in plan.search_seeds for name in plan.strategies]
+  on `search_seeds` (ranking), the selection strategies on the further selection seeds.
+  Strategy after strategy, in `strategies`' order: a search whose supernet equals an earlier
+  strategy's (betanas_nodrop's equals spos') then usually finds that one's scores written."""
+  runs = [(name, seed, True) for name in plan.strategies for seed in plan.search_seeds]
   if plan.selection:
     runs += [(name, seed, False) for seed in plan.all_search_seeds()
              for name in plan.selection_strategies
