@@ -6,7 +6,8 @@
 1. Ground truth: a `bench.ground_truth` file (the package ships `small`'s: 125 networks from
    two cost-stratified samples spread over its MACs range, three training seeds), or trained
    here (`--retrain_ground_truth`: every architecture of a small space, or a
-   `cost_stratified_sample`, per training seed through `tune`; cached). A network's truth is its mean eval top-1 / loss over the seeds.
+   `cost_stratified_sample`, per training seed through `tune`; cached). A network's truth is
+   its mean eval top-1 / loss over the seeds.
 2. One-shot searches through the search's public API (`runner.SearchRun`), per strategy and
    search seed (the seeds named), with the same Phase-1 budget and MACs budget (a quantile of
    the space's MACs). Each trained supernet scores every ground-truth network (its weights, BN
