@@ -98,9 +98,17 @@ def test_an_int8_table_without_xnnpack_is_built_validated_and_refused_for_other_
       "only in the runtime it describes (drop those flags, or use another table)")
   result = _cli("validate", f"--lut={out}", "--space=micro", "--n=2", "--invocations=2",
                 "--min_rounds=3", "--max_rounds=3", "--drift_networks=2", "--norecord",
-                f"--plot={tmp_path / 'v.png'}")
+                f"--plot={tmp_path / 'v.png'}", f"--report={tmp_path / 'v.json'}")
   assert result.returncode == 0, result.stderr[-2000:]
   assert "n=2 (host " in result.stdout and ": int8, 1 thread, delegate none): mean abs error" in result.stdout
+  # --report keeps every network's figures and the re-timed calibration networks.
+  with open(tmp_path / "v.json") as handle:
+    report = json.load(handle)
+  assert [len(report["rows"]), len(report["calibration_now_ms"]), report["drift_networks"]] == [2, 2, 2]
+  for row in report["rows"]:
+    assert row["error_pct"] == pytest.approx(
+        100 * (row["predicted_ms"] - row["measured_ms"]) / row["measured_ms"])
+  assert report["max_abs_error_pct"] == pytest.approx(max(abs(r["error_pct"]) for r in report["rows"]))
 
 
 def _scaled_copy(table, factor_of):

@@ -7,6 +7,7 @@ import sys
 from typing import Optional
 
 from betanas_tf import arch as arch_lib
+from betanas_tf import io_utils
 from betanas_tf.latency import android
 from betanas_tf.latency import compare as compare_lib
 from betanas_tf.latency import measure
@@ -58,6 +59,8 @@ def _define_flags():
                        "drift since the build (0: the three anchors).", lower_bound=0)
   flags.DEFINE_string("plot", None, "validate: the predicted-vs-measured scatter (PNG; default "
                       "<lut>_validation.png).")
+  flags.DEFINE_string("report", None, "validate: also write the whole report (every network's "
+                      "prediction and measurement, the re-timed calibration networks) as JSON.")
   flags.DEFINE_bool("record", True, "validate: store the error summary in the table (the "
                     "search's summary reports it).")
 
@@ -168,6 +171,8 @@ def main(argv):
               f"{report['rescaled_p90_abs_error_pct']:.2f} %, max "
               f"{report['rescaled_max_abs_error_pct']:.2f} %, mean signed "
               f"{report['rescaled_mean_error_pct']:+.2f} %")
+      if flags_.report:
+        io_utils.atomic_write_json(flags_.report, report)
       if flags_.record:
         table.validation = measure.validation_summary(report)
         table.save(flags_.lut)

@@ -146,7 +146,7 @@ def validate(table: latency_table.LatencyTable, space, n: int, timer, seed: int 
     models[f"calibration{i}"] = builder.build_model(
         space.arch_from_choices(table.calibration["choices"][i]))
   timed, anchor_ms = _time_with_anchors(timer, space, models, table.overhead_ms)
-  drift, source = None, None
+  drift, source, now = None, None, []
   if picks:
     now = [timed.pop(f"calibration{i}")["median"] - table.overhead_ms for i in picks]
     drift, source = table.calibration_drift(space, picks, now), "calibration"
@@ -170,7 +170,8 @@ def validate(table: latency_table.LatencyTable, space, n: int, timer, seed: int 
   ratios = ([now / ref for now, ref in zip(anchor_ms, table.anchor["ms"])] if table.anchor
             else None)
   report = {"n": n, "seed": seed, "rows": rows, "target": table.target, "anchor_ms": anchor_ms,
-            "speed_ratios": ratios, "drift_source": source, "drift_networks": len(picks)}
+            "speed_ratios": ratios, "drift_source": source, "drift_networks": len(picks),
+            "calibration_now_ms": {str(i): ms for i, ms in zip(picks, now)}}
   report.update(_error_stats(np.array([r["error_pct"] for r in rows])))
   if drift is not None:
     report.update(_error_stats(np.array([r["rescaled_error_pct"] for r in rows]), "rescaled_"))
