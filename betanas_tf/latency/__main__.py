@@ -1,5 +1,5 @@
-"""python -m betanas_tf.latency build | import | predict | validate | compare (see the package
-docstring)."""
+"""python -m betanas_tf.latency build | refit | import | predict | validate | compare (see the
+package docstring)."""
 
 import json
 import os
@@ -17,7 +17,7 @@ from betanas_tf.latency import timers as latency_timers
 from betanas_tf.latency import timing
 
 
-COMMANDS = ("build", "import", "predict", "validate", "compare")
+COMMANDS = ("build", "refit", "import", "predict", "validate", "compare")
 
 
 def _define_flags():
@@ -26,7 +26,7 @@ def _define_flags():
   from betanas_tf import cli  # pylint: disable=import-outside-toplevel
   cli.define_space_flags("proxyless_mobile", num_classes=True)
   flags.DEFINE_string("out", None, "Output table (build, import).")
-  flags.DEFINE_string("lut", None, "Latency table (predict, validate, compare).")
+  flags.DEFINE_string("lut", None, "Latency table (refit, predict, validate, compare).")
   flags.DEFINE_string("other", None, "compare: the second table.")
   flags.DEFINE_enum("quantize", None, list(runtime_lib.QUANTIZE), "Number format of the timed "
                     "models (build: default fp32; validate: the table's). int8: full-integer "
@@ -107,6 +107,18 @@ def _timer(flags_, runtime: runtime_lib.Runtime):
   return latency_timers.HostTimer(runtime, plan)
 
 
+def _fit_words(table: latency_table.LatencyTable) -> str:
+  if table.correction is None:
+    return "in-network correction: none"
+  loo = (table.calibration or {}).get("loo_mean_abs_error_pct", {})
+  chosen = ", ".join(f"{s} {v:.2f} %" for s, v in sorted(loo.items()))
+  return ("in-network correction: x{factor:.4f} (deep layers x{deep_factor:.4f}) + "
+          "{per_layer_ms:.4f} ms per layer".format(**dict(
+              table.correction, deep_factor=table.correction.get("deep_factor", table.correction["factor"])))
+          + f"; entries read as the {table.statistic} of their samples"
+          + (f" (leave-one-out error on the calibration networks: {chosen})" if chosen else ""))
+
+
 def main(argv):
   import dataclasses  # pylint: disable=import-outside-toplevel
   from absl import flags  # pylint: disable=import-outside-toplevel
@@ -127,10 +139,19 @@ def main(argv):
                   else None)
       timer = _timer(flags_, _runtime(flags_, existing, flags_.out))
       table = measure.build_table(space, timer, flags_.out, flags_.progress, flags_.calibrate)
-      fitted = ("x{factor:.4f} (deep layers x{deep_factor:.4f}) + {per_layer_ms:.4f} ms per "
-                "layer".format(**table.correction) if table.correction else "none")
       print(f"{len(table.entries)} entries in {flags_.out} (overhead {table.overhead_ms:.4f} ms "
-            f"subtracted; in-network correction: {fitted})")
+            f"subtracted; {_fit_words(table)})")
+    elif command == "refit":
+      if not flags_.lut:
+        raise ValueError("refit needs --lut")
+      table = latency_table.LatencyTable.load(flags_.lut)
+      if not (table.calibration and "call_ms" in table.calibration
+              and "calibration_anchor_ms" in table.target):
+        raise ValueError(f"{flags_.lut} keeps no timed calibration networks to refit on (build "
+                         "it with --calibrate)")
+      measure.fit_calibration(table, space)
+      table.save(flags_.lut)
+      print(f"{flags_.lut}: {_fit_words(table)}")
     elif command == "import":
       if not (flags_.yaml and flags_.out):
         raise ValueError("import needs --yaml and --out")

@@ -8,9 +8,11 @@ Table format (JSON, sorted keys)::
      "entries": {"<layer key>": {"median": ms, "mean": ms, "std": ms, "ci_low": ms, "ci_high": ms,
                                  "p10": ms, "p90": ms, "count": n, "outliers": n, "rounds": n,
                                  "anchor_ms": [ms, ms, ms]}, ...},
+     "statistic": "median" | "p10",  # which entry field a layer costs (chosen at the fit)
      "anchor": {"choices": [[...], [...], [...]], "ms": [ms, ms, ms]},  # drift reference
      "correction": {"factor": f, "deep_factor": g, "per_layer_ms": d},  # fitted (below)
-     "calibration": {"choices": [[...], ...], "ms": [...], "call_ms": [...]},  # fitted on
+     "calibration": {"choices": [[...], ...], "ms": [...], "call_ms": [...],  # fitted on
+                     "loo_mean_abs_error_pct": {"median": %, "p10": %}},
      "validation": {"n": 50, "mean_abs_error_pct": ..., "max_abs_error_pct": ..., ...}}
 
 Layer keys follow ProxylessNAS' naming, so its published tables import as they are:
@@ -140,6 +142,9 @@ def space_keys(space) -> List[str]:
 
 
 CORRECTION_FIELDS = ({"factor", "deep_factor", "per_layer_ms"}, {"factor", "per_layer_ms"})
+# An entry's value: the median of its timed samples, or their 10th percentile (the layer's
+# cost without the one-sided stalls that multi-threaded timing suffers on a shared machine).
+ENTRY_STATISTICS = ("median", "p10")
 
 
 class LatencyTable:
@@ -148,8 +153,13 @@ class LatencyTable:
   def __init__(self, entries: Dict[str, Dict[str, float]], target: Dict, overhead_ms: float = 0.0,
                scale: Optional[float] = None, correction: Optional[Dict[str, float]] = None,
                validation: Optional[Dict] = None, anchor: Optional[Dict] = None,
-               calibration: Optional[Dict] = None):
+               calibration: Optional[Dict] = None, statistic: str = "median"):
     self.entries, self.target, self.overhead_ms = dict(entries), dict(target), overhead_ms
+    if statistic not in ENTRY_STATISTICS:
+      raise ValueError(f"unknown entry statistic {statistic!r} (one of: {', '.join(ENTRY_STATISTICS)})")
+    # Which of an entry's timed statistics a layer costs (`lookup`): chosen when the
+    # correction is fitted (`measure.fit_calibration`).
+    self.statistic = statistic
     # {"arch": compact choices, "ms": reference time}: the network timed in every call.
     self.anchor = dict(anchor) if anchor else None
     self.scale = scale  # one whole-network factor (older tables); None = 1.0
@@ -169,7 +179,7 @@ class LatencyTable:
 
   def to_dict(self) -> Dict:
     data = {"format": FORMAT, "version": VERSION, "unit": "ms", "target": self.target,
-            "overhead_ms": self.overhead_ms, "entries": self.entries}
+            "overhead_ms": self.overhead_ms, "entries": self.entries, "statistic": self.statistic}
     for field in ("scale", "correction", "validation", "anchor", "calibration"):
       if getattr(self, field) is not None:
         data[field] = getattr(self, field)
@@ -199,7 +209,7 @@ class LatencyTable:
     try:
       return cls(data["entries"], data.get("target", {}), data.get("overhead_ms", 0.0),
                  data.get("scale"), data.get("correction"), data.get("validation"),
-                 data.get("anchor"), data.get("calibration"))
+                 data.get("anchor"), data.get("calibration"), data.get("statistic", "median"))
     except ValueError as error:
       raise ValueError(f"{path}: {error}") from None
 
@@ -221,10 +231,10 @@ class LatencyTable:
     return [k for k in keys if k not in self.entries]
 
   def lookup(self, key: str) -> float:
-    """The entry's median if it was measured here (robust to noise), else its mean; at the
-    anchors' reference speed when the entry was timed with them."""
+    """The entry's `statistic` (median or p10) where it was timed here, else its mean (an
+    imported table); at the anchors' reference speed when the entry was timed with them."""
     entry = self.entries[key]
-    value = float(entry.get("median", entry["mean"]))
+    value = float(entry.get(self.statistic, entry.get("median", entry["mean"])))
     return value * self.speed_correction(entry.get("anchor_ms"))
 
   def speed_correction(self, anchor_ms: Optional[Sequence[float]]) -> float:
