@@ -30,7 +30,7 @@ PROGRAMS = {
     "betanas_tf.bench.throughput": ("betanas_tf.bench.throughput", "define_flags"),
     "betanas_tf.qat": ("betanas_tf.qat", "define_flags"),   # last: it may import tfmot
 }
-SUBCOMMANDS = {"betanas_tf.latency": ("build", "import", "predict", "validate", "compare")}
+SUBCOMMANDS = {"betanas_tf.latency": ("build", "refit", "import", "predict", "validate", "compare")}
 
 
 def documented_commands():

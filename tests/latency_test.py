@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pytest
@@ -260,9 +261,106 @@ def test_retimed_calibration_networks_measure_the_drift_the_anchors_misjudge(tmp
   assert by_anchors["rescaled_max_abs_error_pct"] > 3.0
   by_networks = latency.validate(table, space, 6, noisy, seed=1, drift_networks=4)
   assert (by_networks["drift_source"], by_networks["drift_networks"]) == ("calibration", 4)
-  assert by_networks["rescaled_max_abs_error_pct"] < 1e-6
-  assert all(r["drift"] == pytest.approx(1.2) for r in by_networks["rows"])
+  # Within the re-timed networks' range the line is exact; beyond it the curve leans toward
+  # the anchor on that side (here one that read 6 % fast or 5 % slow).
+  low, high = min(table.calibration["ms"]), max(table.calibration["ms"])
+  inside = [r for r in by_networks["rows"] if low <= r["predicted_ms"] <= high]
+  assert len(inside) >= 3 and all(abs(r["rescaled_error_pct"]) < 1e-6 for r in inside)
+  assert all(r["drift"] == pytest.approx(1.2) for r in inside)
+  assert all(1.2 * 0.94 - 1e-9 <= r["drift"] <= 1.2 * 1.05 + 1e-9 for r in by_networks["rows"])
   assert by_networks["mean_abs_error_pct"] == pytest.approx(100 * (1 - 1 / 1.2))
+
+
+def test_beyond_the_calibration_networks_the_drift_curve_follows_the_anchors(tmp_path):
+  """A machine that, at validation, runs every network of the calibration networks' range
+  20 % slower and networks cheaper than all of them up to 50 % slower (linearly in log
+  size down to the cheapest anchor): the curve through the re-timed networks, joined to the
+  cheapest anchor's ratio, places those cheap networks exactly; held at the line's end (no
+  anchors), it is off by up to 20 %."""
+  space = spaces.get_space("micro")
+  timer = DriftingTimer([0.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+  table = latency.build_table(space, timer, str(tmp_path / "t.json"), progress=False, chunk=3,
+                              calibrate=8)
+  cheapest = min(_params(space.arch_from_choices(c)) for c in table.calibration["choices"])
+  smallest_anchor = _params(space.arch_from_choices(table.anchor["choices"][0]))
+  assert smallest_anchor < cheapest
+  def speed(p):
+    below = np.clip(np.log(cheapest / p) / np.log(cheapest / smallest_anchor), 0.0, 1.0)
+    return 1.2 + 0.3 * below
+  timer.speeds, timer.calls = [speed], 0
+  report = latency.validate(table, space, 40, timer, seed=2, drift_networks=8)
+  below = [r for r in report["rows"] if r["predicted_ms"] < min(table.calibration["ms"]) - 1e-12]
+  assert len(below) >= 3 and report["rescaled_max_abs_error_pct"] < 1e-6
+  assert max(r["drift"] for r in below) > 1.25
+  now = [ms * speed(ms / 1e-5) for ms in table.calibration["ms"]]
+  held = table.calibration_drift(space, list(range(8)), now)
+  archs = {r["arch"]: space.arch_from_choices(space.choices_from_string(r["arch"])) for r in below}
+  assert all(held(a) == pytest.approx(1.2) for a in archs.values())
+  assert max(abs(1.2 * r["predicted_ms"] / r["measured_ms"] - 1) for r in below) > 0.1
+
+
+class StallingTimer:
+  """A machine where a model's time is its parameter count x 1e-5 ms, whole networks
+  (anchors, calibration and validation networks) time exactly that, and one-layer models
+  (entries: keys with 'input:') report it in one of their statistics and a per-key error
+  in the other: `stalls` puts an upward error (0-40 %) on the median (a layer that waited
+  for its second thread in some rounds), otherwise a downward one on the 10th percentile."""
+
+  def __init__(self, stalls):
+    self.stalls = stalls
+
+  def time_models(self, models):
+    timed = {}
+    for key, model in models.items():
+      ms = model.count_params() * 1e-5
+      error = 0.4 * (zlib.crc32(key.encode()) / 2**32)
+      entry = {"median": ms, "p10": ms, "mean": ms}
+      if "input:" in key:
+        if self.stalls:
+          entry.update(median=ms * (1 + error), mean=ms * (1 + error))
+        else:
+          entry.update(p10=ms * (1 - error))
+      timed[key] = entry
+    return timed
+
+  def time_model(self, model):
+    return self.time_models({"m": model})["m"]
+
+  def describe(self):
+    return {"kind": "fake"}
+
+
+@pytest.mark.parametrize("stalls", [True, False])
+def test_the_fit_reads_entries_by_the_statistic_that_predicts_the_calibration_networks(tmp_path, stalls):
+  """Entries whose median carries stalls that networks do not have: the 10th percentile
+  predicts every calibration network left out exactly and is kept, the median is off; with
+  the error in the 10th percentile instead, the median is kept. Validation agrees, and
+  `latency refit` reaches the same fit from the stored calibration times alone."""
+  space = spaces.get_space("micro")
+  out = str(tmp_path / "t.json")
+  table = latency.build_table(space, StallingTimer(stalls), out, progress=False, chunk=4, calibrate=8)
+  right, wrong = ("p10", "median") if stalls else ("median", "p10")
+  loo = table.calibration["loo_mean_abs_error_pct"]
+  assert table.statistic == right and loo[right] < 1e-6 and loo[wrong] > 1.0
+  assert table.correction["factor"] == pytest.approx(1.0, abs=1e-6)
+  assert table.correction["per_layer_ms"] == pytest.approx(0.0, abs=1e-9)
+  arch = space.arch_from_choices([1, 2, 3])
+  assert table.lookup(latency_table.stem_key(arch)) == table.entries[latency_table.stem_key(arch)][right]
+  report = latency.validate(table, space, 6, StallingTimer(stalls), seed=1)
+  assert report["max_abs_error_pct"] < 1e-6
+  # Forced onto the other statistic, predictions are off; refit (no timing) restores the fit.
+  table.statistic = wrong
+  assert latency.validate(table, space, 6, StallingTimer(stalls), seed=1)["max_abs_error_pct"] > 1.0
+  table.correction = {"factor": 2.0, "deep_factor": 2.0, "per_layer_ms": 1.0}
+  table.save(out)
+  result = subprocess.run([sys.executable, "-m", "betanas_tf.latency", "refit", f"--lut={out}",
+                           "--space=micro"], cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert f"entries read as the {right} of their samples" in result.stdout
+  refitted = latency_table.LatencyTable.load(out)
+  assert refitted.statistic == right and refitted.correction == pytest.approx(
+      {"factor": 1.0, "deep_factor": 1.0, "per_layer_ms": 0.0}, abs=1e-6)
 
 
 class FakeClock:
@@ -379,7 +477,13 @@ def test_cli_import_and_predict(tmp_path, pixel1):
   result = run("predict", f"--lut={out}", f"--arch={arch}")
   assert result.returncode == 0 and result.stdout.strip() == "29.609 ms"
   bad = run("frobnicate")
-  assert bad.returncode == 1 and "latency: error: give one command: build | import | predict | validate | compare" in bad.stderr
+  assert bad.returncode == 1 and ("latency: error: give one command: build | refit | import | "
+                                  "predict | validate | compare") in bad.stderr
+  # An imported table was never timed here: nothing to refit its correction on.
+  bad = run("refit", f"--lut={out}")
+  assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1] == (
+      f"latency: error: {out} keeps no timed calibration networks to refit on (build it with "
+      "--calibrate)")
 
 
 if __name__ == "__main__":

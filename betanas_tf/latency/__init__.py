@@ -5,9 +5,11 @@ validate, compare.
     python -m betanas_tf.latency build --space=proxyless_mobile --quantize=int8 --threads=4 \
         [--delegate=none] [--android [--use_gpu]] --out=host_int8_4t.json
     python -m betanas_tf.latency build --space=proxyless_mobile --target=gpu --batch_size=8 --out=gpu.json
+    python -m betanas_tf.latency refit --lut=host_int8_4t.json --space=proxyless_mobile
     python -m betanas_tf.latency import --yaml=pixel1_latency_proxyless.yaml --out=pixel1.json
     python -m betanas_tf.latency predict --lut=host_cpu.json --arch=arch.json
-    python -m betanas_tf.latency validate --lut=host_cpu.json --space=proxyless_mobile --n=50
+    python -m betanas_tf.latency validate --lut=host_cpu.json --space=proxyless_mobile --n=50 \
+        [--report=validation.json]
     python -m betanas_tf.latency compare --lut=host_cpu.json --other=pixel1.json --n=100
 
 A table times one runtime (`runtime.Runtime`: number format, threads, delegate) and records it
@@ -38,5 +40,10 @@ meanwhile. Three anchors place that curve only to 1-2 % (one noisy sample each),
 table keeps its calibration networks and `validate` re-times `--drift_networks` of them
 (spread over their range) with the validation networks: the curve is then the
 least-squares line of their now / at-build ratios over log(layer sum)
-(`LatencyTable.calibration_drift`), on the very scale the correction was fitted to.
+(`LatencyTable.calibration_drift`), on the very scale the correction was fitted to, joined
+beyond their range to the cheapest / dearest anchor's ratio.
+
+The correction is fitted with the entries read as the median of their samples and as their
+10th percentile, and the table keeps the statistic that predicts its calibration networks
+better left-one-out (`measure.fit_calibration`; `refit` redoes it on a built table).
 """

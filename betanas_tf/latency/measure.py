@@ -185,7 +185,7 @@ def validate(table: latency_table.LatencyTable, space, n: int, timer, seed: int 
   drift, source, now = None, None, []
   if picks:
     now = [timed.pop(f"calibration{i}")["median"] - table.overhead_ms for i in picks]
-    drift, source = table.calibration_drift(space, picks, now), "calibration"
+    drift, source = table.calibration_drift(space, picks, now, anchor_ms), "calibration"
   elif table.anchor:
     drift, source = table.drift(space, anchor_ms), "anchors"
   rows = []
