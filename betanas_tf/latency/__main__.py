@@ -145,11 +145,7 @@ def main(argv):
       if not flags_.lut:
         raise ValueError("refit needs --lut")
       table = latency_table.LatencyTable.load(flags_.lut)
-      if not (table.calibration and "call_ms" in table.calibration
-              and "calibration_anchor_ms" in table.target):
-        raise ValueError(f"{flags_.lut} keeps no timed calibration networks to refit on (build "
-                         "it with --calibrate)")
-      measure.fit_calibration(table, space)
+      measure.fit_calibration(table, space, name=flags_.lut)
       table.save(flags_.lut)
       print(f"{flags_.lut}: {_fit_words(table)}")
     elif command == "import":

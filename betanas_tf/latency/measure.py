@@ -126,7 +126,8 @@ def _calibration_fit(table: latency_table.LatencyTable, space, archs, call_ms):
   return correction, [float(m) for m in measured], 100.0 * float(np.mean(errors))
 
 
-def fit_calibration(table: latency_table.LatencyTable, space) -> latency_table.LatencyTable:
+def fit_calibration(table: latency_table.LatencyTable, space,
+                    name: str = "the table") -> latency_table.LatencyTable:
   """Fits the in-network correction on the table's timed calibration networks (their
   ``call_ms`` and the call's anchors), once for each entry statistic every entry has (the
   median of the samples; their 10th percentile), and keeps the statistic whose fit predicts
@@ -134,12 +135,17 @@ def fit_calibration(table: latency_table.LatencyTable, space) -> latency_table.L
   machine, a small layer sometimes waits for its second thread (samples of one layer here
   came as 0.02 ms and 0.15 ms in one build), and the median lands on either mode; inside a
   network the threads stay busy. Single-threaded entries have no such mode and the median
-  wins. Needs no timing: `latency refit` runs it on a table already built."""
+  wins. Needs no timing: `latency refit` runs it on a table already built. The median is
+  always a candidate (`lookup` reads an entry without one at its mean)."""
+  if not (table.calibration and "call_ms" in table.calibration
+          and "calibration_anchor_ms" in table.target):
+    raise ValueError(f"{name} keeps no timed calibration networks to refit on (build it "
+                     "with --calibrate)")
   archs = [space.arch_from_choices(c) for c in table.calibration["choices"]]
   call_ms = table.calibration["call_ms"]
   fits = {}
   for statistic in latency_table.ENTRY_STATISTICS:
-    if all(statistic in entry for entry in table.entries.values()):
+    if statistic == "median" or all(statistic in entry for entry in table.entries.values()):
       table.statistic = statistic
       fits[statistic] = _calibration_fit(table, space, archs, call_ms)
   table.statistic = min(fits, key=lambda s: (fits[s][2], s != "median"))
