@@ -1,5 +1,6 @@
 """Latency tables: the real Pixel-1 table, keys, prediction, building and validating on the host."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -363,6 +364,61 @@ def test_the_fit_reads_entries_by_the_statistic_that_predicts_the_calibration_ne
       {"factor": 1.0, "deep_factor": 1.0, "per_layer_ms": 0.0}, abs=1e-6)
 
 
+class CacheTimer:
+  """A machine with caches: a model's time is its parameter count x 1e-5 ms plus a per-call
+  cost of 0.01 ms timed hot or 0.05 ms timed cold, and a one-layer model timed hot runs
+  10-30 % faster (by key) than inside a network (its weights stay in the caches); networks
+  are timed hot.
+  Records which models each call times cold."""
+
+  def __init__(self, evict_mb):
+    self.evict_mb, self.cold_calls = evict_mb, []
+
+  def time_models(self, models, cold=()):
+    self.cold_calls.append(sorted(cold))
+    timed = {}
+    for key, model in models.items():
+      ms = model.count_params() * 1e-5
+      if key in cold:
+        ms += 0.05
+      else:
+        gain = 0.7 + 0.2 * zlib.crc32(key.encode()) / 2**32 if "input:" in key else 1.0
+        ms = ms * gain + 0.01
+      timed[key] = {"median": ms, "mean": ms}
+    return timed
+
+  def time_model(self, model):
+    return self.time_models({"m": model})["m"]
+
+  def describe(self):
+    return {"kind": "fake", "timing": {"evict_mb": self.evict_mb}}
+
+
+def test_layers_timed_cold_add_up_to_networks_and_lose_their_own_overhead(tmp_path):
+  """With eviction every one-layer model (and a second empty model, whose time is the
+  entries' overhead) is timed cold, the anchors and networks hot: entries, fit and
+  validation are exact. Timed hot, the layers' gains in the caches differ by layer: no
+  correction of the fit removes them exactly."""
+  space = spaces.get_space("micro")
+  timer = CacheTimer(evict_mb=64)
+  table = latency.build_table(space, timer, str(tmp_path / "cold.json"), progress=False, chunk=4,
+                              calibrate=8)
+  assert table.overhead_ms == pytest.approx(0.01) and table.target["layer_overhead_ms"] == pytest.approx(0.05)
+  assert latency.layer_overhead_ms(table) == pytest.approx(0.05) and latency.evict_mb(table) == 64
+  keys = latency_table.space_keys(space)
+  assert timer.cold_calls[:2] == [[], ["empty"]]
+  assert timer.cold_calls[2:5] == [sorted(keys[i:i + 4]) for i in range(0, len(keys), 4)]
+  assert timer.cold_calls[5:] == [[]]   # the calibration networks, hot
+  arch = space.arch_from_choices([1, 2, 3])
+  assert table.predict(arch) == pytest.approx(_params(arch) * 1e-5, rel=1e-9)
+  assert table.correction == pytest.approx({"factor": 1.0, "deep_factor": 1.0, "per_layer_ms": 0.0}, abs=1e-9)
+  assert latency.validate(table, space, 6, timer, seed=1)["max_abs_error_pct"] < 1e-6
+  hot = latency.build_table(space, CacheTimer(evict_mb=0), str(tmp_path / "hot.json"),
+                            progress=False, chunk=4, calibrate=8)
+  assert "layer_overhead_ms" not in hot.target and latency.layer_overhead_ms(hot) == hot.overhead_ms
+  assert latency.validate(hot, space, 6, CacheTimer(0), seed=1)["max_abs_error_pct"] > 0.5
+
+
 class FakeClock:
   """Time that only advances when a fake model runs: model costs are known exactly."""
 
@@ -389,6 +445,35 @@ def test_interleaved_timing_recovers_known_costs_through_bursts():
   assert {k: v["median"] for k, v in result.items()} == pytest.approx({"a": 2.0, "b": 1.0, "c": 0.5})
   assert all(v["rounds"] == 5 and v["ci_high"] - v["ci_low"] < 1e-9 for v in result.values())
   assert clock.calls == 3 * (2 + 5 * 5)
+
+
+def test_cold_models_are_timed_after_an_untimed_eviction():
+  """A model costs 3 ms with its caches cold, 1 ms warm; eviction costs 50 ms of clock. The
+  cold model is evicted before every timed call and none of that time is counted; the other
+  model finds its caches warm again after its first call."""
+  clock, warm, evictions = FakeClock(), set(), []
+
+  def model(key):
+    def run():
+      clock.now += (1.0 if key in warm else 3.0) / 1000.0
+      warm.add(key)
+    return run
+
+  def evict():
+    evictions.append(clock.now)
+    clock.now += 0.05
+    warm.clear()
+
+  plan = timing.TimingPlan(invocations=5, warmup=1, min_rounds=4, max_rounds=4, evict_mb=64)
+  result = timing.interleaved({"a": model("a"), "b": model("b")}, plan, clock=clock,
+                              cold=["a"], evict=evict)
+  assert (result["a"]["median"], result["b"]["median"]) == pytest.approx((3.0, 1.0))
+  assert len(evictions) == 4 * 5
+  with pytest.raises(ValueError, match="cold names models not timed here: c"):
+    timing.interleaved({"a": model("a")}, plan, clock=clock, cold=["c"], evict=evict)
+  # Without evict_mb and without an evictor given, nothing is evicted.
+  assert timing.interleaved({"a": model("a")}, dataclasses.replace(plan, evict_mb=0), clock=clock,
+                            cold=["a"])["a"]["median"] == pytest.approx(1.0)
 
 
 def test_interleaved_timing_keeps_sampling_until_the_median_is_tight():

@@ -1,6 +1,7 @@
 """What a latency table describes (format, threads, delegate) and who checks it: the table's
 target, `latency build` / `validate` / `compare`, the phone's GPU delegate through a fake adb."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -71,11 +72,14 @@ def test_int8_timing_models_keep_the_exporters_input_convention():
 @pytest.mark.slow
 def test_an_int8_table_without_xnnpack_is_built_validated_and_refused_for_other_runtimes(tmp_path):
   space = spaces.get_space("micro")
-  timer = latency_timers.HostTimer(runtime.Runtime("int8", 1, "none"), QUICK)
+  # Its layers timed cold (4 MiB written before each timed call).
+  timer = latency_timers.HostTimer(runtime.Runtime("int8", 1, "none"),
+                                   dataclasses.replace(QUICK, evict_mb=4))
   out = str(tmp_path / "int8.json")
   table = latency.build_table(space, timer, out, progress=False, calibrate=3)
   assert sorted(table.entries) == sorted(latency_table.space_keys(space))
   target = json.load(open(out))["target"]
+  assert target["timing"]["evict_mb"] == 4 and target["layer_overhead_ms"] > 0
   assert {k: target[k] for k in ("kind", "quantize", "threads", "delegate", "int8_io")} == {
       "kind": "host", "quantize": "int8", "threads": 1, "delegate": "none", "int8_io": False}
   assert table.runtime() == runtime.Runtime("int8", 1, "none")
@@ -96,6 +100,11 @@ def test_an_int8_table_without_xnnpack_is_built_validated_and_refused_for_other_
       f"latency: error: {out} was built for int8, 1 thread, delegate none; the flags ask for "
       "int8, 2 threads, delegate none (threads 1 (table) vs 2): a table is timed and read "
       "only in the runtime it describes (drop those flags, or use another table)")
+  result = _cli("build", f"--out={out}", "--space=micro")
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == (
+      f"latency: error: {out} was built with --evict_mb=4; the flags ask for --evict_mb=0 "
+      "(entries timed hot and cold do not mix: give the same value, or another --out)")
   result = _cli("validate", f"--lut={out}", "--space=micro", "--n=2", "--invocations=2",
                 "--min_rounds=3", "--max_rounds=3", "--drift_networks=2", "--norecord",
                 f"--plot={tmp_path / 'v.png'}", f"--report={tmp_path / 'v.json'}")
@@ -205,6 +214,11 @@ def test_a_phone_gpu_table_records_its_delegate_and_threads(tmp_path):
   assert result.stderr.strip().splitlines()[-1] == (
       "latency: error: the phone's GPU delegate could not run this model (benchmark_model "
       "--use_gpu=true said: 'ERROR: Failed to apply GPU delegate.')")
+  result = _cli("build", "--space=micro", "--android", "--evict_mb=64", f"--out={tmp_path / 'x.json'}",
+                env=env)
+  assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == (
+      "latency: error: --evict_mb is for timing on this host: benchmark_model on a phone times "
+      "each model on its own")
   result = _cli("build", "--space=micro", "--use_gpu", f"--out={tmp_path / 'x.json'}")
   assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == (
       "latency: error: --use_gpu times a phone's GPU delegate: it needs --android")

@@ -42,17 +42,30 @@ def _anchor_key(space, index: int) -> str:
   return f"{ANCHOR_PREFIX}{index}_{space.name}_{space.input_size}_{space.width_multiplier:g}__"
 
 
-def _time_with_anchors(timer, space, models: Dict[str, object], overhead: float):
+def _time_with_anchors(timer, space, models: Dict[str, object], overhead: float, cold=()):
   """({key: timing}, [each anchor's median minus overhead]) of one interleaved call that
-  also times the anchors."""
+  also times the anchors (whole networks: never cold)."""
   from betanas_tf import builder  # pylint: disable=import-outside-toplevel
   models = dict(models)
   keys = []
   for index, choices in enumerate(anchor_choices(space)):
     keys.append(_anchor_key(space, index))
     models[keys[-1]] = builder.build_model(space.arch_from_choices(choices))
-  timed = timer.time_models(models)
+  timed = timer.time_models(models, cold=cold) if cold else timer.time_models(models)
   return timed, [timed.pop(key)["median"] - overhead for key in keys]
+
+
+def evict_mb(table: latency_table.LatencyTable) -> int:
+  """Memory the table's build writes before each timed call of a one-layer model (0: the
+  layers were timed hot, one call after another)."""
+  return int(table.target.get("timing", {}).get("evict_mb", 0))
+
+
+def layer_overhead_ms(table: latency_table.LatencyTable) -> float:
+  """What was subtracted from the entries: the empty model's time as the layers were timed
+  (cold: its interpreter's own state comes from memory too). ``overhead_ms``, subtracted
+  from whole networks, is the empty model timed hot."""
+  return float(table.target.get("layer_overhead_ms", table.overhead_ms))
 
 
 def _reference_anchor(table: latency_table.LatencyTable, space) -> Dict:
@@ -65,7 +78,8 @@ def _reference_anchor(table: latency_table.LatencyTable, space) -> Dict:
 def build_table(space, timer, out_path: str, progress: bool = True, calibrate: int = 0,
                 chunk: int = 36) -> latency_table.LatencyTable:
   """Measures every key of `space` not yet in `out_path` (resumable: saved after each chunk
-  of `chunk` layers, timed interleaved with the anchor networks); then, with `calibrate` > 0
+  of `chunk` layers, timed interleaved with the anchor networks; cold where the timer's
+  plan evicts, `evict_mb`); then, with `calibrate` > 0
   and no correction yet, times that many random networks (interleaved, with the anchors) and
   fits the in-network correction on their times brought to the reference speed."""
   import tqdm  # pylint: disable=import-outside-toplevel
@@ -75,6 +89,10 @@ def build_table(space, timer, out_path: str, progress: bool = True, calibrate: i
     target = dict(timer.describe(), space=space.name, input_size=space.input_size,
                   width_multiplier=space.width_multiplier)
     table = latency_table.LatencyTable({}, target, overhead)
+    if evict_mb(table):
+      table.target["layer_overhead_ms"] = timer.time_models(
+          {"empty": latency_timers.empty_model()}, cold=["empty"])["empty"]["median"]
+  cold = bool(evict_mb(table))
   makers = {}
   for l, choice in enumerate(space.choice_blocks):
     for candidate_index in range(choice.num_candidates):
@@ -87,9 +105,10 @@ def build_table(space, timer, out_path: str, progress: bool = True, calibrate: i
   for keys in tqdm.tqdm(chunks, desc="latency table", unit="chunk", disable=not progress,
                         file=sys.stderr):
     timed, anchor_ms = _time_with_anchors(timer, space, {k: makers[k]() for k in keys},
-                                          table.overhead_ms)
+                                          table.overhead_ms, keys if cold else ())
     for key, entry in timed.items():
-      table.entries[key] = dict(_without_overhead(entry, table.overhead_ms), anchor_ms=anchor_ms)
+      table.entries[key] = dict(_without_overhead(entry, layer_overhead_ms(table)),
+                                anchor_ms=anchor_ms)
     table.save(out_path)
   table.anchor = _reference_anchor(table, space)
   if calibrate and table.correction is None:

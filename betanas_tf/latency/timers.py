@@ -1,15 +1,16 @@
 """What times a latency table's models: LiteRT on this host, a phone, or TensorFlow on a device.
 
-Every timer offers `time_models({key: Keras model}) -> {key: timing entry}` (one call: the
-models timed together, interleaved where the target allows), `time_model(model)` and
-`describe()` (the table's ``target``). `layer_models` makes the one-layer models of an
+Every timer offers `time_models({key: Keras model}, cold=keys) -> {key: timing entry}` (one
+call: the models timed together, interleaved where the target allows; the `cold` ones with
+the caches evicted before each timed call where the timer's plan says so: `timing`),
+`time_model(model)` and `describe()` (the table's ``target``). `layer_models` makes the one-layer models of an
 Architecture at their exact input shapes, keyed by `latency_table` keys.
 """
 
 import dataclasses
 import os
 import platform
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 from betanas_tf import arch as arch_lib
 from betanas_tf.latency import table as latency_table
@@ -105,14 +106,15 @@ class HostTimer:
       self._anchors[key] = self.runtime.convert(model)
     return self._anchors[key]
 
-  def time_models(self, models: Dict[str, object]) -> Dict[str, Dict[str, float]]:
+  def time_models(self, models: Dict[str, object],
+                  cold: Sequence[str] = ()) -> Dict[str, Dict[str, float]]:
     from betanas_tf import tflite  # pylint: disable=import-outside-toplevel
     converted = {key: self._convert(key, model) for key, model in models.items()}
     delegates = self.runtime.delegate == "xnnpack"
     with timing.pinned(self.threads):
       runners = {key: tflite.ready_interpreter(flat, self.threads, delegates).invoke
                  for key, flat in converted.items()}
-      return timing.interleaved(runners, self.plan)
+      return timing.interleaved(runners, self.plan, cold=cold)
 
   def time_model(self, model) -> Dict[str, float]:
     return self.time_models({"model": model})["model"]
@@ -142,7 +144,9 @@ class AndroidTimer:
                                self.runtime.delegate)
     return {"mean": avg, "median": avg, "std": 0.0, "count": self.runs}
 
-  def time_models(self, models: Dict[str, object]) -> Dict[str, Dict[str, float]]:
+  def time_models(self, models: Dict[str, object],
+                  cold: Sequence[str] = ()) -> Dict[str, Dict[str, float]]:
+    del cold  # benchmark_model times each model on its own; the phone's caches are its own
     return {key: self.time_model(model) for key, model in models.items()}
 
   def describe(self) -> Dict:
@@ -174,8 +178,10 @@ class TensorFlowTimer:
       forward(inputs).numpy()  # trace and place once
     return lambda: forward(inputs).numpy()
 
-  def time_models(self, models: Dict[str, object]) -> Dict[str, Dict[str, float]]:
-    return timing.interleaved({key: self._runner(m) for key, m in models.items()}, self.plan)
+  def time_models(self, models: Dict[str, object],
+                  cold: Sequence[str] = ()) -> Dict[str, Dict[str, float]]:
+    return timing.interleaved({key: self._runner(m) for key, m in models.items()}, self.plan,
+                              cold=cold)
 
   def time_model(self, model) -> Dict[str, float]:
     return self.time_models({"model": model})["model"]

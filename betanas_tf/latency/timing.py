@@ -7,6 +7,11 @@ takes one sample of each (the median of `invocations` timed calls). Rounds repea
 until the 95 % confidence interval of every model's median sample is within
 `rel_ci` of it (or `max_rounds`); samples further than `outlier_mads` scaled MADs
 from the median are rejected before the statistics. Every entry records its spread.
+
+A model named in `cold` is timed with the caches evicted before each timed call (the plan's
+`evict_mb` of memory written, untimed): called ten times in a row, a one-layer model finds
+its weights, input and the kernel's buffers in the caches, which inside a network hold the
+other layers' (docs/latency.md, "Layers timed cold").
 """
 
 import contextlib
@@ -28,6 +33,7 @@ class TimingPlan:
   max_rounds: int = 40
   rel_ci: float = 0.01      # stop when every median's 95 % CI is within +-1 % of it
   outlier_mads: float = 5.0
+  evict_mb: int = 0         # memory written before each timed call of a `cold` model (0: none)
 
 
 @contextlib.contextmanager
@@ -83,11 +89,32 @@ def converged(summary: Dict[str, float], rel_ci: float) -> bool:
   return (summary["ci_high"] - summary["ci_low"]) <= 2 * rel_ci * max(summary["median"], 1e-12)
 
 
+class CacheEvictor:
+  """Writes `mb` MiB of memory: afterwards the caches (here 1 MiB of L2 per core, 32 MiB of
+  shared L3) hold nothing a model left in them."""
+
+  def __init__(self, mb: int):
+    self._buffer = np.zeros(mb << 20, np.uint8)
+
+  def __call__(self):
+    np.add(self._buffer, 1, out=self._buffer)
+
+
 def interleaved(runners: Dict[str, Callable[[], None]], plan: TimingPlan = TimingPlan(),
                 clock: Callable[[], float] = time.perf_counter, seed: int = 0,
-                on_round: Optional[Callable[[int, int], None]] = None) -> Dict[str, Dict[str, float]]:
+                on_round: Optional[Callable[[int, int], None]] = None,
+                cold: Sequence[str] = (),
+                evict: Optional[Callable[[], None]] = None) -> Dict[str, Dict[str, float]]:
   """Times every runner (a zero-argument call: one inference) in interleaved rounds (module
-  docstring); returns {key: summary in ms, plus "rounds"}."""
+  docstring); returns {key: summary in ms, plus "rounds"}. Before each timed call of a key
+  in `cold`, `evict` runs untimed (default: a `CacheEvictor` of the plan's `evict_mb`; none
+  when that is 0)."""
+  unknown = sorted(set(cold) - set(runners))
+  if unknown:
+    raise ValueError(f"cold names models not timed here: {', '.join(unknown)}")
+  if evict is None and plan.evict_mb and cold:
+    evict = CacheEvictor(plan.evict_mb)
+  cold = frozenset(cold) if evict is not None else frozenset()
   rng = np.random.default_rng(seed)
   keys = list(runners)
   for key in keys:
@@ -98,7 +125,10 @@ def interleaved(runners: Dict[str, Callable[[], None]], plan: TimingPlan = Timin
   while rounds < plan.max_rounds:
     for index in rng.permutation(len(keys)):
       run, times = runners[keys[index]], []
+      before = evict if keys[index] in cold else None
       for _ in range(plan.invocations):
+        if before is not None:
+          before()
         start = clock()
         run()
         times.append((clock() - start) * 1000.0)
