@@ -28,6 +28,7 @@ PROGRAMS = {
     "betanas_tf.bench.ground_truth": ("betanas_tf.bench.ground_truth", "define_flags"),
     "betanas_tf.bench.separation": ("betanas_tf.bench.separation", "define_flags"),
     "betanas_tf.bench.throughput": ("betanas_tf.bench.throughput", "define_flags"),
+    "betanas_tf.bench.cold_layers": ("betanas_tf.bench.cold_layers", "define_flags"),
     "betanas_tf.qat": ("betanas_tf.qat", "define_flags"),   # last: it may import tfmot
 }
 SUBCOMMANDS = {"betanas_tf.latency": ("build", "refit", "import", "predict", "validate", "compare")}

@@ -476,6 +476,23 @@ def test_cold_models_are_timed_after_an_untimed_eviction():
                             cold=["a"])["a"]["median"] == pytest.approx(1.0)
 
 
+def test_the_default_eviction_is_twice_the_largest_cache(tmp_path):
+  def cache(cpu, index, size):
+    path = tmp_path / f"cpu{cpu}" / "cache" / f"index{index}"
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "size").write_text(size + "\n")
+
+  assert timing.default_evict_mb(str(tmp_path)) == timing.FALLBACK_EVICT_MB == 64
+  cache(0, 0, "48K")
+  cache(0, 2, "1024K")
+  assert timing.default_evict_mb(str(tmp_path)) == 2
+  cache(1, 3, "32768K")   # this machine's L3
+  assert timing.default_evict_mb(str(tmp_path)) == 64
+  cache(1, 4, "3M")
+  cache(0, 5, "unknown")
+  assert timing.default_evict_mb(str(tmp_path)) == 64
+
+
 def test_interleaved_timing_keeps_sampling_until_the_median_is_tight():
   clock = FakeClock()
   rng = np.random.default_rng(0)

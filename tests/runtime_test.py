@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+from betanas_tf.bench import cold_layers
 from betanas_tf.latency import android
 from betanas_tf.latency import compare as latency_compare
 from betanas_tf.latency import measure as latency
@@ -100,7 +101,7 @@ def test_an_int8_table_without_xnnpack_is_built_validated_and_refused_for_other_
       f"latency: error: {out} was built for int8, 1 thread, delegate none; the flags ask for "
       "int8, 2 threads, delegate none (threads 1 (table) vs 2): a table is timed and read "
       "only in the runtime it describes (drop those flags, or use another table)")
-  result = _cli("build", f"--out={out}", "--space=micro")
+  result = _cli("build", f"--out={out}", "--space=micro", "--evict_mb=0")
   assert result.returncode == 1
   assert result.stderr.strip().splitlines()[-1] == (
       f"latency: error: {out} was built with --evict_mb=4; the flags ask for --evict_mb=0 "
@@ -118,6 +119,41 @@ def test_an_int8_table_without_xnnpack_is_built_validated_and_refused_for_other_
     assert row["error_pct"] == pytest.approx(
         100 * (row["predicted_ms"] - row["measured_ms"]) / row["measured_ms"])
   assert report["max_abs_error_pct"] == pytest.approx(max(abs(r["error_pct"]) for r in report["rows"]))
+
+
+def test_the_cold_layers_benchmark_scores_the_correction_left_one_out():
+  """Networks that are exactly 1.02 x early + 1.05 x deep + 0.01 ms per layer are predicted
+  left-one-out to the ridge's pull (< 0.5 %); one network 10 % off the rule is predicted
+  about 10 % low, and its neighbours stay close."""
+  rng = np.random.default_rng(0)
+  early, deep, counts = rng.uniform(2, 8, 10), rng.uniform(1, 5, 10), rng.integers(12, 22, 10)
+  exact = 1.02 * early + 1.05 * deep + 0.01 * counts
+  result = cold_layers.correction_errors(early, deep, counts, exact)
+  assert result["loo_max_abs_error_pct"] < 0.5
+  assert result["fit"] == pytest.approx({"factor": 1.02, "deep_factor": 1.05, "per_layer_ms": 0.01}, abs=0.01)
+  assert result["network_over_layer_sum"] == pytest.approx(
+      [min(exact / (early + deep)), max(exact / (early + deep))])
+  off = exact.copy()
+  off[3] *= 1.1
+  result = cold_layers.correction_errors(early, deep, counts, off)
+  assert -10.5 < result["loo_error_pct"][3] < -7.5
+  assert result["loo_mean_abs_error_pct"] == pytest.approx(np.mean(np.abs(result["loo_error_pct"])))
+
+
+@pytest.mark.slow
+def test_the_cold_layers_benchmark_times_layers_hot_and_cold_beside_the_networks():
+  space = spaces.get_space("micro")
+  rng = np.random.default_rng(1)
+  archs = [space.arch_from_choices(space.sample(rng)) for _ in range(4)]
+  report = cold_layers.run(space, archs, runtime.Runtime("fp32"), [0, 2], max_rounds=3)
+  keys = sorted({k for a in archs for k in latency_table.layer_keys(a)})
+  assert sorted(report["settings"]) == ["0", "2"] and len(report["networks"]) == 4
+  hot, cold = report["settings"]["0"], report["settings"]["2"]
+  assert hot["layer_overhead_ms"] == hot["network_overhead_ms"]   # hot: one overhead
+  assert cold["layer_overhead_ms"] != cold["network_overhead_ms"]  # cold: the empty model's own
+  for setting in (hot, cold):
+    assert sorted(setting["layer_ms"]) == keys and len(setting["loo_error_pct"]) == 4
+    assert min(setting["network_ms"]) > 0 and min(setting["layer_ms"].values()) > 0
 
 
 def _scaled_copy(table, factor_of):

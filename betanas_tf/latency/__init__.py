@@ -4,6 +4,7 @@ validate, compare.
     python -m betanas_tf.latency build --space=proxyless_mobile --out=host_cpu.json [--threads=1] [--android]
     python -m betanas_tf.latency build --space=proxyless_mobile --quantize=int8 --threads=4 \
         [--delegate=none] [--android [--use_gpu]] --out=host_int8_4t.json
+    python -m betanas_tf.latency build --space=proxyless_mobile --quantize=int8 --evict_mb=0 --out=host_int8_hot.json
     python -m betanas_tf.latency build --space=proxyless_mobile --target=gpu --batch_size=8 --out=gpu.json
     python -m betanas_tf.latency refit --lut=host_int8_4t.json --space=proxyless_mobile
     python -m betanas_tf.latency import --yaml=pixel1_latency_proxyless.yaml --out=pixel1.json
@@ -46,4 +47,10 @@ beyond their range to the cheapest / dearest anchor's ratio.
 The correction is fitted with the entries read as the median of their samples and as their
 10th percentile, and the table keeps the statistic that predicts its calibration networks
 better left-one-out (`measure.fit_calibration`; `refit` redoes it on a built table).
+
+A host build times the one-layer models cold: N MiB of memory are written before each of
+their timed calls (`timing.CacheEvictor`; `--evict_mb`, default `timing.default_evict_mb`:
+twice the largest CPU cache; 0 times them hot), while the anchors and networks are timed
+hot. Called ten times in a row, a layer keeps its weights and XNNPACK's buffers in the
+caches, and how much that flatters it differs from layer to layer (docs/latency.md).
 """

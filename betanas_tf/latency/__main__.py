@@ -54,10 +54,12 @@ def _define_flags():
   flags.DEFINE_integer("max_rounds", 40, "Host: interleaved rounds at most.", lower_bound=3)
   flags.DEFINE_float("rel_ci", 0.01, "Host: stop when every median's 95 % CI is within this "
                      "fraction of it.", lower_bound=0.0)
-  flags.DEFINE_integer("evict_mb", 0, "build on this host: MiB of memory written before each "
-                       "timed call of a one-layer model, so that it runs with cold caches as "
-                       "inside a network (64 on this host's 32 MiB L3: docs/latency.md, 'Layers "
-                       "timed cold'); 0 times the layers hot, one call after another.",
+  flags.DEFINE_integer("evict_mb", None, "build: MiB of memory written before each timed call "
+                       "of a one-layer model, so that it runs with cold caches as inside a "
+                       "network (docs/latency.md, 'Layers timed cold'); 0 times the layers hot, "
+                       "one call after another. Default: the table's own when building on into "
+                       "it, else twice this host's largest CPU cache with LiteRT (64 on a 32 MiB "
+                       "L3) and 0 elsewhere.",
                        lower_bound=0)
   flags.DEFINE_integer("drift_networks", measure.DRIFT_NETWORKS, "validate: calibration networks of the "
                        "table re-timed with the validation networks to measure the machine's "
@@ -93,16 +95,30 @@ def _runtime(flags_, table: Optional[latency_table.LatencyTable] = None, what: s
   return chosen
 
 
-def _timer(flags_, runtime: runtime_lib.Runtime):
-  plan = timing.TimingPlan(invocations=flags_.invocations, warmup=flags_.warmup_runs,
-                           min_rounds=flags_.min_rounds,
-                           max_rounds=max(flags_.min_rounds, flags_.max_rounds), rel_ci=flags_.rel_ci,
-                           evict_mb=flags_.evict_mb)
-  if flags_.android and flags_.target != "litert":
-    raise ValueError("give --android or --target, not both")
+def _evict_mb(flags_, existing: Optional[latency_table.LatencyTable]) -> int:
+  """How the build times its layers: --evict_mb, which must repeat the value of a table it
+  builds on into; else that table's value; else the default for the target."""
   if flags_.android and flags_.evict_mb:
     raise ValueError("--evict_mb is for timing on this host: benchmark_model on a phone "
                      "times each model on its own")
+  if flags_.evict_mb is None:
+    if existing is not None:
+      return measure.evict_mb(existing)
+    return timing.default_evict_mb() if not flags_.android and flags_.target == "litert" else 0
+  if existing is not None and measure.evict_mb(existing) != flags_.evict_mb:
+    raise ValueError(f"{flags_.out} was built with --evict_mb={measure.evict_mb(existing)}; "
+                     f"the flags ask for --evict_mb={flags_.evict_mb} (entries timed hot "
+                     "and cold do not mix: give the same value, or another --out)")
+  return flags_.evict_mb
+
+
+def _timer(flags_, runtime: runtime_lib.Runtime, evict_mb: int = 0):
+  plan = timing.TimingPlan(invocations=flags_.invocations, warmup=flags_.warmup_runs,
+                           min_rounds=flags_.min_rounds,
+                           max_rounds=max(flags_.min_rounds, flags_.max_rounds), rel_ci=flags_.rel_ci,
+                           evict_mb=evict_mb)
+  if flags_.android and flags_.target != "litert":
+    raise ValueError("give --android or --target, not both")
   if flags_.target != "litert":
     if runtime != runtime_lib.Runtime(threads=runtime.threads):
       raise ValueError(f"--target={flags_.target} times TensorFlow float32 graphs; --quantize, "
@@ -146,14 +162,13 @@ def main(argv):
         raise ValueError("build needs --out")
       existing = (latency_table.LatencyTable.load(flags_.out) if os.path.exists(flags_.out)
                   else None)
-      timer = _timer(flags_, _runtime(flags_, existing, flags_.out))
-      if existing is not None and measure.evict_mb(existing) != flags_.evict_mb:
-        raise ValueError(f"{flags_.out} was built with --evict_mb={measure.evict_mb(existing)}; "
-                         f"the flags ask for --evict_mb={flags_.evict_mb} (entries timed hot "
-                         "and cold do not mix: give the same value, or another --out)")
+      timer = _timer(flags_, _runtime(flags_, existing, flags_.out), _evict_mb(flags_, existing))
       table = measure.build_table(space, timer, flags_.out, flags_.progress, flags_.calibrate)
-      print(f"{len(table.entries)} entries in {flags_.out} (overhead {table.overhead_ms:.4f} ms "
-            f"subtracted; {_fit_words(table)})")
+      overhead = f"overhead {table.overhead_ms:.4f} ms subtracted"
+      if measure.evict_mb(table):
+        overhead = (f"layers timed cold, overhead {measure.layer_overhead_ms(table):.4f} ms "
+                    f"subtracted from them, {table.overhead_ms:.4f} ms from whole networks")
+      print(f"{len(table.entries)} entries in {flags_.out} ({overhead}; {_fit_words(table)})")
     elif command == "refit":
       if not flags_.lut:
         raise ValueError("refit needs --lut")

@@ -84,11 +84,13 @@ def empty_model():
 class HostTimer:
   """Times TFLite models in `runtime` (format, threads, delegate) with the LiteRT
   interpreter on this machine, interleaved (`timing.interleaved`): every model of one call
-  is sampled in every round."""
+  is sampled in every round; the models a call names `cold` with the plan's `evict_mb`
+  written before each timed call (default plan: `timing.default_evict_mb`)."""
 
   def __init__(self, runtime: Optional[runtime_lib.Runtime] = None,
                plan: Optional[timing.TimingPlan] = None):
-    self.runtime, self.plan = runtime or runtime_lib.Runtime(), plan or timing.TimingPlan()
+    self.runtime = runtime or runtime_lib.Runtime()
+    self.plan = plan or timing.TimingPlan(evict_mb=timing.default_evict_mb())
     if self.runtime.delegate not in runtime_lib.HOST_DELEGATES:
       raise ValueError(f"this host's LiteRT interpreter has no {self.runtime.delegate} delegate "
                        f"(host delegates: {', '.join(runtime_lib.HOST_DELEGATES)}); the GPU "

@@ -89,9 +89,31 @@ def converged(summary: Dict[str, float], rel_ci: float) -> bool:
   return (summary["ci_high"] - summary["ci_low"]) <= 2 * rel_ci * max(summary["median"], 1e-12)
 
 
+FALLBACK_EVICT_MB = 64  # where the caches' sizes cannot be read
+
+
+def default_evict_mb(sysfs: str = "/sys/devices/system/cpu") -> int:
+  """Twice the largest CPU cache this machine reports (Linux sysfs), in MiB: enough to write
+  every line a model left in any cache out again (64 on the development machine, whose L3
+  is 32 MiB); FALLBACK_EVICT_MB where sysfs says nothing."""
+  import glob  # pylint: disable=import-outside-toplevel
+  largest = 0
+  for path in glob.glob(os.path.join(sysfs, "cpu*", "cache", "index*", "size")):
+    try:
+      with open(path) as handle:
+        text = handle.read().strip().upper()
+    except OSError:
+      continue
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+    digits = text.rstrip("KMG")
+    if digits.isdigit():
+      largest = max(largest, int(digits) * scale)
+  return max(1, -(-2 * largest // (1 << 20))) if largest else FALLBACK_EVICT_MB
+
+
 class CacheEvictor:
-  """Writes `mb` MiB of memory: afterwards the caches (here 1 MiB of L2 per core, 32 MiB of
-  shared L3) hold nothing a model left in them."""
+  """Writes `mb` MiB of memory: with `mb` at least twice the largest cache
+  (`default_evict_mb`), the caches then hold nothing a model left in them."""
 
   def __init__(self, mb: int):
     self._buffer = np.zeros(mb << 20, np.uint8)
