@@ -94,7 +94,7 @@ def test_build_on_host_is_complete_resumable_calibrated_and_validated(tmp_path):
                                                          max_rounds=4))
   calls = []
   original = timer.time_models
-  timer.time_models = lambda models: calls.append(sorted(models)) or original(models)
+  timer.time_models = lambda models, cold=(): calls.append(sorted(models)) or original(models, cold)
   out = str(tmp_path / "micro.json")
   table = latency.build_table(space, timer, out, progress=False, chunk=5)
   keys = latency_table.space_keys(space)
@@ -185,7 +185,7 @@ class DriftingTimer:
   def __init__(self, speeds):
     self.speeds, self.calls = list(speeds), 0
 
-  def time_models(self, models):
+  def time_models(self, models, cold=()):
     speed = self.speeds[self.calls % len(self.speeds)]
     self.calls += 1
     at = lambda p: speed(p) if callable(speed) else speed
@@ -249,8 +249,8 @@ def test_retimed_calibration_networks_measure_the_drift_the_anchors_misjudge(tmp
   assert picks == sorted(int(ordered[p]) for p in (0, 2, 5, 7))   # evenly over their times
 
   class NoisyAnchors(DriftingTimer):
-    def time_models(self, models):
-      timed = super().time_models(models)
+    def time_models(self, models, cold=()):
+      timed = super().time_models(models, cold)
       anchors = sorted(k for k in timed if k.startswith("__anchor"))
       for key, error in zip(anchors, (0.94, 1.0, 1.05)):
         timed[key] = dict(timed[key], median=timed[key]["median"] * error)
@@ -310,7 +310,7 @@ class StallingTimer:
   def __init__(self, stalls):
     self.stalls = stalls
 
-  def time_models(self, models):
+  def time_models(self, models, cold=()):
     timed = {}
     for key, model in models.items():
       ms = model.count_params() * 1e-5

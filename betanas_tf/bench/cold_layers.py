@@ -43,12 +43,7 @@ def correction_errors(early: Sequence[float], deep: Sequence[float], counts: Seq
   fit on all of them, and the networks' time / plain layer sum."""
   from betanas_tf.latency import table  # pylint: disable=import-outside-toplevel
   early, deep, counts, measured = (np.asarray(v, np.float64) for v in (early, deep, counts, measured))
-  signed = []
-  for i in range(len(measured)):
-    rest = np.arange(len(measured)) != i
-    fit = table.fit_correction(early[rest], deep[rest], counts[rest], measured[rest])
-    predicted = fit["factor"] * early[i] + fit["deep_factor"] * deep[i] + fit["per_layer_ms"] * counts[i]
-    signed.append(100.0 * (predicted - measured[i]) / measured[i])
+  signed = table.leave_one_out_errors(early, deep, counts, measured)
   errors = np.abs(signed)
   ratio = measured / (early + deep)
   return {"loo_error_pct": [float(e) for e in signed], "loo_mean_abs_error_pct": float(errors.mean()),

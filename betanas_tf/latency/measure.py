@@ -51,7 +51,7 @@ def _time_with_anchors(timer, space, models: Dict[str, object], overhead: float,
   for index, choices in enumerate(anchor_choices(space)):
     keys.append(_anchor_key(space, index))
     models[keys[-1]] = builder.build_model(space.arch_from_choices(choices))
-  timed = timer.time_models(models, cold=cold) if cold else timer.time_models(models)
+  timed = timer.time_models(models, cold=cold)
   return timed, [timed.pop(key)["median"] - overhead for key in keys]
 
 
@@ -134,15 +134,9 @@ def _calibration_fit(table: latency_table.LatencyTable, space, archs, call_ms):
   measured = np.array([ms / drift(a) for ms, a in zip(call_ms, archs)])
   early, deep = (np.array(s) for s in zip(*[table.group_sums(a) for a in archs]))
   counts = np.array([len(latency_table.layer_keys(a)) for a in archs], np.float64)
-  errors = []
-  for i in range(len(archs)):
-    rest = np.arange(len(archs)) != i
-    fitted = latency_table.fit_correction(early[rest], deep[rest], counts[rest], measured[rest])
-    predicted = (fitted["factor"] * early[i] + fitted["deep_factor"] * deep[i]
-                 + fitted["per_layer_ms"] * counts[i])
-    errors.append(abs(predicted - measured[i]) / measured[i])
+  errors = latency_table.leave_one_out_errors(early, deep, counts, measured)
   correction = latency_table.fit_correction(early, deep, counts, measured)
-  return correction, [float(m) for m in measured], 100.0 * float(np.mean(errors))
+  return correction, [float(m) for m in measured], float(np.mean(np.abs(errors)))
 
 
 def fit_calibration(table: latency_table.LatencyTable, space,

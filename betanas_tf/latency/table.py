@@ -128,6 +128,22 @@ def fit_correction(early_sums: Sequence[float], deep_sums: Sequence[float],
           "per_layer_ms": float(per_layer)}
 
 
+def leave_one_out_errors(early_sums: Sequence[float], deep_sums: Sequence[float],
+                         layer_counts: Sequence[int], measured: Sequence[float]) -> np.ndarray:
+  """Signed error (%) of each network's prediction by the correction fitted on the others
+  (`fit_correction`): how well the correction generalises to a network it has not seen."""
+  early, deep, counts, y = (np.asarray(v, np.float64)
+                            for v in (early_sums, deep_sums, layer_counts, measured))
+  errors = []
+  for i in range(len(y)):
+    rest = np.arange(len(y)) != i
+    fitted = fit_correction(early[rest], deep[rest], counts[rest], y[rest])
+    predicted = (fitted["factor"] * early[i] + fitted["deep_factor"] * deep[i]
+                 + fitted["per_layer_ms"] * counts[i])
+    errors.append(100.0 * (predicted - y[i]) / y[i])
+  return np.array(errors)
+
+
 def space_keys(space) -> List[str]:
   """Every key a search over `space` can need (all candidates at their input shapes)."""
   skeleton = space.skeleton()
