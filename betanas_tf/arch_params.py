@@ -56,10 +56,23 @@ class ArchParameters:
     self.p_at_drop = _state(np.zeros(shape, np.float32), "p_at_drop")
     # Where the current fit() stops (set by the host once per fit; not checkpointed).
     self.stop_step = _state(0, "stop_step", "int64")
+    # The first step whose Phase-1 loss [0] / alpha-step cross-entropy [1] was not finite
+    # (NEVER: none), set in the graph, read by the host at log intervals and before every
+    # checkpoint; not checkpointed, since no checkpoint is written after one.
+    self.nonfinite = _state(np.full(2, NEVER, np.int64), "nonfinite", "int64")
 
   def checkpoint_items(self) -> Dict[str, keras.Variable]:
     return {"alpha": self.alpha, "active": self.active, "counts": self.counts, "path": self.path,
             "step": self.step, "dropped_at": self.dropped_at, "p_at_drop": self.p_at_drop}
+
+  def note_nonfinite(self, which: int, values, step):
+    """Records `step` as the first non-finite one of quantity `which` (0: Phase-1 loss,
+    1: alpha-step cross-entropy) if `values` hold a NaN or infinity (graph ops only)."""
+    bad = tf.logical_not(tf.reduce_all(tf.math.is_finite(values)))
+    first = tf.logical_and(bad, tf.equal(self.nonfinite[which], NEVER))
+    self.nonfinite.assign(tf.tensor_scatter_nd_update(
+        tf.convert_to_tensor(self.nonfinite), [[which]],
+        tf.reshape(tf.where(first, tf.cast(step, tf.int64), self.nonfinite[which]), [1])))
 
   # numpy views (read at log intervals and at the end) ---------------------------
 

@@ -26,23 +26,65 @@ def config_from_flags(config_class, **values: Any):
   return config_class(**fields, **values)
 
 
-# ---- a program's errors ----------------------------------------------------------------------
+# ---- a program's errors and exit status -----------------------------------------------------
+#
+# The exit-code contract of every program (README, "Exit status"):
+#   0            done
+#   1            bad input (a flag, a file, a dataset): one ``PROGRAM: error: ...`` line
+#   3            diverged: a loss or weight became NaN / infinite; no result written
+#   75           temporarily refused: another run holds --out_dir, or a worker of the
+#                cluster was lost (sysexits' EX_TEMPFAIL: rerun the same command later)
+#   128 + N      stopped by signal N (143 SIGTERM, 130 SIGINT), after saving what it can
+#                (what shells and schedulers expect of a signalled process)
 
-def reports_errors(program: str, *errors: type):
-  """Decorates a program's main(argv): an exception of `errors` (ValueError always) is one
-  ``PROGRAM: error: ...`` line on stderr and exit status 1, as every program reports bad
-  input; `require_out_dir` is the first such check of the programs that write one."""
+EXIT_OK = 0
+EXIT_BAD_INPUT = 1
+EXIT_DIVERGED = 3
+EXIT_RETRY = 75
+
+
+class TemporaryFailure(RuntimeError):
+  """What a rerun of the same command gets past (exit status 75): a directory held by
+  another run (dir_lock.DirectoryBusy), a lost worker (runner.WorkerLostError)."""
+
+
+def exit_status_of_signal(signum: int) -> int:
+  return 128 + int(signum)
+
+
+def reports_errors(program: str, *errors: type, stops: str = "at_once"):
+  """Decorates a program's main(argv) with the exit-code contract above: an exception of
+  `errors` (ValueError always) is one ``PROGRAM: error: ...`` line and status 1; a
+  divergence one ``PROGRAM: diverged: ...`` line and status 3; a busy directory or a lost
+  worker one ``PROGRAM: error: ...`` line and status 75; a stop signal one ``PROGRAM:
+  stopped by SIG...`` line and 128 + its number. `stops` is how SIGTERM / SIGINT are
+  handled while main runs (stop_signal.MODES): ``at_safe_points`` for a program whose
+  library saves at its safe points (search, retraining), ``at_once`` otherwise."""
   import functools  # pylint: disable=import-outside-toplevel
   import sys  # pylint: disable=import-outside-toplevel
+  from betanas_tf import divergence  # pylint: disable=import-outside-toplevel
+  from betanas_tf import stop_signal  # pylint: disable=import-outside-toplevel
 
   def decorate(main):
     @functools.wraps(main)
     def wrapped(argv):
       try:
-        return main(argv)
+        with stop_signal.handling(stops):
+          if len(argv) > 1:
+            raise ValueError(f"unexpected arguments {argv[1:]}")
+          return main(argv)
+      except stop_signal.Stopped as stopped:
+        print(f"{program}: {stopped}", file=sys.stderr, flush=True)
+        return exit_status_of_signal(stopped.signum)
+      except divergence.Diverged as error:
+        print(f"{program}: diverged: {error}", file=sys.stderr, flush=True)
+        return EXIT_DIVERGED
+      except TemporaryFailure as error:
+        print(f"{program}: error: {error}", file=sys.stderr, flush=True)
+        return EXIT_RETRY
       except (ValueError,) + errors as error:
-        print(f"{program}: error: {error}", file=sys.stderr)
-        return 1
+        print(f"{program}: error: {error}", file=sys.stderr, flush=True)
+        return EXIT_BAD_INPUT
     return wrapped
   return decorate
 

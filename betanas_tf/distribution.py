@@ -85,3 +85,22 @@ def gather_from_workers(strategy: tf.distribute.Strategy, value: int) -> List[in
 
   local = strategy.experimental_local_results(gather())[0]
   return [int(v) for v in local.numpy()]
+
+
+def max_over_workers(strategy: tf.distribute.Strategy, value: int) -> int:
+  """The largest `value` any worker holds (one small all-reduce that every worker must
+  join: e.g. the number of a stop signal that one of them received, 0 for none);
+  `value` itself when there is one worker. The traced function is kept on the strategy,
+  so calling it at every log interval traces once."""
+  if num_workers(strategy) < 2:
+    return int(value)
+  reduce = getattr(strategy, "_betanas_max_over_workers", None)
+  if reduce is None:
+    @tf.function
+    def reduce(local):
+      def replica_fn(x):
+        return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.MAX, x)
+      return strategy.run(replica_fn, args=(local,))
+    strategy._betanas_max_over_workers = reduce  # pylint: disable=protected-access
+  result = reduce(tf.constant(int(value), tf.int64))
+  return int(strategy.experimental_local_results(result)[0].numpy())

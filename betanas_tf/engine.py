@@ -263,9 +263,11 @@ class SearchEngine:
     grad = (ap.gate_alpha_gradient(gates, probs_in_set) + cost_grad) * active
     return grad, per_example, expected, logits
 
-  def _arch_replica(self, data, gate_set):
+  def _arch_replica(self, data, gate_set, step):
     images, labels = data
     grad, per_example, expected, logits = self.arch_gradient(images, labels, gate_set)
+    if self.weight_opt.loss_scale is None:   # float16 drops such a step's gate gradient
+      self.arch.note_nonfinite(1, per_example, step)
     self.arch_opt.apply_gradients([(grad, self.arch.alpha)])
     self.arch_ce.update_state(per_example)
     self.arch_accuracy.update_state(labels, logits)
@@ -284,7 +286,7 @@ class SearchEngine:
     statistics = self._bn_statistics_variables()
     frozen = [tf.identity(tf.convert_to_tensor(v)) for v in statistics]
     with tf.control_dependencies(frozen):
-      self.strategy.run(self._arch_replica, args=(next(iterator), gate_set))
+      self.strategy.run(self._arch_replica, args=(next(iterator), gate_set, step))
     for variable, value in zip(statistics, frozen):
       variable.assign(value)
     if self.config.gate_mode == "two":

@@ -27,15 +27,19 @@ import tqdm
 
 from betanas_tf import arch_params as ap
 from betanas_tf import budget
+from betanas_tf import cli
 from betanas_tf import cost as cost_lib
 from betanas_tf import data as data_lib
+from betanas_tf import dir_lock
 from betanas_tf import distribution
+from betanas_tf import divergence
 from betanas_tf import engine as engine_lib
 from betanas_tf import figures
 from betanas_tf import io_utils
 from betanas_tf.latency import table as latency_lib
 from betanas_tf import selection
 from betanas_tf import spaces as spaces_lib
+from betanas_tf import stop_signal
 from betanas_tf.policies import Policy
 
 CALIBRATION_SEED_OFFSET = 7919  # calibration reads TRAIN in an order of its own
@@ -46,7 +50,7 @@ class CheckpointError(RuntimeError):
   """No checkpoint that can be restored; the message names the file."""
 
 
-class WorkerLostError(RuntimeError):
+class WorkerLostError(cli.TemporaryFailure):
   """A collective failed because another worker of the cluster died or became unreachable;
   the message names the checkpoint a restart resumes from."""
 
@@ -234,8 +238,10 @@ class SearchRun:
       return [json.loads(line) for line in handle if line.strip()]
 
   def _record(self, step: int, since: int) -> Dict:
-    """The state at `step` (a read of the device: at log intervals only)."""
+    """The state at `step` (a read of the device: at log intervals only); `Diverged` if a
+    loss of the interval since `since` was not finite."""
     arch = self.engine.arch
+    self._check_divergence(step, since)
     metrics = self.engine.metrics()
     self.engine.reset_metrics()
     drops = [d for d in arch.drop_log(self.labels) if since <= d["step"] < step]
@@ -244,9 +250,70 @@ class SearchRun:
             "counts": arch.counts_np().tolist(), "drops": drops,
             **{k: round(v, 6) for k, v in metrics.items()}}
 
+  # ---- failures as states: divergence, stop signals, the directory lock ------------
+
+  def _check_divergence(self, step: int, since: int, weights: bool = False):
+    """Raises `divergence.Diverged` if a Phase-1 loss or alpha-step cross-entropy was
+    non-finite before `step` (the graph records the first such step; with float16 loss
+    scaling a non-finite step is skipped, not divergence, unless every Phase-1 step since
+    `since` was skipped), or, with `weights`, if a weight or alpha is non-finite now."""
+    arch = self.engine.arch
+    phase1, phase2 = (int(v) for v in keras.ops.convert_to_numpy(arch.nonfinite))
+    problem = None
+    if phase1 >= 0:
+      problem = f"the Phase-1 loss is not finite at step {phase1}"
+    elif phase2 >= 0:
+      problem = f"the alpha step's cross-entropy is not finite at step {phase2}"
+    elif self.engine.weight_opt.loss_scale is not None and step > since:
+      applied = float(arch.counts_np().sum()) / len(self.space) - self._applied_at_log
+      self._applied_at_log += applied
+      if applied == 0:
+        problem = (f"every Phase-1 step from {since} to {step} was skipped for non-finite "
+                   "float16 gradients")
+    if problem is None and weights:
+      bad = divergence.nonfinite_variables(list(self.engine.supernet.weights) + [arch.alpha])
+      if bad:
+        problem = f"{divergence.describe(bad)} hold NaN or infinity at step {step}"
+    if problem is not None:
+      latest = self.restore_manager.latest_checkpoint
+      kept = (f"the last good checkpoint is {latest}" if latest else "no checkpoint was written")
+      raise divergence.Diverged(f"{problem}; {kept}; no result written (lower --lr, check the "
+                                "data, or use loss scaling)")
+
+  def _stop_requested(self, agree: bool = True) -> Optional[int]:
+    """The stop signal this run must act on now, or None. With several workers, the
+    workers agree (one small collective, so every worker must call it at the same point
+    with `agree`); without `agree` they never stop there."""
+    local = stop_signal.requested()
+    if distribution.num_workers(self.strategy) < 2:
+      return local
+    if not agree:
+      return None
+    return distribution.max_over_workers(self.strategy, local or 0) or None
+
+  def _stop_after_phase1(self, step: int, where: str):
+    """A safe point after Phase 1: the final checkpoint is written, nothing else is."""
+    signum = self._stop_requested()
+    if signum:
+      raise stop_signal.Stopped(signum, f"stopped by {stop_signal.name(signum)} after Phase 1 "
+                                f"(step {step}, {where}); checkpoint intact; rerun the same "
+                                "command to select and write the result")
+
   # ---- the loop -------------------------------------------------------------------
 
   def run(self) -> Dict:
+    """Runs (or resumes) the search to its result. The chief holds the output directory's
+    lock throughout (`dir_lock.DirectoryBusy` if another run holds it)."""
+    lock = dir_lock.DirectoryLock(self.out) if self.chief else None
+    if lock:
+      lock.acquire()
+    try:
+      return self._run_on_the_cluster()
+    finally:
+      if lock:
+        lock.release()
+
+  def _run_on_the_cluster(self) -> Dict:
     if distribution.num_workers(self.strategy) < 2:
       return self._run()
     try:
@@ -291,13 +358,21 @@ class SearchRun:
       return fn
 
     logger = _LogCallback(self, start, steps)
-    if trains:
-      engine.search(engine.distribute(train_fn), arch_fn, start, callbacks=[logger])
-    logger.close()
+    self._applied_at_log = float(engine.arch.counts_np().sum()) / len(self.space)
+    try:
+      if trains:
+        engine.search(engine.distribute(train_fn), arch_fn, start, callbacks=[logger])
+    finally:
+      logger.close()
+    if logger.stopped:
+      signum, step = logger.stopped
+      raise stop_signal.Stopped(signum, f"stopped by {stop_signal.name(signum)} at step {step}; "
+                                "checkpoint written; rerun the same command to resume")
     # The same test on every worker (a non-chief's own directory is always empty): the
     # save is collective.
     if start < steps or self.restore_manager.latest_checkpoint is None:
       self._save(steps)
+    self._stop_after_phase1(steps, "before selection")
     return self._finish(start, logger.images_per_s(config.batch_size), time.time() - start_time)
 
   def restore_finished(self) -> int:
@@ -312,6 +387,8 @@ class SearchRun:
     return step
 
   def _save(self, step: int):
+    """A collective checkpoint at `step`, never from a diverged state (`Diverged` then)."""
+    self._check_divergence(step, step, weights=True)
     self.manager.save(checkpoint_number=step)
     if not self.chief:  # the others' copies were only for the collective save
       shutil.rmtree(os.path.dirname(self.checkpoint_dir), ignore_errors=True)
@@ -377,6 +454,7 @@ class SearchRun:
 
     def score(choices):
       nonlocal eval_batches, calibration
+      self._stop_after_phase1(self.config.max_steps, "during selection")
       if eval_batches is None:   # made once, and only for a selector that scores
         eval_batches, calibration = self._eval_batches(), self._calibration()
       return engine.evaluate_path(choices, eval_batches, calibration)
@@ -418,6 +496,7 @@ class SearchRun:
         "resume_records_skipped": self.resume_records, **extra,
     }
     summary.update(self._cost_summary(arch, choices))
+    self._stop_after_phase1(summary["steps"], "before writing the result")
     if self.chief:
       self._write_outputs(arch, summary)
     return summary
@@ -463,6 +542,7 @@ class _LogCallback(keras.callbacks.Callback):
     super().__init__()
     self.run, self.start, self.steps, self.last = run, start, steps, start
     self.last_log = start
+    self.stopped = None   # (signal, step) once a stop signal stopped the fit
     self.first = None  # (time, step) at the end of the first execution: tracing excluded
     self.writer = (tf.summary.create_file_writer(os.path.join(run.out, "tensorboard"))
                    if run.chief else tf.summary.create_noop_writer())
@@ -476,7 +556,8 @@ class _LogCallback(keras.callbacks.Callback):
     if self.first is None:
       self.first = (time.perf_counter(), done)
     settings = self.run.settings
-    if _crossed(before, done, settings.log_every) or done == self.steps:
+    logged = _crossed(before, done, settings.log_every) or done == self.steps
+    if logged:
       record = self.run._record(done, self.last_log)  # pylint: disable=protected-access
       self.last_log = done
       if self.run.chief:
@@ -493,8 +574,17 @@ class _LogCallback(keras.callbacks.Callback):
       self.bar.set_postfix(loss=f"{record['phase1/loss']:.3f}",
                            alive=int(np.sum(record["active"])))
       self.bar.update(done - self.bar.n)
-    if _crossed(before, done, settings.checkpoint_every) and done < self.steps:
+    saved = _crossed(before, done, settings.checkpoint_every) and done < self.steps
+    if saved:
       self.run._save(done)  # pylint: disable=protected-access
+    # A stop signal: under several workers they agree at log intervals (one collective
+    # there); alone, it is a Python flag read after every execution.
+    signum = self.run._stop_requested(agree=logged)  # pylint: disable=protected-access
+    if signum and done < self.steps:
+      if not saved:
+        self.run._save(done)  # pylint: disable=protected-access
+      self.stopped = (signum, done)
+      self.model.stop_training = True
 
   def close(self):
     self.end = (time.perf_counter(), self.last)

@@ -4,11 +4,14 @@
     python -m betanas_tf.search --flagfile=configs/a.flags --out_dir=runs/a
 
 Re-running the same command with the same --out_dir resumes from the last
-checkpoint. Bad flags or data give one clear error and exit status 1.
+checkpoint. SIGTERM / SIGINT save a checkpoint at the step the run is at and exit 143
+/ 130; a second run on the same --out_dir is refused (75); a run whose loss became NaN
+stops (3) with its last good checkpoint kept; bad flags or data give one clear error
+and exit status 1 (the exit-code contract is cli's).
 """
 
+import contextlib
 import os
-import sys
 
 from absl import app
 from absl import flags
@@ -17,6 +20,7 @@ from absl import logging
 from betanas_tf import arch_params
 from betanas_tf import cli
 from betanas_tf import data as data_lib
+from betanas_tf import dir_lock
 from betanas_tf import distribution
 from betanas_tf import engine as engine_lib
 from betanas_tf import io_utils
@@ -104,10 +108,10 @@ def engine_config_from_flags() -> engine_lib.EngineConfig:
   return cli.config_from_flags(engine_lib.EngineConfig)
 
 
+@cli.reports_errors("search", data_lib.DatasetNotPreparedError, runner.CheckpointError,
+                    stops="at_safe_points")
 def main(argv):
-  if len(argv) > 1:
-    print(f"search: error: unexpected arguments {argv[1:]}", file=sys.stderr)
-    return 1
+  del argv
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # TF's checkpoint chatter; -v 0 brings it back
@@ -115,39 +119,35 @@ def main(argv):
   if FLAGS.deterministic:
     tf.config.experimental.enable_op_determinism()
   if os.path.exists(FLAGS.out_dir) and not os.path.isdir(FLAGS.out_dir):
-    print(f"search: error: --out_dir {FLAGS.out_dir} is an existing file, not a directory",
-          file=sys.stderr)
-    return 1
-  try:   # every setting is checked before anything is written
-    policy = policies.POLICIES.get(FLAGS.strategy).with_ablations(drop=FLAGS.drop,
-                                                                  balanced=FLAGS.balanced,
-                                                                  fair=FLAGS.fair)
-    settings = runner.RunSettings(
-        out_dir=FLAGS.out_dir, space=FLAGS.space, input_size=FLAGS.input_size,
-        width_multiplier=FLAGS.width_multiplier,
-        dataset=cli.data_source_from_flags(), cost=FLAGS.cost,
-        cost_target=FLAGS.cost_target, latency_table=FLAGS.latency_table,
-        checkpoint_every=FLAGS.checkpoint_every,
-        log_every=FLAGS.log_every, eval_batches=FLAGS.eval_batches,
-        calibration_batches=FLAGS.calibration_batches,
-        evolution_population=FLAGS.evolution_population,
-        evolution_generations=FLAGS.evolution_generations, progress=FLAGS.progress)
-    config = engine_config_from_flags()
-    runner.check_settings(settings, policy, config)
-    strategy = distribution.make_strategy(FLAGS.distribution)
-  except (ValueError, RuntimeError) as error:
-    print(f"search: error: {error}", file=sys.stderr)
-    return 1
-  if distribution.is_chief(strategy):
-    os.makedirs(FLAGS.out_dir, exist_ok=True)
-    io_utils.atomic_write_text(os.path.join(FLAGS.out_dir, "flags.txt"), FLAGS.flags_into_string())
+    raise ValueError(f"--out_dir {FLAGS.out_dir} is an existing file, not a directory")
+  # Every setting is checked before anything is written.
+  policy = policies.POLICIES.get(FLAGS.strategy).with_ablations(drop=FLAGS.drop,
+                                                                balanced=FLAGS.balanced,
+                                                                fair=FLAGS.fair)
+  settings = runner.RunSettings(
+      out_dir=FLAGS.out_dir, space=FLAGS.space, input_size=FLAGS.input_size,
+      width_multiplier=FLAGS.width_multiplier,
+      dataset=cli.data_source_from_flags(), cost=FLAGS.cost,
+      cost_target=FLAGS.cost_target, latency_table=FLAGS.latency_table,
+      checkpoint_every=FLAGS.checkpoint_every,
+      log_every=FLAGS.log_every, eval_batches=FLAGS.eval_batches,
+      calibration_batches=FLAGS.calibration_batches,
+      evolution_population=FLAGS.evolution_population,
+      evolution_generations=FLAGS.evolution_generations, progress=FLAGS.progress)
+  config = engine_config_from_flags()
+  runner.check_settings(settings, policy, config)
   try:
-    run = runner.SearchRun(settings, policy, config, strategy)
-    summary = run.run()
-  except (ValueError, data_lib.DatasetNotPreparedError, runner.CheckpointError,
-          runner.WorkerLostError) as error:
-    print(f"search: error: {error}", file=sys.stderr)
-    return 1
+    strategy = distribution.make_strategy(FLAGS.distribution)
+  except RuntimeError as error:   # e.g. multiworker without a usable TF_CONFIG
+    raise ValueError(str(error)) from None
+  # One run per directory: the chief takes the lock before it writes anything there, and
+  # holds it to the end (SearchRun.run takes it again, nested, for Python callers).
+  lock = dir_lock.DirectoryLock(FLAGS.out_dir) if distribution.is_chief(strategy) else None
+  with lock or contextlib.nullcontext():
+    if lock:
+      io_utils.atomic_write_text(os.path.join(FLAGS.out_dir, "flags.txt"),
+                                 FLAGS.flags_into_string())
+    summary = runner.SearchRun(settings, policy, config, strategy).run()
   print(f"architecture: {summary['choices_string']}")
   print(f"MACs {summary['macs'] / 1e6:.2f}M  params {summary['params'] / 1e6:.3f}M  "
         f"cost {summary['cost']['value']:.3f} {summary['cost']['unit']}"

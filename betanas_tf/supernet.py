@@ -185,6 +185,10 @@ class Supernet(keras.Model):
     # Metrics first: they depend on the forward pass only and overlap the backward pass.
     self.phase1_loss.update_state(per_example)
     self.phase1_accuracy.update_state(labels, logits)
+    if self.optimizer.loss_scale is None:
+      # Divergence, noted on the device (float16's loss scale skips such a step instead:
+      # the host counts skipped steps at its log interval).
+      self.arch.note_nonfinite(0, per_example, self.arch.step)
     self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
     # A float16 step skipped for non-finite gradients trained nothing: it counts nothing
     # (the step itself advances: it is the clock of the data order and the path RNG).
