@@ -13,15 +13,15 @@ installed packages ship no AutoAugment ImageNet policy), --ema.
 
 Outputs: flags.txt, arch.json (what was trained, options applied), model.keras,
 model.weights.h5, eval.json (top-1, top-5 on the eval split), history.json,
-tensorboard/, backup/ (keras.callbacks.BackupAndRestore: re-running the same
-command after a kill continues from the last finished epoch, with the optimizer
-and so the learning-rate schedule where they were).
+tensorboard/, backup/ (step_backup: saved at every epoch end and at the step where
+SIGTERM / SIGINT arrives; re-running the same command continues from there, with
+the optimizer, the learning-rate schedule and the data order where they were; a
+non-finite loss or weight stops the run with exit status 3 and writes no model).
 """
 
 import dataclasses
 import json
 import os
-import sys
 from typing import Dict, Optional
 
 from absl import app
@@ -208,21 +208,27 @@ def compile_with_recipe(model, config: TrainConfig, steps_per_epoch: int,
 def train(arch: arch_lib.Architecture, out_dir: str, config: TrainConfig = TrainConfig()) -> Dict:
   """Retrains `arch` from scratch on `config.data` and writes the outputs (module docstring)
   to `out_dir`; calling it again with the same arguments resumes. Returns eval.json's
-  contents (top-1, top-5 on the eval split)."""
+  contents (top-1, top-5 on the eval split). Holds the directory's lock
+  (`dir_lock.DirectoryBusy` if another run holds it)."""
+  from betanas_tf import dir_lock  # pylint: disable=import-outside-toplevel
+  from betanas_tf import precision  # pylint: disable=import-outside-toplevel
+  precision.check(config.mixed_precision)
+  with dir_lock.DirectoryLock(out_dir):
+    return _train_locked(arch, out_dir, config)
+
+
+def _train_locked(arch: arch_lib.Architecture, out_dir: str, c: TrainConfig) -> Dict:
   import keras  # pylint: disable=import-outside-toplevel
   from betanas_tf import builder, distribution  # pylint: disable=import-outside-toplevel
-  from betanas_tf import precision  # pylint: disable=import-outside-toplevel
-  c = config
-  precision.check(c.mixed_precision)
-  os.makedirs(out_dir, exist_ok=True)
+  from betanas_tf import precision, step_backup  # pylint: disable=import-outside-toplevel
   keras.utils.set_random_seed(c.seed)
   dataset = c.data.load(c.input_size or arch.input_size, c.seed, arch.num_classes)
   arch = arch.for_retraining(dataset.num_classes, c.se_ratio, c.activation, c.dropout,
                              c.width_multiplier, c.input_size)
   arch.save(os.path.join(out_dir, "arch.json"))
   data_lib.save_data_info(dataset, out_dir)
-  train_ds, steps = training_data(dataset.full_train, c.batch_size, dataset.num_classes,
-                                  c.autoaugment, c.seed)
+  _, steps = training_data(dataset.full_train, c.batch_size, dataset.num_classes,
+                           c.autoaugment, c.seed)
   steps = c.steps_per_epoch or steps
   strategy = distribution.make_strategy(c.distribution)
   with strategy.scope():
@@ -233,37 +239,50 @@ def train(arch: arch_lib.Architecture, out_dir: str, config: TrainConfig = Train
       print(f"initialised {copied} layers from {c.init_from_supernet}")
     optimizer = compile_with_recipe(model, c, steps)
   eval_ds = eval_data(dataset.eval, min(c.batch_size, 256), dataset.num_classes)
-  callbacks = [keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup")),
-               _epoch_log(optimizer, os.path.join(out_dir, "history.json")),
+  several = distribution.num_workers(strategy) > 1
+  backup = step_backup.StepBackup(
+      os.path.join(out_dir, "backup"), check_every=min(50, steps),
+      write=distribution.is_chief(strategy),
+      agree=(lambda value: distribution.max_over_workers(strategy, value)) if several else None)
+  backup.restore(model)
+  callbacks = [_epoch_log(optimizer, os.path.join(out_dir, "history.json")),
                keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard"))]
-  history = model.fit(train_ds, epochs=c.epochs, steps_per_epoch=steps, validation_data=eval_ds,
-                      callbacks=callbacks, verbose=c.verbose)
+  step_backup.run_fit(
+      model, backup, lambda step: training_data(dataset.full_train, c.batch_size,
+                                                dataset.num_classes, c.autoaugment, c.seed,
+                                                start_step=step)[0],
+      c.epochs, steps, validation_data=eval_ds, callbacks=callbacks, verbose=c.verbose)
   _, top1, top5 = model.evaluate(eval_ds, verbose=0)
   if c.mixed_precision != "none":   # what is saved (and exported) computes in float32
     model = precision.float32_copy(model, lambda: builder.build_model(arch, drop_connect=c.drop_connect))
-  model.save(os.path.join(out_dir, "model.keras"))
-  model.save_weights(os.path.join(out_dir, "model.weights.h5"))
+  _save_model(model, out_dir)
   result = {"top1": float(top1), "top5": float(top5), "eval_examples": len(dataset.eval),
             "epochs": c.epochs, "dataset": dataset.name, "architecture": arch.to_compact(),
             "ema": c.ema, "mixed_precision": c.mixed_precision, "jit_compile": c.jit_compile,
             "autoaugment": "keras.layers.RandAugment" if c.autoaugment else None}
   io_utils.atomic_write_json(os.path.join(out_dir, "eval.json"), result)
-  del history
   return result
 
 
+def _save_model(model, out_dir: str):
+  """model.keras and model.weights.h5, each written under a temporary name and renamed
+  (a kill never leaves a truncated model under the final name)."""
+  for name, save in (("model.keras", model.save), ("model.weights.h5", model.save_weights)):
+    final = os.path.join(out_dir, name)
+    temporary = os.path.join(out_dir, f"tmp-{os.getpid()}-{name}")
+    save(temporary)
+    os.replace(temporary, final)
+
+
+@cli.reports_errors("train", KeyError, data_lib.DatasetNotPreparedError, stops="at_safe_points")
 def main(argv):
-  if len(argv) > 1:
-    print(f"train: error: unexpected arguments {argv[1:]}", file=sys.stderr)
-    return 1
-  try:
-    arch = cli.arch_from_flags(apply_width=False)  # retraining applies it (TrainConfig)
-    os.makedirs(FLAGS.out_dir, exist_ok=True)
+  del argv
+  from betanas_tf import dir_lock  # pylint: disable=import-outside-toplevel
+  arch = cli.arch_from_flags(apply_width=False)  # retraining applies it (TrainConfig)
+  config = cli.config_from_flags(TrainConfig, data=cli.data_source_from_flags())
+  with dir_lock.DirectoryLock(FLAGS.out_dir):   # before flags.txt: a second run writes nothing
     io_utils.atomic_write_text(os.path.join(FLAGS.out_dir, "flags.txt"), FLAGS.flags_into_string())
-    result = train(arch, FLAGS.out_dir, cli.config_from_flags(TrainConfig, data=cli.data_source_from_flags()))
-  except (ValueError, KeyError, data_lib.DatasetNotPreparedError) as error:
-    print(f"train: error: {error}", file=sys.stderr)
-    return 1
+    result = train(arch, FLAGS.out_dir, config)
   print(f"eval top-1 {result['top1']:.4f}  top-5 {result['top5']:.4f}  ({result['eval_examples']} "
         f"examples)  outputs in {FLAGS.out_dir}")
   return 0
