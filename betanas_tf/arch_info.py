@@ -9,7 +9,6 @@ Bad input gives one line on stderr naming the problem and exit status 1.
 """
 
 import json
-import sys
 
 from absl import app
 from absl import flags
@@ -57,13 +56,10 @@ def table(arch: arch_lib.Architecture) -> str:
   return "\n".join(lines)
 
 
+@cli.reports_errors("arch_info", KeyError)
 def main(argv):
   del argv
-  try:
-    arch = cli.arch_from_flags()
-  except (ValueError, KeyError) as error:
-    print(f"arch_info: error: {error}", file=sys.stderr)
-    return 1
+  arch = cli.arch_from_flags()
   print(json.dumps(info(arch), sort_keys=True) if FLAGS.json else table(arch))
   return 0
 

@@ -52,14 +52,16 @@ def exit_status_of_signal(signum: int) -> int:
   return 128 + int(signum)
 
 
-def reports_errors(program: str, *errors: type, stops: str = "at_once"):
+def reports_errors(program: str, *errors: type, stops: str = "at_once",
+                   takes_arguments: bool = False):
   """Decorates a program's main(argv) with the exit-code contract above: an exception of
   `errors` (ValueError always) is one ``PROGRAM: error: ...`` line and status 1; a
   divergence one ``PROGRAM: diverged: ...`` line and status 3; a busy directory or a lost
   worker one ``PROGRAM: error: ...`` line and status 75; a stop signal one ``PROGRAM:
   stopped by SIG...`` line and 128 + its number. `stops` is how SIGTERM / SIGINT are
   handled while main runs (stop_signal.MODES): ``at_safe_points`` for a program whose
-  library saves at its safe points (search, retraining), ``at_once`` otherwise."""
+  library saves at its safe points (search, retraining), ``at_once`` otherwise. A
+  program that does not `takes_arguments` refuses positional arguments (status 1)."""
   import functools  # pylint: disable=import-outside-toplevel
   import sys  # pylint: disable=import-outside-toplevel
   from betanas_tf import divergence  # pylint: disable=import-outside-toplevel
@@ -70,7 +72,7 @@ def reports_errors(program: str, *errors: type, stops: str = "at_once"):
     def wrapped(argv):
       try:
         with stop_signal.handling(stops):
-          if len(argv) > 1:
+          if len(argv) > 1 and not takes_arguments:
             raise ValueError(f"unexpected arguments {argv[1:]}")
           return main(argv)
       except stop_signal.Stopped as stopped:

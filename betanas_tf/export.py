@@ -33,6 +33,7 @@ from betanas_tf.latency import android
 from betanas_tf import arch as arch_lib
 from betanas_tf import cli
 from betanas_tf import data as data_lib
+from betanas_tf import divergence
 from betanas_tf import io_utils
 from betanas_tf.latency import runtime as runtime_lib
 
@@ -111,16 +112,30 @@ def define_flags():
 
 
 def _load_weights(model, path: str):
+  """Loads `path` into `model`; a file that is not what its name says (truncated, or
+  another format) and weights that hold NaN or infinity are refused."""
+  import zipfile  # pylint: disable=import-outside-toplevel
   import keras  # pylint: disable=import-outside-toplevel
   from betanas_tf import builder  # pylint: disable=import-outside-toplevel
   if not os.path.exists(path):
     raise ValueError(f"{path}: weights file not found")
   if path.endswith(".weights.h5"):
-    model.load_weights(path)
+    try:
+      model.load_weights(path)
+    except OSError as error:   # h5py: "truncated file", "file signature not found"
+      raise ValueError(f"{path}: not a readable .weights.h5 file ({str(error).splitlines()[0]}); "
+                       "it may be truncated: write it again") from None
   elif path.endswith(".keras"):
+    if not zipfile.is_zipfile(path):
+      raise ValueError(f"{path}: not a readable .keras file (not a complete zip archive: "
+                       f"{os.path.getsize(path)} bytes, truncated or corrupt); write it again")
     builder.copy_all_weights_by_name(keras.saving.load_model(path, compile=False), model, path)
   else:
     raise ValueError(f"{path}: --weights must be a .keras model or a .weights.h5 file")
+  bad = divergence.nonfinite_variables(model.weights)
+  if bad:
+    raise divergence.Diverged(f"{path}: {divergence.describe(bad)} hold NaN or infinity (the "
+                              "training diverged); nothing exported")
 
 
 def _images(arch: arch_lib.Architecture, source: data_lib.DataSource, count: int, seed: int):
@@ -159,6 +174,7 @@ def export(arch: arch_lib.Architecture, out_dir: str, config: ExportConfig = Exp
   else:
     builder.set_bn_statistics(model, _images(arch, c.data, 64, seed=2))
   float_out = np.asarray(model.predict(parity_images, batch_size=32, verbose=0))
+  divergence.check_finite_outputs(float_out, "the Keras model's outputs")
   representative = _images(arch, c.data, c.representative_examples, seed=3)
   total = cost.architecture_cost(arch)
   report = {"name": name, "architecture": arch.to_compact(), "macs": total.macs,
@@ -181,8 +197,10 @@ def export(arch: arch_lib.Architecture, out_dir: str, config: ExportConfig = Exp
     content = tflite.convert(model, fmt, lambda: (x[None] for x in representative),
                              int8_io=c.int8_io and fmt == "int8")
     path = os.path.join(out_dir, f"{name}_{fmt}.tflite")
-    io_utils.atomic_write_bytes(path, content)
     outputs = tflite.run(content, parity_images, c.threads)
+    # No parity or agreement can pass on NaN (argmax of NaN against argmax of NaN agrees).
+    divergence.check_finite_outputs(outputs, f"the {fmt} model's outputs")
+    io_utils.atomic_write_bytes(path, content)
     entry = {"file": os.path.basename(path), "bytes": len(content),
              "host_latency": tflite.measure_latency(content, c.threads, c.warmup_runs, c.runs,
                                                     delegates=c.delegate == "xnnpack"),
@@ -191,7 +209,7 @@ def export(arch: arch_lib.Architecture, out_dir: str, config: ExportConfig = Exp
       diff = float(np.abs(outputs[:FP32_PARITY_EXAMPLES] - float_out[:FP32_PARITY_EXAMPLES]).max())
       entry["max_abs_diff_vs_keras"] = diff
       entry["parity_examples"] = FP32_PARITY_EXAMPLES
-      if diff > c.fp32_tolerance:
+      if not diff <= c.fp32_tolerance:
         report["formats"][fmt] = entry
         io_utils.atomic_write_json(os.path.join(out_dir, "report.json"), report)
         raise ExportError(f"fp32 parity failed: max abs diff {diff:.3g} > {c.fp32_tolerance:g}")
@@ -349,17 +367,18 @@ def markdown(report: Dict) -> str:
 
 def main(argv):
   program = os.path.splitext(os.path.basename(argv[0]))[0]  # to_tflite, or export under -m
-  if len(argv) > 1:
-    print(f"{program}: error: unexpected arguments {argv[1:]}", file=sys.stderr)
-    return 1
-  try:
-    arch = cli.arch_from_flags()
-    config = cli.config_from_flags(ExportConfig, data=cli.data_source_from_flags(),
-                                   quantize=tuple(FLAGS.quantize))
+  return cli.reports_errors(program, KeyError, ExportError, data_lib.DatasetNotPreparedError)(
+      _main)(argv)
+
+
+def _main(argv):
+  program = os.path.splitext(os.path.basename(argv[0]))[0]
+  arch = cli.arch_from_flags()
+  config = cli.config_from_flags(ExportConfig, data=cli.data_source_from_flags(),
+                                 quantize=tuple(FLAGS.quantize))
+  from betanas_tf import dir_lock  # pylint: disable=import-outside-toplevel
+  with dir_lock.DirectoryLock(FLAGS.out_dir):
     report = export(arch, FLAGS.out_dir, config, FLAGS.weights, FLAGS.name)
-  except (ValueError, KeyError, ExportError, data_lib.DatasetNotPreparedError) as error:
-    print(f"{program}: error: {error}", file=sys.stderr)
-    return 1
   print(markdown(report))
   for warning in report["latency_table_warnings"]:
     print(f"{program}: warning: {warning}", file=sys.stderr)

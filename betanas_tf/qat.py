@@ -18,7 +18,6 @@ split and host latency).
 import dataclasses
 import json
 import os
-import sys
 from typing import Dict
 
 from absl import app
@@ -79,6 +78,11 @@ def run_qat(model_path: str, arch, out_dir: str, config: QatConfig = QatConfig()
     float_model = keras.saving.load_model(model_path, compile=False)
   except (OSError, ValueError) as error:
     raise ValueError(f"{model_path}: cannot load the Keras model ({error})") from None
+  from betanas_tf import divergence  # pylint: disable=import-outside-toplevel
+  bad = divergence.nonfinite_variables(float_model.weights)
+  if bad:
+    raise divergence.Diverged(f"{model_path}: {divergence.describe(bad)} hold NaN or infinity "
+                              "(the training diverged); nothing quantized")
   dataset = c.data.load(arch.input_size, num_classes=arch.num_classes)
   eval_batches = list(dataset.eval.eval_batches(256))
   eval_x = np.concatenate([b[0] for b in eval_batches])
@@ -114,7 +118,12 @@ def run_qat(model_path: str, arch, out_dir: str, config: QatConfig = QatConfig()
   qat_model = tfmot.quantization.keras.quantize_model(legacy)
   qat_model.compile(tf_keras.optimizers.SGD(c.lr, momentum=0.9),
                     tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-  qat_model.fit(train_x, train_y, batch_size=c.batch_size, epochs=c.epochs, verbose=0, shuffle=True)
+  history = qat_model.fit(train_x, train_y, batch_size=c.batch_size, epochs=c.epochs, verbose=0,
+                          shuffle=True)
+  losses = history.history["loss"]
+  if not all(np.isfinite(losses)):
+    raise divergence.Diverged(f"the QAT fine-tuning loss is not finite ({losses}); no QAT "
+                              "model written (lower --lr)")
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   converter = tf.lite.TFLiteConverter.from_keras_model(qat_model)
   converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -127,18 +136,15 @@ def run_qat(model_path: str, arch, out_dir: str, config: QatConfig = QatConfig()
   return report
 
 
+@cli.reports_errors("qat", KeyError, data_lib.DatasetNotPreparedError)
 def main(argv):
+  # A stop signal stops it at once: QAT is one task, rerun whole (its files are written
+  # atomically, each when it is complete).
+  del argv
   from betanas_tf import arch as arch_lib  # pylint: disable=import-outside-toplevel
-  if len(argv) > 1:
-    print(f"qat: error: unexpected arguments {argv[1:]}", file=sys.stderr)
-    return 1
   arch_path = FLAGS.arch or os.path.join(os.path.dirname(os.path.abspath(FLAGS.model)), "arch.json")
   config = cli.config_from_flags(QatConfig, data=cli.data_source_from_flags())
-  try:
-    report = run_qat(FLAGS.model, arch_lib.Architecture.load(arch_path), FLAGS.out_dir, config)
-  except (ValueError, KeyError, data_lib.DatasetNotPreparedError) as error:
-    print(f"qat: error: {error}", file=sys.stderr)
-    return 1
+  report = run_qat(FLAGS.model, arch_lib.Architecture.load(arch_path), FLAGS.out_dir, config)
   print(f"top-1 on {report['eval_examples']} eval examples: float {report['float_top1']:.4f}, "
         f"int8 PTQ {report['ptq_int8_top1']:.4f}, int8 QAT {report['qat_int8_top1']:.4f}")
   print(f"host latency ({config.threads} thread, median): fp32 {report['fp32_latency']['median_ms']:.3f} ms, "

@@ -19,6 +19,7 @@ from typing import Dict, List, Sequence
 import numpy as np
 from absl import app
 from absl import flags
+from betanas_tf import cli
 
 FLAGS = flags.FLAGS
 
@@ -91,6 +92,7 @@ def run(space, archs: List, runtime, evict_values: Sequence[int], max_rounds: in
   return report
 
 
+@cli.reports_errors("cold_layers")
 def main(argv):
   del argv
   from betanas_tf import io_utils, spaces  # pylint: disable=import-outside-toplevel

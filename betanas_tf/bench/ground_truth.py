@@ -24,7 +24,6 @@ import json
 import os
 import platform
 import shutil
-import sys
 import tempfile
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -330,24 +329,33 @@ def define_flags():
 
 
 def main(argv):
+  from betanas_tf import cli  # pylint: disable=import-outside-toplevel
+  return cli.reports_errors("ground_truth")(_main)(argv)
+
+
+def _main(argv):
   from absl import flags  # pylint: disable=import-outside-toplevel
+  from betanas_tf import stop_signal  # pylint: disable=import-outside-toplevel
   del argv
   f = flags.FLAGS
+  if not f.out:
+    raise ValueError("give --out")
+  for name in ("seeds", "samples"):
+    if not all(s.lstrip("-").isdigit() for s in f[name].value):
+      raise ValueError(f"--{name} must be integers, got {','.join(f[name].value)}")
+  command = " ".join(["python -m betanas_tf.bench.ground_truth"] + [
+      f[name].serialize() for name in ("space", "archs", "samples", "seeds", "epochs",
+                                       "dataset")])
+  wanted = plan(f.space, f.archs, [int(s) for s in f.seeds], f.dataset, f.epochs,
+                f.input_size, [int(s) for s in f.samples], command=command)
   try:
-    if not f.out:
-      raise ValueError("give --out")
-    for name in ("seeds", "samples"):
-      if not all(s.lstrip("-").isdigit() for s in f[name].value):
-        raise ValueError(f"--{name} must be integers, got {','.join(f[name].value)}")
-    command = " ".join(["python -m betanas_tf.bench.ground_truth"] + [
-        f[name].serialize() for name in ("space", "archs", "samples", "seeds", "epochs",
-                                         "dataset")])
-    wanted = plan(f.space, f.archs, [int(s) for s in f.seeds], f.dataset, f.epochs,
-                  f.input_size, [int(s) for s in f.samples], command=command)
     truth = build(f.out, wanted, f.workers, log=lambda m: print(m, flush=True))
-  except ValueError as error:
-    print(f"ground_truth: error: {error}", file=sys.stderr)
-    return 1
+  except stop_signal.Stopped as stopped:
+    # Every finished training is already in the file; the interrupted ones rerun.
+    kept = GroundTruth.load(f.out)
+    done = sum(len(n["results"]) for n in kept.networks)
+    raise stop_signal.Stopped(stopped.signum, f"{stopped}; {done} finished trainings are kept "
+                              f"in {f.out}; rerun the same command to train the rest") from None
   done = len(truth.complete())
   print(f"{done} of {len(truth.networks)} networks trained in every seed {list(truth.seeds)} "
         f"-> {f.out}")

@@ -19,6 +19,7 @@ import time
 
 from absl import app
 from absl import flags
+from betanas_tf import cli
 
 FLAGS = flags.FLAGS
 
@@ -33,6 +34,7 @@ def define_flags():
   flags.DEFINE_string("data_dir", None, "Where to prepare it (default: a temporary folder).")
 
 
+@cli.reports_errors("input_pipeline")
 def main(argv):
   del argv
   import numpy as np  # pylint: disable=import-outside-toplevel

@@ -21,6 +21,7 @@ import time
 
 from absl import app
 from absl import flags
+from betanas_tf import cli
 
 FLAGS = flags.FLAGS
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -76,6 +77,7 @@ def retrain(out_dir: str, precision: str, arch_path: str, xla: bool = False) -> 
   return top1
 
 
+@cli.reports_errors("mixed_precision")
 def main(argv):
   del argv
   import numpy as np  # pylint: disable=import-outside-toplevel

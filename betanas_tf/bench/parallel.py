@@ -48,7 +48,10 @@ def run_tasks(tasks: Sequence[Tuple[Callable, tuple]], workers: int,
         if log:
           log(f"  {done}/{len(tasks)} tasks done in {workers} workers")
     except BaseException:
-      for future in futures:
-        future.cancel()
+      # A failed task or a stop signal: nothing more starts, and the tasks in progress
+      # are ended now (each writes its result only when it finishes, so it reruns).
+      pool.shutdown(wait=False, cancel_futures=True)
+      for process in multiprocessing.active_children():
+        process.terminate()
       raise
   return len(tasks)

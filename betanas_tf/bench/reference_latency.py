@@ -13,6 +13,7 @@ import time
 
 from absl import app
 from absl import flags
+from betanas_tf import cli
 
 FLAGS = flags.FLAGS
 def define_flags():
@@ -23,6 +24,7 @@ def define_flags():
   flags.DEFINE_float("width_multiplier", 1.0, "MobileNetV2 width.")
 
 
+@cli.reports_errors("reference_latency")
 def main(argv):
   del argv
   import keras  # pylint: disable=import-outside-toplevel

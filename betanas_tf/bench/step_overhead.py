@@ -33,6 +33,7 @@ from absl import app
 from absl import flags
 
 from betanas_tf.bench import throughput
+from betanas_tf import cli
 
 FLAGS = flags.FLAGS
 
@@ -153,6 +154,7 @@ class _ReadCounter:
     self.base._numpy = self.original  # pylint: disable=protected-access
 
 
+@cli.reports_errors("step_overhead")
 def main(argv):
   del argv
   if FLAGS.measure == "trace":

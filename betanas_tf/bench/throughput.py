@@ -192,19 +192,17 @@ def table(results: dict) -> str:
 
 
 def main(argv):
-  import sys  # pylint: disable=import-outside-toplevel
   from betanas_tf import cli  # pylint: disable=import-outside-toplevel
-  if len(argv) > 1:
-    print(f"throughput: error: unexpected arguments {argv[1:]}", file=sys.stderr)
-    return 1
-  try:
-    results = measure(FLAGS.space, FLAGS.input_size, FLAGS.batch_size, FLAGS.steps,
-                      FLAGS.alpha_steps, FLAGS.steps_per_execution, FLAGS.mixed_precision,
-                      FLAGS.jit_compile, FLAGS.distribution, cli.data_source_from_flags(),
-                      FLAGS.pipeline_batches, FLAGS.jit_compile_supernet)
-  except ValueError as error:
-    print(f"throughput: error: {error}", file=sys.stderr)
-    return 1
+  return cli.reports_errors("throughput")(_main)(argv)
+
+
+def _main(argv):
+  del argv
+  from betanas_tf import cli  # pylint: disable=import-outside-toplevel
+  results = measure(FLAGS.space, FLAGS.input_size, FLAGS.batch_size, FLAGS.steps,
+                    FLAGS.alpha_steps, FLAGS.steps_per_execution, FLAGS.mixed_precision,
+                    FLAGS.jit_compile, FLAGS.distribution, cli.data_source_from_flags(),
+                    FLAGS.pipeline_batches, FLAGS.jit_compile_supernet)
   print("devices: " + ", ".join(results["devices"]))
   print(f"retraining network: {results['retrain_arch']} (the space's costliest)")
   print(table(results))

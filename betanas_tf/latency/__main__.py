@@ -3,7 +3,6 @@ package docstring)."""
 
 import json
 import os
-import sys
 from typing import Optional
 
 from betanas_tf import arch as arch_lib
@@ -145,86 +144,87 @@ def _fit_words(table: latency_table.LatencyTable) -> str:
 
 
 def main(argv):
+  from betanas_tf import cli  # pylint: disable=import-outside-toplevel
+  return cli.reports_errors("latency", latency_table.MissingEntriesError, android.AndroidError,
+                            takes_arguments=True)(_main)(argv)
+
+
+def _main(argv):
   import dataclasses  # pylint: disable=import-outside-toplevel
   from absl import flags  # pylint: disable=import-outside-toplevel
   from betanas_tf import spaces  # pylint: disable=import-outside-toplevel
   flags_ = flags.FLAGS
   if len(argv) != 2 or argv[1] not in COMMANDS:
-    print(f"latency: error: give one command: {' | '.join(COMMANDS)}", file=sys.stderr)
-    return 1
+    raise ValueError(f"give one command: {' | '.join(COMMANDS)}")
   command = argv[1]
   space = spaces.get_space(flags_.space, flags_.input_size, flags_.width_multiplier)
   if flags_.num_classes:
     space = dataclasses.replace(space, num_classes=flags_.num_classes)
-  try:
-    if command == "build":
-      if not flags_.out:
-        raise ValueError("build needs --out")
-      existing = (latency_table.LatencyTable.load(flags_.out) if os.path.exists(flags_.out)
-                  else None)
-      timer = _timer(flags_, _runtime(flags_, existing, flags_.out), _evict_mb(flags_, existing))
-      table = measure.build_table(space, timer, flags_.out, flags_.progress, flags_.calibrate)
-      overhead = f"overhead {table.overhead_ms:.4f} ms subtracted"
-      if measure.evict_mb(table):
-        overhead = (f"layers timed cold, overhead {measure.layer_overhead_ms(table):.4f} ms "
-                    f"subtracted from them, {table.overhead_ms:.4f} ms from whole networks")
-      print(f"{len(table.entries)} entries in {flags_.out} ({overhead}; {_fit_words(table)})")
-    elif command == "refit":
-      if not flags_.lut:
-        raise ValueError("refit needs --lut")
-      table = latency_table.LatencyTable.load(flags_.lut)
-      measure.fit_calibration(table, space, name=flags_.lut)
+  if command == "build":
+    if not flags_.out:
+      raise ValueError("build needs --out")
+    existing = (latency_table.LatencyTable.load(flags_.out) if os.path.exists(flags_.out)
+                else None)
+    timer = _timer(flags_, _runtime(flags_, existing, flags_.out), _evict_mb(flags_, existing))
+    table = measure.build_table(space, timer, flags_.out, flags_.progress, flags_.calibrate)
+    overhead = f"overhead {table.overhead_ms:.4f} ms subtracted"
+    if measure.evict_mb(table):
+      overhead = (f"layers timed cold, overhead {measure.layer_overhead_ms(table):.4f} ms "
+                  f"subtracted from them, {table.overhead_ms:.4f} ms from whole networks")
+    print(f"{len(table.entries)} entries in {flags_.out} ({overhead}; {_fit_words(table)})")
+  elif command == "refit":
+    if not flags_.lut:
+      raise ValueError("refit needs --lut")
+    table = latency_table.LatencyTable.load(flags_.lut)
+    measure.fit_calibration(table, space, name=flags_.lut)
+    table.save(flags_.lut)
+    print(f"{flags_.lut}: {_fit_words(table)}")
+  elif command == "import":
+    if not (flags_.yaml and flags_.out):
+      raise ValueError("import needs --yaml and --out")
+    table = latency_table.import_proxyless_yaml(flags_.yaml)
+    table.save(flags_.out)
+    print(f"{len(table.entries)} entries imported into {flags_.out}")
+  elif command == "predict":
+    if not (flags_.lut and flags_.arch):
+      raise ValueError("predict needs --lut and --arch")
+    arch = arch_lib.Architecture.load(flags_.arch)
+    print(f"{latency_table.LatencyTable.load(flags_.lut).predict(arch):.3f} ms")
+  elif command == "compare":
+    if not (flags_.lut and flags_.other):
+      raise ValueError("compare needs --lut and --other")
+    first, second = (latency_table.LatencyTable.load(p) for p in (flags_.lut, flags_.other))
+    result = compare_lib.compare(first, second, space, flags_.n, flags_.seed)
+    print(compare_lib.compare_text(result, flags_.lut, flags_.other))
+    print("JSON " + json.dumps(result))
+  else:
+    if not flags_.lut:
+      raise ValueError("validate needs --lut")
+    table = latency_table.LatencyTable.load(flags_.lut)
+    plot = flags_.plot or os.path.splitext(flags_.lut)[0] + "_validation.png"
+    report = measure.validate(table, space, flags_.n, _timer(flags_, _runtime(flags_, table, flags_.lut)),
+                      flags_.seed, plot, flags_.drift_networks)
+    for row in report["rows"]:
+      print(f"{row['arch']}  predicted {row['predicted_ms']:8.3f} ms  measured "
+            f"{row['measured_ms']:8.3f} ms  error {row['error_pct']:+6.2f} %")
+    print(f"n={report['n']} ({table.runtime_words()}): mean abs error "
+          f"{report['mean_abs_error_pct']:.2f} %, median {report['median_abs_error_pct']:.2f} %, "
+          f"p90 {report['p90_abs_error_pct']:.2f} %, max {report['max_abs_error_pct']:.2f} %, "
+          f"mean signed {report['mean_error_pct']:+.2f} %; scatter in {plot}")
+    if report["drift_source"] is not None:
+      anchors = ", ".join(f"x{r:.3f}" for r in report["speed_ratios"] or [])
+      print(f"anchor networks' time now / at build: {anchors or 'no anchors'}; along the "
+            f"drift curve ({measure.drift_words(report)}): mean abs error {report['rescaled_mean_abs_error_pct']:.2f} %, "
+            f"median {report['rescaled_median_abs_error_pct']:.2f} %, p90 "
+            f"{report['rescaled_p90_abs_error_pct']:.2f} %, max "
+            f"{report['rescaled_max_abs_error_pct']:.2f} %, mean signed "
+            f"{report['rescaled_mean_error_pct']:+.2f} %")
+    if flags_.report:
+      io_utils.atomic_write_json(flags_.report, report)
+    if flags_.record:
+      table.validation = measure.validation_summary(report)
       table.save(flags_.lut)
-      print(f"{flags_.lut}: {_fit_words(table)}")
-    elif command == "import":
-      if not (flags_.yaml and flags_.out):
-        raise ValueError("import needs --yaml and --out")
-      table = latency_table.import_proxyless_yaml(flags_.yaml)
-      table.save(flags_.out)
-      print(f"{len(table.entries)} entries imported into {flags_.out}")
-    elif command == "predict":
-      if not (flags_.lut and flags_.arch):
-        raise ValueError("predict needs --lut and --arch")
-      arch = arch_lib.Architecture.load(flags_.arch)
-      print(f"{latency_table.LatencyTable.load(flags_.lut).predict(arch):.3f} ms")
-    elif command == "compare":
-      if not (flags_.lut and flags_.other):
-        raise ValueError("compare needs --lut and --other")
-      first, second = (latency_table.LatencyTable.load(p) for p in (flags_.lut, flags_.other))
-      result = compare_lib.compare(first, second, space, flags_.n, flags_.seed)
-      print(compare_lib.compare_text(result, flags_.lut, flags_.other))
-      print("JSON " + json.dumps(result))
-    else:
-      if not flags_.lut:
-        raise ValueError("validate needs --lut")
-      table = latency_table.LatencyTable.load(flags_.lut)
-      plot = flags_.plot or os.path.splitext(flags_.lut)[0] + "_validation.png"
-      report = measure.validate(table, space, flags_.n, _timer(flags_, _runtime(flags_, table, flags_.lut)),
-                        flags_.seed, plot, flags_.drift_networks)
-      for row in report["rows"]:
-        print(f"{row['arch']}  predicted {row['predicted_ms']:8.3f} ms  measured "
-              f"{row['measured_ms']:8.3f} ms  error {row['error_pct']:+6.2f} %")
-      print(f"n={report['n']} ({table.runtime_words()}): mean abs error "
-            f"{report['mean_abs_error_pct']:.2f} %, median {report['median_abs_error_pct']:.2f} %, "
-            f"p90 {report['p90_abs_error_pct']:.2f} %, max {report['max_abs_error_pct']:.2f} %, "
-            f"mean signed {report['mean_error_pct']:+.2f} %; scatter in {plot}")
-      if report["drift_source"] is not None:
-        anchors = ", ".join(f"x{r:.3f}" for r in report["speed_ratios"] or [])
-        print(f"anchor networks' time now / at build: {anchors or 'no anchors'}; along the "
-              f"drift curve ({measure.drift_words(report)}): mean abs error {report['rescaled_mean_abs_error_pct']:.2f} %, "
-              f"median {report['rescaled_median_abs_error_pct']:.2f} %, p90 "
-              f"{report['rescaled_p90_abs_error_pct']:.2f} %, max "
-              f"{report['rescaled_max_abs_error_pct']:.2f} %, mean signed "
-              f"{report['rescaled_mean_error_pct']:+.2f} %")
-      if flags_.report:
-        io_utils.atomic_write_json(flags_.report, report)
-      if flags_.record:
-        table.validation = measure.validation_summary(report)
-        table.save(flags_.lut)
-      print("JSON " + json.dumps({k: v for k, v in report.items() if k != "rows"}))
-  except (ValueError, latency_table.MissingEntriesError, android.AndroidError) as error:
-    print(f"latency: error: {error}", file=sys.stderr)
-    return 1
+    print("JSON " + json.dumps({k: v for k, v in report.items() if k != "rows"}))
   return 0
 
 
