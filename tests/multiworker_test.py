@@ -127,7 +127,7 @@ def _kill_at_checkpoint(out, step, victim):
         process.kill()
   waited = time.time() - killed_at
   assert processes[victim].wait() == -signal.SIGKILL, "the run ended before the kill"
-  assert survivor.returncode == 1, stderr[-3000:]
+  assert survivor.returncode == 75, stderr[-3000:]   # cli.EXIT_RETRY: rerun the same command
   errors = [line for line in stderr.splitlines() if line.startswith("search: error:")]
   assert len(errors) == 1 and "Traceback" not in stderr, stderr[-3000:]
   assert errors[0].startswith("search: error: lost contact with the other workers"), errors[0]

@@ -4,6 +4,7 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -139,6 +140,83 @@ def test_sigkill_or_a_truncated_checkpoint_resumes_like_the_uninterrupted_run(tm
   assert result.returncode == 1
   assert f"search: error: cannot restore checkpoint {latest} (" in result.stderr
   assert "ckpt-20" in result.stderr and "Traceback" not in result.stderr
+
+
+def _wait_for_history_step(out_dir, step, process, timeout=300):
+  path = os.path.join(out_dir, "history.jsonl")
+  deadline = time.time() + timeout
+  while time.time() < deadline and process.poll() is None:
+    if os.path.exists(path) and any(json.loads(l)["step"] >= step for l in open(path) if l.strip()):
+      return
+    time.sleep(0.02)
+  raise AssertionError(f"the search never logged step {step}")
+
+
+@pytest.mark.slow
+def test_sigterm_saves_at_its_step_a_second_run_is_refused_and_resume_is_exact(tmp_path, straight):
+  out = str(tmp_path / "stopped")
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  # Checkpoints every 50 steps: only the stop can write one at the step it arrives.
+  first = subprocess.Popen(_command(out, "--checkpoint_every=50", "--log_every=2"), cwd=ROOT,
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  try:
+    _wait_for_history_step(out, 6, first)
+    # Held still (SIGSTOP) so that the second run meets it alive: 24 steps take a second.
+    first.send_signal(signal.SIGSTOP)
+    started = time.time()
+    second = _run(out, "--checkpoint_every=50", "--log_every=2")   # the same command, twice
+    assert second.returncode == 75, second.stderr[-3000:]
+    assert second.stderr.strip().splitlines()[-1].startswith(
+        f"search: error: {out} is in use by another run (pid {first.pid} on "), second.stderr[-3000:]
+    assert time.time() - started < 60   # imports, then refused before any data or model
+    assert first.poll() is None   # the first run is untouched
+    first.send_signal(signal.SIGTERM)
+    first.send_signal(signal.SIGCONT)
+    _, stderr = first.communicate(timeout=120)
+  finally:
+    if first.poll() is None:
+      first.kill()
+  assert first.returncode == 143, stderr[-3000:]
+  line = stderr.strip().splitlines()[-1]
+  step = int(line.split(" at step ")[1].split(";")[0])
+  assert line == (f"search: stopped by SIGTERM at step {step}; checkpoint written; rerun the "
+                  "same command to resume")
+  assert 6 <= step < 24 and step % 2 == 0   # an execution boundary (arch_update_every=2)
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  assert tf.train.latest_checkpoint(os.path.join(out, "checkpoints")).endswith(f"ckpt-{step}")
+  assert not os.path.exists(os.path.join(out, "arch.json"))
+  resumed = _run(out, "--checkpoint_every=50", "--log_every=2")
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  a, b = _summary(straight[0]), _summary(out)
+  assert b["resumed_from_step"] == step   # 0 steps redone
+  assert open(os.path.join(out, "arch.json")).read() == open(os.path.join(straight[0], "arch.json")).read()
+  np.testing.assert_allclose(b["alpha"], a["alpha"], atol=1e-6)
+  assert a["drops"] == b["drops"] and a["counts"] == b["counts"]
+  kill_support.assert_same_supernet_weights(straight[0], out)
+
+
+@pytest.mark.slow
+def test_divergence_exits_3_with_one_line_and_writes_no_result(tmp_path):
+  out = str(tmp_path / "nan")
+  result = _run(out, "--lr=1e6", "--checkpoint_every=2", "--log_every=2")
+  assert result.returncode == 3, result.stderr[-3000:]
+  lines = [l for l in result.stderr.splitlines() if l.startswith("search: ")]
+  assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+  assert lines[0].startswith("search: diverged: ") and " at step " in lines[0]
+  assert "no result written" in lines[0]
+  for name in ("arch.json", "summary.json", "figures"):
+    assert not os.path.exists(os.path.join(out, name)), name
+  # Every checkpoint kept is finite, and the newest restores.
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  latest = tf.train.latest_checkpoint(os.path.join(out, "checkpoints"))
+  if latest is None:
+    assert "no checkpoint was written" in lines[0]
+  else:
+    assert f"the last good checkpoint is {latest}" in lines[0]
+    reader = tf.train.load_checkpoint(latest)
+    for key in reader.get_variable_to_shape_map():
+      value = np.asarray(reader.get_tensor(key))
+      assert value.dtype.kind not in "fc" or np.all(np.isfinite(value)), key
 
 
 @pytest.mark.slow
