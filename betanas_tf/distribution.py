@@ -88,7 +88,7 @@ def gather_from_workers(strategy: tf.distribute.Strategy, value: int) -> List[in
 
 
 def max_over_workers(strategy: tf.distribute.Strategy, value: int) -> int:
-  """The largest `value` any worker holds (one small all-reduce that every worker must
+  """The largest `value` any worker holds (one small all-gather that every worker must
   join: e.g. the number of a stop signal that one of them received, 0 for none);
   `value` itself when there is one worker. The traced function is kept on the strategy,
   so calling it at every log interval traces once."""
@@ -98,8 +98,9 @@ def max_over_workers(strategy: tf.distribute.Strategy, value: int) -> int:
   if reduce is None:
     @tf.function
     def reduce(local):
-      def replica_fn(x):
-        return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.MAX, x)
+      def replica_fn(x):   # ReduceOp has no MAX: gather every replica's value instead
+        gathered = tf.distribute.get_replica_context().all_gather(tf.reshape(x, [1]), axis=0)
+        return tf.reduce_max(gathered)
       return strategy.run(replica_fn, args=(local,))
     strategy._betanas_max_over_workers = reduce  # pylint: disable=protected-access
   result = reduce(tf.constant(int(value), tf.int64))

@@ -26,6 +26,7 @@ from betanas_tf import engine as engine_lib
 from betanas_tf import io_utils
 from betanas_tf import policies
 from betanas_tf import runner
+from betanas_tf import stop_signal
 
 FLAGS = flags.FLAGS
 D = engine_lib.EngineConfig()
@@ -140,6 +141,7 @@ def main(argv):
     strategy = distribution.make_strategy(FLAGS.distribution)
   except RuntimeError as error:   # e.g. multiworker without a usable TF_CONFIG
     raise ValueError(str(error)) from None
+  stop_signal.reinstall()   # the multi-worker strategy took SIGTERM over
   # One run per directory: the chief takes the lock before it writes anything there, and
   # holds it to the end (SearchRun.run takes it again, nested, for Python callers).
   lock = dir_lock.DirectoryLock(FLAGS.out_dir) if distribution.is_chief(strategy) else None

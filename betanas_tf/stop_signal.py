@@ -24,6 +24,7 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 MODES = ("at_safe_points", "at_once")
 
 _received: Optional[int] = None   # the first signal's number, while `handling` is active
+_handler = None                   # the handler `handling` installed, while it is active
 
 
 class Stopped(Exception):
@@ -75,15 +76,25 @@ def handling(mode: str = "at_safe_points") -> Iterator[None]:
     if mode == "at_once":
       raise Stopped(signum, f"stopped by {name(signum)}")
 
+  global _handler
   try:
     previous = {s: signal.signal(s, on_signal) for s in SIGNALS}
   except ValueError:   # not the main thread
     yield
     return
-  _received = None
+  _received, _handler = None, on_signal
   try:
     yield
   finally:
     for s, handler in previous.items():
       signal.signal(s, handler)
-    _received = None
+    _received, _handler = None, None
+
+
+def reinstall():
+  """Installs `handling`'s handlers again, if it is active. TensorFlow's multi-worker
+  coordination service installs a SIGTERM handler of its own in C++ when the strategy is
+  made (its preemption notifier), which silently replaces Python's: call this after."""
+  if _handler is not None:
+    for s in SIGNALS:
+      signal.signal(s, _handler)

@@ -220,7 +220,7 @@ def train(arch: arch_lib.Architecture, out_dir: str, config: TrainConfig = Train
 def _train_locked(arch: arch_lib.Architecture, out_dir: str, c: TrainConfig) -> Dict:
   import keras  # pylint: disable=import-outside-toplevel
   from betanas_tf import builder, distribution  # pylint: disable=import-outside-toplevel
-  from betanas_tf import precision, step_backup  # pylint: disable=import-outside-toplevel
+  from betanas_tf import precision, step_backup, stop_signal  # pylint: disable=import-outside-toplevel
   keras.utils.set_random_seed(c.seed)
   dataset = c.data.load(c.input_size or arch.input_size, c.seed, arch.num_classes)
   arch = arch.for_retraining(dataset.num_classes, c.se_ratio, c.activation, c.dropout,
@@ -231,6 +231,7 @@ def _train_locked(arch: arch_lib.Architecture, out_dir: str, c: TrainConfig) -> 
                            c.autoaugment, c.seed)
   steps = c.steps_per_epoch or steps
   strategy = distribution.make_strategy(c.distribution)
+  stop_signal.reinstall()   # a multi-worker strategy takes SIGTERM over (stop_signal)
   with strategy.scope():
     with precision.building(c.mixed_precision):
       model = builder.build_model(arch, drop_connect=c.drop_connect)

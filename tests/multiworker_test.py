@@ -156,6 +156,47 @@ def test_a_killed_worker_or_chief_stops_the_other_and_restarts_resume_exactly(tm
 
 
 @pytest.mark.slow
+def test_sigterm_to_one_worker_stops_both_at_one_step_and_the_restart_is_exact(tmp_path,
+                                                                              uninterrupted):
+  out = str(tmp_path / "stopped")
+  processes = _launch(out)
+  history = os.path.join(out, "history.jsonl")
+  deadline = time.time() + 300
+  while time.time() < deadline and all(p.poll() is None for p in processes):
+    if os.path.exists(history) and open(history).read().strip():
+      break   # the first log interval (step 4) is written
+    time.sleep(0.02)
+  processes[1].send_signal(signal.SIGTERM)   # the non-chief only: the chief learns it at a log step
+  results = _finish(processes, timeout=120)
+  lines = []
+  for code, _, stderr in results:
+    assert code == 143, stderr[-3000:]
+    lines.append(stderr.strip().splitlines()[-1])
+  # Both stopped at the same step with the checkpoint written there, or (a signal after the
+  # last log interval) after Phase 1 with the final checkpoint intact.
+  assert lines[0] == lines[1] and lines[0].startswith("search: stopped by SIGTERM "), lines
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  latest = tf.train.latest_checkpoint(os.path.join(out, "checkpoints"))
+  if " at step " in lines[0]:
+    step = int(lines[0].split(" at step ")[1].split(";")[0])
+    assert step in (4, 8, 12) and latest.endswith(f"ckpt-{step}")
+  else:
+    step = 16
+    assert "after Phase 1" in lines[0] and latest.endswith("ckpt-16")
+  assert not os.path.exists(os.path.join(out, "arch.json"))
+  for code, _, stderr in _finish(_launch(out)):
+    assert code == 0, stderr[-3000:]
+  summary = json.load(open(os.path.join(out, "summary.json")))
+  assert summary["resumed_from_step"] == step   # 0 steps redone
+  assert open(os.path.join(out, "arch.json")).read() == open(
+      os.path.join(uninterrupted, "arch.json")).read()
+  np.testing.assert_allclose(summary["alpha"],
+                             json.load(open(os.path.join(uninterrupted, "summary.json")))["alpha"],
+                             atol=1e-6)
+  kill_support.assert_same_supernet_weights(uninterrupted, out)
+
+
+@pytest.mark.slow
 def test_workers_that_restore_different_steps_stop_with_one_error(tmp_path, uninterrupted):
   # Worker 1 cannot see the chief's checkpoints (its --out_dir is elsewhere, as on a host
   # without the shared storage): it would start at step 0 while the chief resumes at 16.
