@@ -5,7 +5,8 @@ Keras' BackupAndRestore saves at epoch ends, overwrites its file in place (a kil
 the write loses it), and resumes at the start of the epoch with the data order of the
 first epoch. `StepBackup` keeps:
 
-    <directory>/state.json            {"step": S, "weights": "step-S.weights.h5"}: the commit
+    <directory>/state.json            {"step": S, "weights": "step-S.weights.h5", "random_states":
+                                      [...]}: the commit (random states: dropout's seed generators)
     <directory>/step-S.weights.h5     weights and optimizer state after S steps
 
 Each weights file is written under a temporary name and renamed, then state.json is
@@ -27,6 +28,7 @@ import os
 from typing import Callable, Optional
 
 import keras
+import numpy as np
 
 from betanas_tf import divergence
 from betanas_tf import io_utils
@@ -76,6 +78,8 @@ class StepBackup(keras.callbacks.Callback):
     if model.optimizer is not None and not model.optimizer.built:
       model.optimizer.build(model.trainable_variables)
     model.load_weights(os.path.join(self.directory, state["weights"]))
+    for variable, value in zip(_random_states(model), state.get("random_states", [])):
+      variable.assign(np.asarray(value, variable.dtype))
     self.step = int(state["step"])
     return self.step
 
@@ -88,8 +92,11 @@ class StepBackup(keras.callbacks.Callback):
     temporary = os.path.join(self.directory, f"tmp-{os.getpid()}.weights.h5")
     model.save_weights(temporary, overwrite=True)
     os.replace(temporary, os.path.join(self.directory, name))
+    random_states = [np.asarray(keras.ops.convert_to_numpy(v)).tolist()
+                     for v in _random_states(model)]
     io_utils.atomic_write_json(os.path.join(self.directory, STATE_FILE),
-                               {"step": self.step, "weights": name})
+                               {"step": self.step, "weights": name,
+                                "random_states": random_states})
     for other in os.listdir(self.directory):   # older states: state.json no longer names them
       if other.endswith(".weights.h5") and other != name:
         os.unlink(os.path.join(self.directory, other))
@@ -146,6 +153,13 @@ class StepBackup(keras.callbacks.Callback):
   def on_epoch_end(self, epoch, logs=None):
     self._check_loss(logs)
     self.save(self.model)
+
+
+def _random_states(model):
+  """The model's variables that save_weights leaves out: the seed generators' states of
+  dropout and stochastic depth (without them a resume draws other masks)."""
+  saved = {id(v) for v in model.weights}
+  return [v for v in model.variables if id(v) not in saved]
 
 
 def run_fit(model, backup: StepBackup, dataset_from: Callable[[int], object], epochs: int,

@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+from betanas_tf import arch as arch_lib
 from betanas_tf import builder
 from betanas_tf import cost
 from betanas_tf import profiler
@@ -57,11 +58,20 @@ def test_learns_digits_and_writes_outputs(tmp_path):
   assert model.count_params() > 0 and model.output_shape == (None, 10)
 
 
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+  """(arch file, out_dir) of one uninterrupted 5-epoch retraining."""
+  tmp_path = tmp_path_factory.mktemp("retrain")
+  arch, out = _arch(tmp_path), tmp_path / "straight"
+  result = _run(arch, out, "--epochs=5")
+  assert result.returncode == 0, result.stderr[-3000:]
+  return arch, out
+
+
 @pytest.mark.slow
-def test_resume_after_sigkill_continues_the_schedule(tmp_path):
-  arch = _arch(tmp_path)
-  straight, killed = tmp_path / "straight", tmp_path / "killed"
-  assert _run(arch, straight, "--epochs=5").returncode == 0
+def test_resume_after_sigkill_continues_the_schedule(tmp_path, straight):
+  arch, straight = straight
+  killed = tmp_path / "killed"
   env = dict(os.environ, PYTHONPATH=ROOT)
   process = subprocess.Popen(_command(arch, killed, "--epochs=5"), cwd=ROOT, env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -83,6 +93,56 @@ def test_resume_after_sigkill_continues_the_schedule(tmp_path):
   # The learning rate of every epoch equals the uninterrupted run's: the schedule resumed
   # where it was (a restart would have repeated the warm-up).
   np.testing.assert_allclose([e["lr"] for e in b], [e["lr"] for e in a], rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_at_its_step_and_the_resume_ends_identical(tmp_path, straight):
+  arch, straight = straight
+  out = tmp_path / "stopped"
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  process = subprocess.Popen(_command(arch, out, "--epochs=5"), cwd=ROOT, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 300
+  while time.time() < deadline and process.poll() is None:
+    if (out / "history.json").exists():   # epoch 1 is done: stop inside epoch 2
+      break
+    time.sleep(0.02)
+  time.sleep(0.3)
+  process.send_signal(signal.SIGTERM)
+  _, stderr = process.communicate(timeout=120)
+  assert process.returncode == 143, stderr[-3000:]
+  state = json.load(open(out / "backup" / "state.json"))
+  steps_per_epoch = 1437 // 64   # digits' TRAIN with the arch split's examples, batch 64
+  assert state["step"] % steps_per_epoch != 0, "stopped at an epoch end: not a step-level save"
+  assert stderr.strip().splitlines()[-1] == (
+      f"train: stopped by SIGTERM at step {state['step']} (epoch {state['step'] // steps_per_epoch + 1}"
+      f", batch {state['step'] % steps_per_epoch}); state saved in {out / 'backup'}; rerun the same "
+      "command to resume")
+  assert not (out / "model.keras").exists()
+  resumed = _run(arch, out, "--epochs=5")
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  # The same weights as the uninterrupted run: the optimizer, the schedule and the data
+  # order resumed at the step, not at the epoch's start.
+  models = []
+  for directory in (straight, out):
+    model = builder.build_model(arch_lib.Architecture.load(str(directory / "arch.json")))
+    model.load_weights(str(directory / "model.weights.h5"))
+    models.append(model)
+  for a, b in zip(models[0].weights, models[1].weights):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-6, err_msg=a.path)
+  assert json.load(open(out / "eval.json"))["top1"] == json.load(open(straight / "eval.json"))["top1"]
+
+
+@pytest.mark.slow
+def test_divergence_exits_3_and_writes_no_model(tmp_path):
+  out = tmp_path / "nan"
+  result = _run(_arch(tmp_path), out, "--epochs=2", "--lr=1e6", timeout=300)
+  assert result.returncode == 3, result.stderr[-3000:]
+  lines = [l for l in result.stderr.splitlines() if l.startswith("train: ")]
+  assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+  assert lines[0].startswith("train: diverged: ") and lines[0].endswith("no model written")
+  for name in ("model.keras", "model.weights.h5", "eval.json"):
+    assert not (out / name).exists(), name
 
 
 def test_se_swish_width_change_params_and_macs_as_predicted():
