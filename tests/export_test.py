@@ -46,7 +46,7 @@ def test_export_all_formats_with_trained_weights(tmp_path):
   result = _export(f"--arch={arch_path}", f"--weights={weights}", "--quantize=fp32,fp16,int8",
                    f"--out_dir={out}", *FAST)
   assert result.returncode == 0, result.stderr[-3000:]
-  assert sorted(os.listdir(out)) == ["labels.txt", "micro_net_fp16.tflite", "micro_net_fp32.tflite",
+  assert sorted(os.listdir(out)) == [".lock", "labels.txt", "micro_net_fp16.tflite", "micro_net_fp32.tflite",
                                      "micro_net_int8.tflite", "report.json", "report.md"]
   assert open(out / "labels.txt").read() == "".join(f"{d}\n" for d in range(10))  # digits' classes
   report = json.load(open(out / "report.json"))
@@ -150,6 +150,42 @@ def test_parse_benchmark_output():
   assert android.parse_inference_avg_ms(text) == pytest.approx(29.9124)
   with pytest.raises(android.AndroidError, match="benchmark_model printed no"):
     android.parse_inference_avg_ms("ERROR: Could not open '/data/local/tmp/x.tflite'.")
+
+
+@pytest.mark.slow
+def test_nan_weights_are_refused_with_exit_3_and_no_file(tmp_path):
+  arch, arch_path = _arch_file(tmp_path)
+  model = builder.build_model(arch)
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  kernel = model.get_layer("head_conv").kernel
+  kernel.assign(np.full(kernel.shape, np.nan, np.float32))
+  weights = str(tmp_path / "nan.weights.h5")
+  model.save_weights(weights)
+  out = tmp_path / "out"
+  result = _export(f"--arch={arch_path}", f"--weights={weights}", "--quantize=fp32,int8",
+                   f"--out_dir={out}", *FAST)
+  assert result.returncode == 3, result.stderr[-3000:]
+  lines = [l for l in result.stderr.splitlines() if l.startswith("to_tflite: ")]
+  assert lines == [f"to_tflite: diverged: {weights}: {kernel.path} hold NaN or infinity (the "
+                   "training diverged); nothing exported"], result.stderr[-3000:]
+  assert not any(name.endswith(".tflite") or name.startswith("report") for name in os.listdir(out))
+
+
+def test_a_truncated_model_file_is_named_as_such_and_nan_outputs_never_pass(tmp_path):
+  from betanas_tf import divergence, export  # pylint: disable=import-outside-toplevel
+  arch, _ = _arch_file(tmp_path)
+  model = builder.build_model(arch)
+  path = str(tmp_path / "model.keras")
+  model.save(path)
+  with open(path, "r+b") as handle:
+    handle.truncate(os.path.getsize(path) // 2)
+  with pytest.raises(ValueError, match=r"model.keras: not a readable .keras file \(not a complete "
+                     r"zip archive: \d+ bytes, truncated or corrupt\); write it again"):
+    export._load_weights(model, path)  # pylint: disable=protected-access
+  # argmax of NaN against argmax of NaN "agrees": the check refuses NaN outputs instead.
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  with pytest.raises(divergence.Diverged, match="the int8 model's outputs: 3 of 3 outputs"):
+    divergence.check_finite_outputs(np.full((3, 10), np.nan), "the int8 model's outputs")
 
 
 @pytest.mark.parametrize("args,message", [
