@@ -105,3 +105,18 @@ def max_over_workers(strategy: tf.distribute.Strategy, value: int) -> int:
     strategy._betanas_max_over_workers = reduce  # pylint: disable=protected-access
   result = reduce(tf.constant(int(value), tf.int64))
   return int(strategy.experimental_local_results(result)[0].numpy())
+
+
+def localhost_tf_configs(workers: int) -> List[str]:
+  """TF_CONFIG values, one per worker, of a MultiWorkerMirroredStrategy cluster of `workers`
+  processes on this host on free ports (how tests and benchmarks run a cluster here)."""
+  import socket  # pylint: disable=import-outside-toplevel
+  sockets = [socket.socket() for _ in range(workers)]
+  for s in sockets:
+    s.bind(("localhost", 0))
+  ports = [s.getsockname()[1] for s in sockets]
+  for s in sockets:
+    s.close()
+  cluster = {"worker": [f"localhost:{p}" for p in ports]}
+  return [json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+          for index in range(workers)]

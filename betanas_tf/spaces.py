@@ -251,7 +251,7 @@ def small() -> SearchSpace:
   enough that a grid is no longer the way to search it, small enough to train a sample of it
   standalone (`bench.separation`). Its input is the cluttered canvas at full size: at 16 px
   one training's noise was as large as most of its architectures' differences
-  (docs/benchmarks.md)."""
+  (docs/history.md)."""
   return staged_space(
       "small", 32, 10, arch_lib.Stem(16, 3, 1), [],
       [(16, 1, 1), (24, 2, 2), (32, 2, 2)], mbconvs(((3, 3), (3, 6), (5, 3), (5, 6))),

@@ -1,7 +1,9 @@
-"""Every command in the README's and the stage pages' shell blocks parses with the flags of the
-program it names: a renamed or removed flag, a bad enum value or a flag file that no longer
-parses fails here instead of in a user's terminal. (docs/benchmarks.md is a log of past runs
-and keeps the commands as they were run.) The README's Python block runs in readme_test.py."""
+"""Every command in the README's, the stage pages' and docs/benchmarks.md's shell blocks parses
+with the flags of the program it names: a renamed or removed flag, a bad enum value or a flag
+file that no longer parses fails here instead of in a user's terminal. (benchmarks.md is a
+reference: each figure with the command that reproduces it today; superseded runs are
+lessons in docs/history.md, without commands.) The README's Python block runs in
+readme_test.py."""
 
 import json
 import os
@@ -14,7 +16,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGES = ("README.md", "docs/data.md", "docs/search.md", "docs/retrain.md", "docs/export.md",
-         "docs/latency.md", "docs/rank.md", "docs/design.md")
+         "docs/latency.md", "docs/rank.md", "docs/design.md", "docs/benchmarks.md")
 # Program (as typed after `python -m`, or the exporter's script) -> (module, flag definer).
 PROGRAMS = {
     "betanas_tf.search": ("betanas_tf.search", "define_flags"),
@@ -29,6 +31,7 @@ PROGRAMS = {
     "betanas_tf.bench.separation": ("betanas_tf.bench.separation", "define_flags"),
     "betanas_tf.bench.throughput": ("betanas_tf.bench.throughput", "define_flags"),
     "betanas_tf.bench.cold_layers": ("betanas_tf.bench.cold_layers", "define_flags"),
+    "betanas_tf.bench.preemption": ("betanas_tf.bench.preemption", "define_flags"),
     "betanas_tf.qat": ("betanas_tf.qat", "define_flags"),   # last: it may import tfmot
 }
 SUBCOMMANDS = {"betanas_tf.latency": ("build", "refit", "import", "predict", "validate", "compare")}
@@ -86,7 +89,7 @@ def test_documented_commands_are_found_in_every_stage_page():
   commands = documented_commands()
   pages = {page for page, _, _ in commands}
   assert pages == {"README.md", "docs/data.md", "docs/search.md", "docs/retrain.md", "docs/export.md",
-                   "docs/latency.md", "docs/rank.md"}
+                   "docs/latency.md", "docs/rank.md", "docs/benchmarks.md"}
   programs = {program for _, program, _ in commands}
   assert {"betanas_tf.search", "betanas_tf.train", "export/to_tflite.py", "betanas_tf.qat",
           "betanas_tf.latency", "betanas_tf.tune", "betanas_tf.bench.rank"} <= programs

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,16 +17,6 @@ import pytest
 from tests import kill_support
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _free_ports(count):
-  sockets = [socket.socket() for _ in range(count)]
-  for s in sockets:
-    s.bind(("localhost", 0))
-  ports = [s.getsockname()[1] for s in sockets]
-  for s in sockets:
-    s.close()
-  return ports
 
 
 KILL_COMMAND = ["--space=micro", "--dataset=digits", "--batch_size=32", "--arch_batch_size=32",
@@ -41,11 +30,10 @@ SURVIVOR_LIMIT_S = 90   # the survivor's error must come within this (measured: 
 def _launch(out, other_out=None):
   """Both workers of a fresh localhost cluster running the same search command (worker 1
   with `other_out` as its --out_dir, if given: storage the chief's files are not on)."""
-  cluster = {"worker": [f"localhost:{p}" for p in _free_ports(2)]}
+  from betanas_tf import distribution  # pylint: disable=import-outside-toplevel
   processes = []
-  for index in range(2):
-    env = dict(os.environ, PYTHONPATH=ROOT,
-               TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+  for index, tf_config in enumerate(distribution.localhost_tf_configs(2)):
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CONFIG=tf_config)
     where = other_out if index == 1 and other_out else out
     processes.append(subprocess.Popen(
         [sys.executable, "-m", "betanas_tf.search", f"--out_dir={where}", *KILL_COMMAND],
@@ -96,8 +84,10 @@ def test_two_workers_share_the_search_and_only_the_chief_writes(uninterrupted_ru
     summary = json.load(handle)
   assert summary["distribution"] == {"workers": 2, "task": "worker:0", "replicas": 2}
   assert sum(map(sum, summary["counts"])) == 16 * 3
-  assert sorted(os.listdir(out)) == ["arch.json", "checkpoints", "data.json", "figures", "flags.txt",
-                                     "history.jsonl", "run.json", "summary.json", "tensorboard"]
+  # Only the chief took the directory's lock (.lock): worker 1 shares the directory.
+  assert sorted(os.listdir(out)) == [".lock", "arch.json", "checkpoints", "data.json", "figures",
+                                     "flags.txt", "history.jsonl", "run.json", "summary.json",
+                                     "tensorboard"]
   assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == [
       "checkpoint", "ckpt-12.data-00000-of-00001", "ckpt-12.index",
       "ckpt-16.data-00000-of-00001", "ckpt-16.index"]

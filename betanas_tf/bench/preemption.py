@@ -24,7 +24,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -71,27 +70,16 @@ def _latest_checkpoint_step(out_dir) -> int:
   return int(text.split('model_checkpoint_path: "ckpt-')[1].split('"')[0])
 
 
-def _free_ports(count):
-  sockets = [socket.socket() for _ in range(count)]
-  for s in sockets:
-    s.bind(("localhost", 0))
-  ports = [s.getsockname()[1] for s in sockets]
-  for s in sockets:
-    s.close()
-  return ports
-
-
 def _launch(out_dir, workers, extra):
   """The search's processes (one, or one per worker of a localhost cluster)."""
   env = dict(os.environ, PYTHONPATH=ROOT)
   if workers < 2:
     return [subprocess.Popen(_search_command(out_dir, *extra), cwd=ROOT, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
-  cluster = {"worker": [f"localhost:{p}" for p in _free_ports(workers)]}
+  from betanas_tf import distribution  # pylint: disable=import-outside-toplevel
   processes = []
-  for index in range(workers):
-    task_env = dict(env, TF_CONFIG=json.dumps({"cluster": cluster,
-                                               "task": {"type": "worker", "index": index}}))
+  for tf_config in distribution.localhost_tf_configs(workers):
+    task_env = dict(env, TF_CONFIG=tf_config)
     processes.append(subprocess.Popen(
         _search_command(out_dir, "--distribution=multiworker", *extra), cwd=ROOT, env=task_env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))

@@ -68,7 +68,7 @@ class RankPlan:
                                             # after the largest of them) select; the extra
                                             # ones only for `selection_strategies`
   search_steps: int = 2400                  # small: 600 steps leave its supernet at ~25 %
-                                            # (docs/benchmarks.md); micro's plans say 600
+                                            # (docs/history.md); micro's plans say 600
   budget_quantile: float = 0.5              # MACs budget: this quantile of the space's MACs
   beta: float = 0.5
   cost_form: str = "absolute"               # the cost term: "absolute" seeks the budget (TuNAS),
