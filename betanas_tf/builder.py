@@ -16,6 +16,11 @@ from betanas_tf import fused_bn
 from betanas_tf import primitives
 
 
+# keras itself as a builder backend (``layers``, ``Input``, ``Model``): Keras' own
+# BatchNormalization, so a saved model loads in a process that never imports betanas_tf.
+PLAIN_KERAS = keras
+
+
 def build_model(arch: arch_lib.Architecture, backend=fused_bn.KERAS, name: str = None,
                 bn_momentum: float = primitives.BN_MOMENTUM,
                 bn_epsilon: float = primitives.BN_EPSILON,

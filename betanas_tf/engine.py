@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from betanas_tf import arch_params as ap
 from betanas_tf import cost as cost_lib
+from betanas_tf import numbers
 from betanas_tf import path_sgd
 from betanas_tf import precision
 from betanas_tf import spaces as spaces_lib
@@ -30,6 +31,14 @@ from betanas_tf.policies import Policy
 
 ARCH_DATA = ("train", "eval")
 GATE_MODES = ("full", "two")
+# EngineConfig's numeric limits (numbers.check_limits; the search's flag bounds are the same).
+ENGINE_LIMITS = {
+    "batch_size": (1, None), "arch_batch_size": (1, None), "max_steps": (1, None),
+    "lr": (0.0, None), "lr_warmup_steps": (0, None), "momentum": (0.0, 1.0, "open"),
+    "weight_decay": (0.0, None), "label_smoothing": (0.0, 1.0, "open"), "arch_lr": (0.0, None),
+    "arch_beta1": (0.0, 1.0, "open"), "arch_beta2": (0.0, 1.0, "open"),
+    "arch_epsilon": (0.0, None), "arch_update_every": (1, None), "arch_warmup_steps": (0, None),
+    "beta": (0.0, None), "drop_warmup_steps": (0, None), "se_ratio": (0.0, 1.0, "open")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +75,7 @@ class EngineConfig:
   jit_compile: bool = False       # XLA for the Phase-1 step's forward and backward pass
 
   def __post_init__(self):
+    numbers.check_limits(self, ENGINE_LIMITS)
     precision.check(self.mixed_precision)
     if self.arch_data not in ARCH_DATA:
       raise ValueError(f"arch_data must be one of {', '.join(ARCH_DATA)}, got {self.arch_data!r}")

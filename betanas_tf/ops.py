@@ -44,11 +44,6 @@ class Op:
     """The op's fields as a Block keeps them (e.g. 6.0 -> 6), before validation."""
     return fields
 
-  def block(self, filters: int, stride: int = 1, **fields):
-    """An `arch.Block` of this op."""
-    from betanas_tf import arch  # pylint: disable=import-outside-toplevel
-    return arch.Block(self.name, filters, stride, **fields)
-
   def allowed_at(self, stride: int, in_channels: int, filters: int) -> bool:
     """Whether a search space may offer this op where a block has this stride and these
     channels (identity: only where it cannot change the shape)."""

@@ -40,6 +40,12 @@ class QatConfig:
   threads: int = 1           # interpreter threads for latency
   runs: int = 50             # timed invocations
 
+  def __post_init__(self):
+    from betanas_tf import numbers  # pylint: disable=import-outside-toplevel
+    numbers.check_limits(self, {"epochs": (1, None), "batch_size": (1, None), "lr": (0.0, None),
+                                "eval_examples": (0, None), "threads": (1, None),
+                                "runs": (1, None)})
+
 
 def define_flags():
   """Defines this program's flags (only when it runs as a program, so that importing

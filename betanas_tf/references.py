@@ -12,7 +12,6 @@ Width multipliers are applied with `Architecture.with_width`.
 
 from betanas_tf import arch as arch_lib
 from betanas_tf import cost as cost_lib
-from betanas_tf import ops as ops_lib
 from betanas_tf import spaces as spaces_lib
 from betanas_tf.registry import Registry
 
@@ -27,8 +26,8 @@ def mobilenet_v2(width_multiplier: float = 1.0, num_classes: int = 1000,
   blocks = []
   for expand, filters, count, stride in MOBILENET_V2_STAGES:
     for i in range(count):
-      blocks.append(ops_lib.get("mbconv").block(filters, stride if i == 0 else 1, kernel=3,
-                                                expand=expand))
+      blocks.append(arch_lib.Block("mbconv", filters, stride if i == 0 else 1, kernel=3,
+                                   expand=expand))
   arch = arch_lib.Architecture(input_size, num_classes, arch_lib.Stem(32, 3, 2), tuple(blocks),
                                arch_lib.Head(1280), name="mobilenet_v2")
   return arch if width_multiplier == 1.0 else arch.with_width(width_multiplier)

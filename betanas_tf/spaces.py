@@ -201,8 +201,8 @@ def staged_space(name: str, input_size: int, num_classes: int, stem: arch_lib.St
     for i in range(count):
       stride = first_stride if i == 0 else 1
       out_size = primitives.out_size(size, stride)
-      offered = tuple(ops_lib.get(t["op"]).block(width, stride, **{k: v for k, v in t.items()
-                                                                   if k != "op"})
+      offered = tuple(arch_lib.Block(t["op"], width, stride, **{k: v for k, v in t.items()
+                                                                if k != "op"})
                       for t in candidates
                       if ops_lib.get(t["op"]).allowed_at(stride, channels, width))
       choice_blocks.append(ChoiceBlock(position, arch_lib.BlockShape(size, channels, out_size, width),
@@ -221,7 +221,7 @@ def mbconvs(pairs: Sequence[Tuple[int, float]], identity: bool = True) -> List[D
 MOBILE_OPS = mbconvs(((3, 3), (3, 6), (5, 3), (5, 6), (7, 3), (7, 6)))
 MOBILE_WIDTHS = (24, 40, 80, 96, 192, 320)
 MOBILE_DEPTHS = (4, 4, 4, 4, 4, 1)
-FIRST_BLOCK = ops_lib.get("mbconv").block(16, 1, kernel=3, expand=1)   # fixed: MBConv k3 e1 -> 16
+FIRST_BLOCK = arch_lib.Block("mbconv", 16, 1, kernel=3, expand=1)   # fixed: MBConv k3 e1 -> 16
 
 
 @SPACES.decorator("proxyless_mobile")

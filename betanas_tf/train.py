@@ -65,6 +65,17 @@ class TrainConfig:
   seed: int = 0
   verbose: int = 2                     # Keras fit verbosity
 
+  def __post_init__(self):
+    from betanas_tf import numbers  # pylint: disable=import-outside-toplevel
+    numbers.check_limits(self, {
+        "width_multiplier": (0.05, None), "input_size": (8, None), "se_ratio": (0.0, 1.0, "open"),
+        "dropout": (0.0, 1.0, "open"), "drop_connect": (0.0, 1.0, "open"), "epochs": (1, None),
+        "steps_per_epoch": (1, None), "batch_size": (1, None), "lr": (0.0, None),
+        "warmup_epochs": (0.0, None), "momentum": (0.0, 1.0, "open"),
+        "weight_decay": (0.0, None), "label_smoothing": (0.0, 1.0, "open"),
+        "ema_decay": (0.0, 1.0), "verbose": (0, 2)})
+    # mixed_precision is checked by `train` (the precision module imports Keras).
+
 
 def define_flags():
   """Defines this program's flags (only when it runs as a program, so that importing
@@ -254,8 +265,10 @@ def _train_locked(arch: arch_lib.Architecture, out_dir: str, c: TrainConfig) -> 
                                                 start_step=step)[0],
       c.epochs, steps, validation_data=eval_ds, callbacks=callbacks, verbose=c.verbose)
   _, top1, top5 = model.evaluate(eval_ds, verbose=0)
-  if c.mixed_precision != "none":   # what is saved (and exported) computes in float32
-    model = precision.float32_copy(model, lambda: builder.build_model(arch, drop_connect=c.drop_connect))
+  # What is saved computes in float32 and is made of plain Keras layers only, so that any
+  # Keras 3 process loads it (a user's serving or fine-tuning code never imports betanas_tf).
+  model = precision.float32_copy(model, lambda: builder.build_model(
+      arch, backend=builder.PLAIN_KERAS, drop_connect=c.drop_connect))
   _save_model(model, out_dir)
   result = {"top1": float(top1), "top5": float(top5), "eval_examples": len(dataset.eval),
             "epochs": c.epochs, "dataset": dataset.name, "architecture": arch.to_compact(),

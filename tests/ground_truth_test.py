@@ -12,7 +12,6 @@ import pytest
 from betanas_tf import cost as cost_lib
 from betanas_tf import spaces
 from betanas_tf.bench import ground_truth as gt_lib
-from betanas_tf.bench import rank
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -29,7 +28,7 @@ def _filled(truth, seeds):
 def test_a_plan_holds_the_cost_stratified_sample_with_its_cost_model_figures():
   truth = gt_lib.plan("small", 8, [0, 1, 2])
   space = spaces.get_space("small")
-  assert [n["choices"] for n in truth.networks] == rank.cost_stratified_sample(space, 8)
+  assert [n["choices"] for n in truth.networks] == gt_lib.cost_stratified_sample(space, 8)
   costs = cost_lib.space_costs(space)
   for network in truth.networks:
     cost = costs.of_choices(space.choices_from_string(network["choices"]))
@@ -85,8 +84,8 @@ def test_continuing_a_file_needs_the_same_settings_and_adds_seeds_and_listed_net
   first = _filled(gt_lib.plan("small", 8, [0], epochs=1), [0])
   both = gt_lib.merge_plan(first, gt_lib.plan("small", 8, [0], epochs=1, samples=[1]))
   space = spaces.get_space("small")
-  fresh = [c for c in rank.cost_stratified_sample(space, 8, 1)
-           if c not in rank.cost_stratified_sample(space, 8, 0)]
+  fresh = [c for c in gt_lib.cost_stratified_sample(space, 8, 1)
+           if c not in gt_lib.cost_stratified_sample(space, 8, 0)]
   assert both.sample == {"kind": "cost_stratified", "count": 8, "seeds": [0, 1]}
   assert [n["choices"] for n in both.networks] == [n["choices"] for n in first.networks] + fresh
   assert both.networks[:8] == first.networks and len(both.missing()) == len(fresh)
@@ -134,9 +133,9 @@ def test_the_shipped_small_ground_truth_is_two_cost_stratified_samples():
   assert (truth.space, truth.input_size, truth.dataset) == ("small", 32, "cluttered_digits")
   assert truth.sample == {"kind": "cost_stratified", "count": 64, "seeds": [0, 1]}
   space = spaces.get_space("small")
-  first = rank.cost_stratified_sample(space, 64, 0)
+  first = gt_lib.cost_stratified_sample(space, 64, 0)
   assert [n["choices"] for n in truth.networks] == first + [
-      c for c in rank.cost_stratified_sample(space, 64, 1) if c not in first]
+      c for c in gt_lib.cost_stratified_sample(space, 64, 1) if c not in first]
   assert len(truth.networks) == 125 and len(truth.complete()) >= 64
   assert truth.seeds == (0, 1, 2) and truth.recipe == gt_lib.recipe_record("cluttered_digits", 8)
   assert truth.provenance["command"] == (

@@ -53,6 +53,19 @@ def test_a_toy_strategy_runs_through_the_engine_and_the_runner(tmp_path, toy_pol
                                 "drop": False, "selection": "cheapest"}
 
 
+def test_a_registered_strategy_is_one_of_the_rank_benchmarks_choices(toy_policy):
+  from betanas_tf.bench import rank  # pylint: disable=import-outside-toplevel
+  assert toy_policy.name == "toy"
+  assert rank.strategies() == {
+      "betanas": ("betanas", {}), "betanas_nodrop": ("betanas", {"drop": False}),
+      "betanas_nobalanced": ("betanas", {"balanced": False}),
+      "betanas_fair": ("betanas", {"fair": True}), "proxyless": ("proxyless", {}),
+      "spos": ("spos", {}), "spos_fair": ("spos", {"fair": True}), "toy": ("toy", {})}
+  assert rank.RankPlan(strategies=("toy",), selection_strategies=("toy",)).strategies == ("toy",)
+  with pytest.raises(ValueError, match="^unknown strategy 'random'; known: betanas, "):
+    rank.RankPlan(strategies=("random",))   # random search trains no supernet to rank with
+
+
 def test_unknown_parts_are_named():
   with pytest.raises(ValueError, match="^phase1 must be one of .*uniform_active.*, got 'zigzag'$"):
     policies.Policy("x", "zigzag", False, False, "evolution")

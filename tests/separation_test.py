@@ -11,6 +11,7 @@ import pytest
 from scipy import stats
 
 from betanas_tf import spaces
+from betanas_tf.bench import ground_truth
 from betanas_tf.bench import rank
 from betanas_tf.bench import separation
 
@@ -35,7 +36,7 @@ def test_every_seed_trains_the_same_sample_and_tau_is_scipys(tmp_path):
   assert [t["choices"] for t in trials[0]] == [t["choices"] for t in trials[1]]
   assert len({t["choices_string"] for t in trials[0]}) == 3 == len(result["archs"])
   # The default sample, trained for real: exactly the cost-stratified picks, in their order.
-  assert [t["choices_string"] for t in trials[0]] == rank.cost_stratified_sample(
+  assert [t["choices_string"] for t in trials[0]] == ground_truth.cost_stratified_sample(
       spaces.get_space("small", 16), 3)
   by_arch = [{t["choices_string"]: t for t in seed} for seed in trials]
   top1 = [[seed[a]["eval_top1"] for a in result["archs"]] for seed in by_arch]
@@ -111,9 +112,9 @@ def _macs(space, strings):
 
 def test_a_cost_stratified_sample_spreads_over_the_spaces_macs_range():
   space = spaces.get_space("small")
-  picks = rank.cost_stratified_sample(space, 32)
-  assert len(set(picks)) == 32 and picks == rank.cost_stratified_sample(space, 32)
-  assert picks != rank.cost_stratified_sample(space, 32, seed=1)
+  picks = ground_truth.cost_stratified_sample(space, 32)
+  assert len(set(picks)) == 32 and picks == ground_truth.cost_stratified_sample(space, 32)
+  assert picks != ground_truth.cost_stratified_sample(space, 32, seed=1)
   every = _macs(space, [space.choices_to_string(c) for c in space.enumerate()])
   edges = np.linspace(every.min(), every.max(), 33)
   bins = np.clip(np.searchsorted(edges, _macs(space, picks), side="right") - 1, 0, 31)
@@ -125,15 +126,15 @@ def test_a_cost_stratified_sample_spreads_over_the_spaces_macs_range():
   assert sum(p.count("id") == 3 for p in picks) >= 1
   # Asked for at least the whole space, it returns the whole space.
   micro = spaces.get_space("micro")
-  assert sorted(rank.cost_stratified_sample(micro, 60)) == sorted(
+  assert sorted(ground_truth.cost_stratified_sample(micro, 60)) == sorted(
       micro.choices_to_string(c) for c in micro.enumerate())
 
 
 def test_a_space_too_large_to_enumerate_is_stratified_over_a_uniform_pool(monkeypatch):
   monkeypatch.setattr(rank, "POOL", 300)
   space = spaces.get_space("small")
-  picks = rank.cost_stratified_sample(space, 10, seed=3)
-  assert len(set(picks)) == 10 and picks == rank.cost_stratified_sample(space, 10, seed=3)
+  picks = ground_truth.cost_stratified_sample(space, 10, seed=3)
+  assert len(set(picks)) == 10 and picks == ground_truth.cost_stratified_sample(space, 10, seed=3)
 
 
 def test_a_stratified_ground_truth_trains_the_sample_as_a_grid(monkeypatch):
@@ -146,7 +147,7 @@ def test_a_stratified_ground_truth_trains_the_sample_as_a_grid(monkeypatch):
   out, config = configs[0]
   assert out == "/out/ground_truth_seed3" and config.train.seed == 3
   assert config.oracle == "grid" and config.architectures == tuple(
-      rank.cost_stratified_sample(spaces.get_space("small"), 6))
+      ground_truth.cost_stratified_sample(spaces.get_space("small"), 6))
   uniform = separation.plan_for("small", 6, sample="uniform")
   rank._ground_truth_seed(uniform, 0, "/out")  # pylint: disable=protected-access
   assert (configs[1][1].oracle, configs[1][1].architectures) == ("random", ())

@@ -177,6 +177,36 @@ def sample_seeds(sample: Dict) -> List[int]:
   return list(sample["seeds"]) if "seeds" in sample else [sample["seed"]]
 
 
+POOL = 100_000   # spaces larger than this are stratified over a uniform pool of this many
+
+
+def cost_stratified_sample(space, count: int, seed: int = 0) -> List[str]:
+  """`count` architectures of `space` (compact form) whose MACs cover the space's range
+  evenly: the range from the cheapest to the costliest is cut into `count` bins of equal
+  width and one architecture is drawn uniformly from each bin that holds any; the picks
+  that empty bins leave are drawn from the others, one per bin in turn. A uniform sample
+  of a combinatorial space piles up around its median cost (`small`: 89 % of networks hold
+  at most one identity) and misses the weak and the strong networks that an enumerated
+  space (micro's ground truth) contains. Deterministic in `seed`."""
+  from betanas_tf import cost as cost_lib  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(seed)
+  if space.size() <= POOL:
+    pool = list(space.enumerate())
+  else:
+    pool = list(dict.fromkeys(tuple(space.sample(rng)) for _ in range(POOL)))
+  costs = cost_lib.macs_cost_table(space)
+  macs = np.array([costs.of_choices(c) for c in pool])
+  edges = np.linspace(macs.min(), macs.max(), count + 1)
+  bins = np.clip(np.searchsorted(edges, macs, side="right") - 1, 0, count - 1)
+  members = [list(rng.permutation(np.flatnonzero(bins == b))) for b in range(count)]
+  picks: List[int] = []
+  while len(picks) < min(count, len(pool)):
+    for left in members:
+      if left and len(picks) < count:
+        picks.append(int(left.pop()))
+  return [space.choices_to_string(pool[i]) for i in picks]
+
+
 def plan(space_name: str, archs: int, seeds: Sequence[int], dataset: str = "cluttered_digits",
          epochs: int = 8, input_size: Optional[int] = None, samples: Sequence[int] = (0,),
          command: str = "") -> GroundTruth:
@@ -184,11 +214,10 @@ def plan(space_name: str, archs: int, seeds: Sequence[int], dataset: str = "clut
   in `samples` (networks drawn twice count once): more samples give more networks per cost
   level while the networks of the earlier samples, and their results, stay."""
   from betanas_tf import spaces  # pylint: disable=import-outside-toplevel
-  from betanas_tf.bench import rank  # pylint: disable=import-outside-toplevel
   if not samples or len(set(samples)) != len(samples):
     raise ValueError(f"give distinct sample seeds, got {list(samples)}")
   space = spaces.get_space(space_name, input_size)
-  choices = [c for s in samples for c in rank.cost_stratified_sample(space, archs, s)]
+  choices = [c for s in samples for c in cost_stratified_sample(space, archs, s)]
   return _plan_of(space, list(dict.fromkeys(choices)),
                   {"kind": "cost_stratified", "count": archs, "seeds": [int(s) for s in samples]},
                   seeds, dataset, epochs, command)

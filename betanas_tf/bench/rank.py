@@ -6,7 +6,7 @@
 1. Ground truth: a `bench.ground_truth` file (the package ships `small`'s: 125 networks from
    two cost-stratified samples spread over its MACs range, three training seeds), or trained
    here (`--retrain_ground_truth`: every architecture of a small space, or a
-   `cost_stratified_sample`, per training seed through `tune`; cached). A network's truth is
+   `ground_truth.cost_stratified_sample`, per training seed through `tune`; cached). A network's truth is
    its mean eval top-1 / loss over the seeds.
 2. One-shot searches through the search's public API (`runner.SearchRun`), per strategy and
    search seed (the seeds named), with the same Phase-1 budget and MACs budget (a quantile of
@@ -34,16 +34,28 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from betanas_tf import cli
+from betanas_tf.bench import ground_truth as gt_lib
 
-STRATEGIES = {  # name -> (policy, ablations)
-    "betanas": ("betanas", {}),
-    "betanas_nodrop": ("betanas", {"drop": False}),
-    "betanas_nobalanced": ("betanas", {"balanced": False}),
-    "proxyless": ("proxyless", {}),
-    "spos": ("spos", {}),
-    "betanas_fair": ("betanas", {"fair": True}),   # FairNAS' strict fairness in Phase 1
-    "spos_fair": ("spos", {"fair": True}),
-}
+# The ablations a benchmark strategy's name may add to a registered policy: NAME_nodrop,
+# NAME_nobalanced, NAME_fair (FairNAS' strict fairness in Phase 1), where they change it.
+ABLATIONS = {"nodrop": {"drop": False}, "nobalanced": {"balanced": False}, "fair": {"fair": True}}
+
+
+def strategies() -> Dict[str, Tuple[str, Dict]]:
+  """name -> (registered policy, ablations): every strategy in `policies.POLICIES` that trains
+  a supernet (one registered in its own file included), and each ablation that changes it."""
+  from betanas_tf import policies  # pylint: disable=import-outside-toplevel
+  found = {}
+  for name in policies.POLICIES.names():
+    policy = policies.POLICIES.get(name)
+    if not policy.trains_weights:
+      continue
+    found[name] = (name, {})
+    for suffix, ablation in ABLATIONS.items():
+      if policy.with_ablations(**ablation) != policy:
+        found[f"{name}_{suffix}"] = (name, ablation)
+  return found
+
 MULTI_TRIAL_ORACLES = ("random", "bayesian")
 
 
@@ -61,7 +73,7 @@ class RankPlan:
   gt_oracle: str = "grid"                   # "random": a sample of gt_max_trials, the same
                                             # for every seed, drawn as gt_sample says:
   gt_sample: str = "cost_stratified"        # spread over the MACs range
-                                            # (`cost_stratified_sample`), or "uniform"
+                                            # (`ground_truth.cost_stratified_sample`), or "uniform"
                                             # (keras-tuner's random oracle, one oracle seed)
   search_seeds: Tuple[int, ...] = (0, 1, 2)   # these searches rank and select
   selection_seeds: int = 8                  # searches in all (search_seeds, then the seeds
@@ -91,9 +103,10 @@ class RankPlan:
                                             # multi-trial search, no selection seeds)
 
   def __post_init__(self):
-    unknown = [s for s in self.strategies + self.selection_strategies if s not in STRATEGIES]
+    known = strategies()
+    unknown = [s for s in self.strategies + self.selection_strategies if s not in known]
     if unknown:
-      raise ValueError(f"unknown strategy {unknown[0]!r}; known: {', '.join(STRATEGIES)}")
+      raise ValueError(f"unknown strategy {unknown[0]!r}; known: {', '.join(known)}")
     if not self.search_seeds or len(set(self.search_seeds)) != len(self.search_seeds):
       raise ValueError(f"search_seeds must be distinct and not empty, got {self.search_seeds}")
     if self.selection_seeds < len(self.search_seeds):
@@ -133,7 +146,6 @@ QUICK = RankPlan(input_size=16, gt_seeds=(0,), gt_epochs=1, gt_max_trials=6, sea
 def plan_from_file(path: str, **changes) -> RankPlan:
   """A plan that reads the ground truth in `path` (its space, size, data, recipe and every
   seed of it), with `changes` to the other fields."""
-  from betanas_tf.bench import ground_truth as gt_lib  # pylint: disable=import-outside-toplevel
   truth = gt_lib.GroundTruth.load(path)
   fields = dict(space=truth.space, input_size=truth.input_size, dataset=truth.dataset,
                 ground_truth_file=path, gt_seeds=truth.seeds, gt_epochs=truth.recipe["epochs"],
@@ -153,41 +165,10 @@ def engine_config(plan: RankPlan, seed: int):
 # ---- stages -------------------------------------------------------------------------
 
 GT_SAMPLES = ("uniform", "cost_stratified")
-POOL = 100_000   # spaces larger than this are stratified over a uniform pool of this many
-
-
-def cost_stratified_sample(space, count: int, seed: int = 0) -> List[str]:
-  """`count` architectures of `space` (compact form) whose MACs cover the space's range
-  evenly: the range from the cheapest to the costliest is cut into `count` bins of equal
-  width and one architecture is drawn uniformly from each bin that holds any; the picks
-  that empty bins leave are drawn from the others, one per bin in turn. A uniform sample
-  of a combinatorial space piles up around its median cost (`small`: 89 % of networks hold
-  at most one identity) and misses the weak and the strong networks that an enumerated
-  space (micro's ground truth) contains. Deterministic in `seed`."""
-  from betanas_tf import cost as cost_lib  # pylint: disable=import-outside-toplevel
-  rng = np.random.default_rng(seed)
-  if space.size() <= POOL:
-    pool = list(space.enumerate())
-  else:
-    pool = list(dict.fromkeys(tuple(space.sample(rng)) for _ in range(POOL)))
-  costs = cost_lib.macs_cost_table(space)
-  macs = np.array([costs.of_choices(c) for c in pool])
-  edges = np.linspace(macs.min(), macs.max(), count + 1)
-  bins = np.clip(np.searchsorted(edges, macs, side="right") - 1, 0, count - 1)
-  members = [list(rng.permutation(np.flatnonzero(bins == b))) for b in range(count)]
-  picks: List[int] = []
-  while len(picks) < min(count, len(pool)):
-    for left in members:
-      if left and len(picks) < count:
-        picks.append(int(left.pop()))
-  return [space.choices_to_string(pool[i]) for i in picks]
-
-
 def _ground_truth_seed(plan: RankPlan, seed: int, out_dir: str) -> Dict:
   """One training seed of the ground truth (`tune`; cached, so a second call reads it)."""
   from betanas_tf import spaces  # pylint: disable=import-outside-toplevel
   from betanas_tf import tune  # pylint: disable=import-outside-toplevel
-  from betanas_tf.bench import ground_truth as gt_lib  # pylint: disable=import-outside-toplevel
   recipe = gt_lib.recipe_config(plan.dataset, plan.gt_epochs, seed)
   if plan.gt_sample not in GT_SAMPLES:
     raise ValueError(f"gt_sample must be one of {', '.join(GT_SAMPLES)}, got {plan.gt_sample!r}")
@@ -195,7 +176,7 @@ def _ground_truth_seed(plan: RankPlan, seed: int, out_dir: str) -> Dict:
   if plan.gt_oracle == "random" and plan.gt_sample == "cost_stratified":
     space = spaces.get_space(plan.space, plan.input_size)
     oracle = "grid"
-    architectures = tuple(cost_stratified_sample(space, plan.gt_max_trials))
+    architectures = tuple(gt_lib.cost_stratified_sample(space, plan.gt_max_trials))
   config = tune.TuneConfig(space=plan.space, input_size=plan.input_size, oracle=oracle,
                            max_trials=plan.gt_max_trials, architectures=architectures,
                            tuner_seed=0, train=recipe)
@@ -206,7 +187,6 @@ def ground_truth(plan: RankPlan, out_dir: str, workers: int = 1) -> Dict:
   """{"archs": [choices string], "choices", "macs", "top1": per seed, "loss": per seed}:
   read from `plan.ground_truth_file` (the networks complete in `plan.gt_seeds`), or trained
   (the seeds side by side in `workers` processes, `parallel.run_tasks`; cached)."""
-  from betanas_tf.bench import ground_truth as gt_lib  # pylint: disable=import-outside-toplevel
   from betanas_tf.bench import parallel  # pylint: disable=import-outside-toplevel
   if plan.ground_truth_file:
     truth = gt_lib.GroundTruth.load(plan.ground_truth_file)
@@ -243,15 +223,15 @@ def ground_truth(plan: RankPlan, out_dir: str, workers: int = 1) -> Dict:
 
 
 def space_networks(plan: RankPlan) -> Tuple[List[Tuple[int, ...]], np.ndarray]:
-  """The space's networks (a uniform pool of POOL if it is larger) and their MACs."""
+  """The space's networks (a uniform pool of ground_truth.POOL if it is larger) and their MACs."""
   from betanas_tf import cost as cost_lib  # pylint: disable=import-outside-toplevel
   from betanas_tf import spaces  # pylint: disable=import-outside-toplevel
   space = spaces.get_space(plan.space, plan.input_size)
-  if space.size() <= POOL:
+  if space.size() <= gt_lib.POOL:
     pool = [tuple(c) for c in space.enumerate()]
   else:
     rng = np.random.default_rng(0)
-    pool = list(dict.fromkeys(tuple(space.sample(rng)) for _ in range(POOL)))
+    pool = list(dict.fromkeys(tuple(space.sample(rng)) for _ in range(gt_lib.POOL)))
   costs = cost_lib.space_costs(space)
   return pool, np.array([costs.of_choices(c).macs for c in pool], np.float64)
 
@@ -291,7 +271,6 @@ def selection_truth(plan: RankPlan, gt: Dict, choices: Sequence[str], out_dir: s
   """Ground-truth top-1 (the mean over the plan's training seeds) of every network in
   `choices`: from the ground truth where it holds the network, else trained standalone
   with the same recipe and seeds (cached in `out_dir`/selections.json)."""
-  from betanas_tf.bench import ground_truth as gt_lib  # pylint: disable=import-outside-toplevel
   known = dict(zip(gt["archs"], np.mean(gt["top1"], axis=0).tolist()))
   others = [c for c in dict.fromkeys(choices) if c not in known]
   if others:
@@ -324,7 +303,7 @@ def one_search(plan: RankPlan, strategy: str, seed: int, out_dir: str, budget_ma
   cached = json.load(open(scores_path)) if score and os.path.exists(scores_path) else None
   if os.path.exists(summary_path) and (not score or cached and set(archs) <= set(cached["archs"])):
     return {"summary": json.load(open(summary_path)), "scores": cached}
-  policy_name, ablations = STRATEGIES[strategy]
+  policy_name, ablations = strategies()[strategy]
   policy = policies.POLICIES.get(policy_name).with_ablations(**ablations)
   settings = runner.RunSettings(out_dir=run_dir, space=plan.space, input_size=plan.input_size,
                                 dataset=data_lib.DataSource(plan.dataset), cost="macs",
@@ -385,7 +364,6 @@ def multi_trial(plan: RankPlan, oracle: str, seed: int, out_dir: str, budget_mac
   """A keras-tuner search under the budget with as many `multi_trial_epochs` trials as fit
   in `images` (one one-shot search's images)."""
   from betanas_tf import tune  # pylint: disable=import-outside-toplevel
-  from betanas_tf.bench import ground_truth as gt_lib  # pylint: disable=import-outside-toplevel
   per_trial = plan.multi_trial_epochs * (train_examples // 64) * 64
   trials = max(1, int(images // per_trial))
   recipe = gt_lib.recipe_config(plan.dataset, plan.multi_trial_epochs, seed)
@@ -491,7 +469,7 @@ def define_flags():
                        lower_bound=1)
   flags.DEFINE_integer("search_steps", d.search_steps, "Phase-1 steps per search.", lower_bound=2)
   flags.DEFINE_list("strategies", list(d.strategies), "Strategies that rank: "
-                    + ", ".join(STRATEGIES))
+                    + ", ".join(strategies()))
   flags.DEFINE_list("selection_strategies", list(d.selection_strategies), "Strategies that "
                     "also select on the further seeds.")
   flags.DEFINE_list("multi_trial_oracles", list(d.multi_trial_oracles), "keras-tuner oracles "
@@ -545,7 +523,6 @@ def engine_overrides(pairs: Sequence[str]) -> Tuple[Tuple[str, object], ...]:
 def plan_from_flags() -> RankPlan:
   from absl import flags  # pylint: disable=import-outside-toplevel
   from betanas_tf import spaces  # pylint: disable=import-outside-toplevel
-  from betanas_tf.bench import ground_truth as gt_lib  # pylint: disable=import-outside-toplevel
   f = flags.FLAGS
   if f.quick:
     return QUICK

@@ -5,7 +5,7 @@
 A ranking benchmark means something only if training the same architectures twice ranks
 them the same way and they differ by more than the noise. This trains a sample of
 `--archs` architectures of `--space` (`--sample`: spread evenly over the space's MACs range,
-`rank.cost_stratified_sample`, the default; or drawn uniformly by keras-tuner's random
+`ground_truth.cost_stratified_sample`, the default; or drawn uniformly by keras-tuner's random
 oracle; the same ones in every training seed; the whole space with --archs=0 and the
 grid), standalone with the rank benchmark's ground-truth recipe, once per training seed,
 and reports the spread of eval top-1 and the seed-to-seed Kendall tau of eval top-1 and
