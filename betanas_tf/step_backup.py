@@ -117,11 +117,14 @@ class StepBackup(keras.callbacks.Callback):
   def _check_loss(self, logs):
     loss_scale = getattr(self.model.optimizer, "loss_scale", None)
     if loss_scale is not None:
+      # (step, applied updates) at the last check: divergence only if steps were taken
+      # since and not one of them was applied.
       iterations = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-      before, self._iterations_at_check = self._iterations_at_check, iterations
-      if before is not None and iterations == before:
-        raise divergence.Diverged(f"no step up to step {self.step} was applied (every float16 "
-                                  f"gradient non-finite); {self._kept()}; no model written")
+      before, self._iterations_at_check = self._iterations_at_check, (self.step, iterations)
+      if before is not None and self.step > before[0] and iterations == before[1]:
+        raise divergence.Diverged(f"no step from step {before[0]} to {self.step} was applied "
+                                  f"(every float16 gradient non-finite); {self._kept()}; no "
+                                  "model written")
       return
     loss = (logs or {}).get("loss")
     if loss is not None and not math.isfinite(float(loss)):
