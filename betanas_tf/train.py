@@ -265,11 +265,14 @@ def _train_locked(arch: arch_lib.Architecture, out_dir: str, c: TrainConfig) -> 
                                                 start_step=step)[0],
       c.epochs, steps, validation_data=eval_ds, callbacks=callbacks, verbose=c.verbose)
   _, top1, top5 = model.evaluate(eval_ds, verbose=0)
-  # What is saved computes in float32 and is made of plain Keras layers only, so that any
-  # Keras 3 process loads it (a user's serving or fine-tuning code never imports betanas_tf).
-  model = precision.float32_copy(model, lambda: builder.build_model(
+  if c.mixed_precision != "none":   # what is saved (and exported) computes in float32
+    model = precision.float32_copy(model, lambda: builder.build_model(arch, drop_connect=c.drop_connect))
+  # model.keras is made of plain Keras layers only, so that any Keras 3 process loads it (a
+  # user's serving or fine-tuning code never imports betanas_tf); model.weights.h5 keeps the
+  # package's own layers (it loads into builder.build_model(arch), as the exporter does).
+  portable = precision.float32_copy(model, lambda: builder.build_model(
       arch, backend=builder.PLAIN_KERAS, drop_connect=c.drop_connect))
-  _save_model(model, out_dir)
+  _save_model(portable, model, out_dir)
   result = {"top1": float(top1), "top5": float(top5), "eval_examples": len(dataset.eval),
             "epochs": c.epochs, "dataset": dataset.name, "architecture": arch.to_compact(),
             "ema": c.ema, "mixed_precision": c.mixed_precision, "jit_compile": c.jit_compile,
@@ -278,10 +281,10 @@ def _train_locked(arch: arch_lib.Architecture, out_dir: str, c: TrainConfig) -> 
   return result
 
 
-def _save_model(model, out_dir: str):
-  """model.keras and model.weights.h5, each written under a temporary name and renamed
-  (a kill never leaves a truncated model under the final name)."""
-  for name, save in (("model.keras", model.save), ("model.weights.h5", model.save_weights)):
+def _save_model(portable, model, out_dir: str):
+  """model.keras (of `portable`) and model.weights.h5 (of `model`), each written under a
+  temporary name and renamed (a kill never leaves a truncated model under the final name)."""
+  for name, save in (("model.keras", portable.save), ("model.weights.h5", model.save_weights)):
     final = os.path.join(out_dir, name)
     temporary = os.path.join(out_dir, f"tmp-{os.getpid()}-{name}")
     save(temporary)

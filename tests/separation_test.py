@@ -131,7 +131,7 @@ def test_a_cost_stratified_sample_spreads_over_the_spaces_macs_range():
 
 
 def test_a_space_too_large_to_enumerate_is_stratified_over_a_uniform_pool(monkeypatch):
-  monkeypatch.setattr(rank, "POOL", 300)
+  monkeypatch.setattr(ground_truth, "POOL", 300)
   space = spaces.get_space("small")
   picks = ground_truth.cost_stratified_sample(space, 10, seed=3)
   assert len(set(picks)) == 10 and picks == ground_truth.cost_stratified_sample(space, 10, seed=3)
