@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 import tqdm
 
+import betanas_tf
 from betanas_tf import arch_params as ap
 from betanas_tf import budget
 from betanas_tf import cli
@@ -116,6 +117,50 @@ def recorded_search(search_dir: str, num_classes: Optional[int] = None):
   return space, engine_lib.EngineConfig(**{k: v for k, v in run["engine"].items() if k in known})
 
 
+def run_identity(settings: RunSettings, policy: Policy, config: engine_lib.EngineConfig,
+                 input_size: int) -> Dict:
+  """What run.json records: every setting the search's outputs depend on (`input_size`:
+  the space's, resolved). A resume must match it (`check_recorded_identity`)."""
+  runtime = None
+  if settings.cost == "latency":   # what the table describes (format, threads, delegate, where)
+    runtime = latency_lib.LatencyTable.load(settings.latency_table).runtime_words()
+  return {"space": settings.space, "input_size": input_size,
+          "width_multiplier": settings.width_multiplier,
+          "dataset": settings.dataset.name, "data_source": dataclasses.asdict(settings.dataset),
+          "strategy": policy.name, "policy": dataclasses.asdict(policy),
+          "engine": dataclasses.asdict(config), "cost": settings.cost,
+          "cost_target": settings.cost_target, "latency_table": settings.latency_table,
+          "latency_table_runtime": runtime,
+          # What selection reads: the scored batches and the evolution's size.
+          "selection": {"eval_batches": settings.eval_batches,
+                        "calibration_batches": settings.calibration_batches,
+                        "evolution_population": settings.evolution_population,
+                        "evolution_generations": settings.evolution_generations}}
+
+
+def check_recorded_identity(out_dir: str, identity: Dict):
+  """A ValueError naming every setting in which the search recorded in `out_dir`
+  (run.json) differs from `identity`; nothing if there is none. Settings added to run.json
+  later are taken to have had today's value in an older file."""
+  identity_path = os.path.join(out_dir, RUN_FILE)
+  if not os.path.exists(identity_path):
+    return
+  with open(identity_path) as handle:
+    previous = json.load(handle)
+  older = {k: identity[k] for k in ("input_size", "width_multiplier", "latency_table_runtime",
+                                     "data_source", "selection")}
+  older["width_multiplier"] = 1.0
+  changed = sorted(k for k in identity
+                   if k != "engine" and previous.get(k, older.get(k)) != identity[k])
+  # An engine setting added later has its default's meaning in an older run.json.
+  defaults = dataclasses.asdict(engine_lib.EngineConfig())
+  changed += sorted(f"engine.{k}" for k in identity["engine"]
+                    if previous["engine"].get(k, defaults[k]) != identity["engine"][k])
+  if changed:
+    raise ValueError(f"{out_dir} holds a search with other settings ({', '.join(changed)}); "
+                     "use a new --out_dir")
+
+
 def check_settings(settings: RunSettings, policy: Policy, config: engine_lib.EngineConfig):
   """What no one of the three configs can check alone (the search CLI prints these)."""
   if config.cost_form == "absolute" and not settings.cost_target > 0:
@@ -160,41 +205,18 @@ class SearchRun:
   # ---- state --------------------------------------------------------------------
 
   def _run_identity(self) -> Dict:
-    return {"space": self.settings.space, "input_size": self.space.input_size,
-            "width_multiplier": self.settings.width_multiplier,
-            "dataset": self.settings.dataset.name,
-            "strategy": self.policy.name, "policy": dataclasses.asdict(self.policy),
-            "engine": dataclasses.asdict(self.config), "cost": self.settings.cost,
-            "cost_target": self.settings.cost_target, "latency_table": self.settings.latency_table,
-            "latency_table_runtime": self._latency_runtime()}
+    return run_identity(self.settings, self.policy, self.config, self.space.input_size)
 
   def _latency_runtime(self) -> Optional[str]:
     """What the latency table describes (format, threads, delegate, where), in words."""
-    if self.settings.cost != "latency":
-      return None
-    return latency_lib.LatencyTable.load(self.settings.latency_table).runtime_words()
+    return self._run_identity()["latency_table_runtime"]
 
   def _check_identity(self):
-    identity_path = os.path.join(self.out, RUN_FILE)
     identity = self._run_identity()
-    if os.path.exists(identity_path):
-      with open(identity_path) as handle:
-        previous = json.load(handle)
-      # Settings added later default to their old meaning in an older run.json.
-      older = {"input_size": self.space.input_size, "width_multiplier": 1.0,
-               "latency_table_runtime": identity["latency_table_runtime"]}
-      changed = sorted(k for k in identity
-                       if k != "engine" and previous.get(k, older.get(k)) != identity[k])
-      # An engine setting added later has its default's meaning in an older run.json.
-      defaults = dataclasses.asdict(engine_lib.EngineConfig())
-      changed += sorted(f"engine.{k}" for k in identity["engine"]
-                        if previous["engine"].get(k, defaults[k]) != identity["engine"][k])
-      if changed:
-        raise ValueError(f"{self.out} holds a search with other settings ({', '.join(changed)}); "
-                         "use a new --out_dir")
+    check_recorded_identity(self.out, identity)
     if self.chief:
       os.makedirs(self.out, exist_ok=True)
-      io_utils.atomic_write_json(identity_path, identity)
+      io_utils.atomic_write_json(os.path.join(self.out, RUN_FILE), identity)
 
   def _restore(self) -> int:
     """Restores the newest intact checkpoint on every worker and checks that all of them
@@ -429,8 +451,9 @@ class SearchRun:
 
   def scoring_digest(self, split: str = "arch") -> str:
     """A digest of everything `score_paths(..., split)` answers from: the supernet's weights
-    (BatchNorm statistics included; not the architecture parameters, which no score reads)
-    and the batches it reads (dataset, input size, seed, batch sizes, numbers of batches).
+    (BatchNorm statistics included; not the architecture parameters, which no score reads),
+    the batches it reads (dataset, input size, seed, batch sizes, numbers of batches) and
+    what computes it (the precision policy; betanas_tf, TensorFlow and Keras versions).
     Two searches with equal digests give every subnet the same scores: a strategy whose
     alpha step changes no weight (betanas --nodrop) ends with spos' supernet."""
     reads = {"split": split, "space": self.settings.space, "input_size": self.space.input_size,
@@ -438,7 +461,10 @@ class SearchRun:
              "dataset": dataclasses.asdict(self.settings.dataset), "seed": self.config.seed,
              "batch_size": self.config.batch_size, "arch_batch_size": self.config.arch_batch_size,
              "eval_batches": self.settings.eval_batches,
-             "calibration_batches": self.settings.calibration_batches}
+             "calibration_batches": self.settings.calibration_batches,
+             "mixed_precision": self.config.mixed_precision,
+             "versions": {"betanas_tf": betanas_tf.__version__, "tensorflow": tf.__version__,
+                          "keras": keras.__version__}}
     digest = hashlib.sha256(json.dumps(reads, sort_keys=True).encode())
     for variable in self.engine.supernet.weights:
       value = np.ascontiguousarray(keras.ops.convert_to_numpy(variable))

@@ -22,6 +22,7 @@ non-finite loss or weight stops the run with exit status 3 and writes no model).
 import dataclasses
 import json
 import os
+import shutil
 from typing import Dict, Optional
 
 from absl import app
@@ -216,22 +217,43 @@ def compile_with_recipe(model, config: TrainConfig, steps_per_epoch: int,
   return optimizer
 
 
-def train(arch: arch_lib.Architecture, out_dir: str, config: TrainConfig = TrainConfig()) -> Dict:
+def train(arch: arch_lib.Architecture, out_dir: str, config: TrainConfig = TrainConfig(),
+          strategy=None) -> Dict:
   """Retrains `arch` from scratch on `config.data` and writes the outputs (module docstring)
   to `out_dir`; calling it again with the same arguments resumes. Returns eval.json's
-  contents (top-1, top-5 on the eval split). Holds the directory's lock
-  (`dir_lock.DirectoryBusy` if another run holds it)."""
-  from betanas_tf import dir_lock  # pylint: disable=import-outside-toplevel
-  from betanas_tf import precision  # pylint: disable=import-outside-toplevel
+  contents (top-1, top-5 on the eval split). `strategy`: one already made for
+  `config.distribution` (default: made here). The chief holds the directory's lock
+  (`dir_lock.DirectoryBusy` if another run holds it) and writes the outputs; the other
+  workers of a multi-worker run write theirs to a scratch directory beside it, removed at
+  the end (their copies are identical), and restore the chief's backups."""
+  from betanas_tf import distribution  # pylint: disable=import-outside-toplevel
+  from betanas_tf import precision, stop_signal  # pylint: disable=import-outside-toplevel
   precision.check(config.mixed_precision)
-  with dir_lock.DirectoryLock(out_dir):
-    return _train_locked(arch, out_dir, config)
+  if strategy is None:
+    strategy = distribution.make_strategy(config.distribution)
+    stop_signal.reinstall()   # a multi-worker strategy takes SIGTERM over (stop_signal)
+  with _chief_lock(out_dir, strategy):
+    return _train_locked(arch, out_dir, config, strategy)
 
 
-def _train_locked(arch: arch_lib.Architecture, out_dir: str, c: TrainConfig) -> Dict:
+def _chief_lock(out_dir: str, strategy):
+  """The directory's lock on the chief; nothing on the other workers (they share the
+  directory with it, and would refuse each other)."""
+  import contextlib  # pylint: disable=import-outside-toplevel
+  from betanas_tf import dir_lock, distribution  # pylint: disable=import-outside-toplevel
+  if distribution.is_chief(strategy):
+    return dir_lock.DirectoryLock(out_dir)
+  return contextlib.nullcontext()
+
+
+def _train_locked(arch: arch_lib.Architecture, out_dir: str, c: TrainConfig, strategy) -> Dict:
   import keras  # pylint: disable=import-outside-toplevel
   from betanas_tf import builder, distribution  # pylint: disable=import-outside-toplevel
-  from betanas_tf import precision, step_backup, stop_signal  # pylint: disable=import-outside-toplevel
+  from betanas_tf import precision, step_backup  # pylint: disable=import-outside-toplevel
+  chief = distribution.is_chief(strategy)
+  backup_dir = os.path.join(out_dir, "backup")   # the chief's: every worker restores it
+  out_dir = distribution.scratch_dir(out_dir, strategy)
+  os.makedirs(out_dir, exist_ok=True)
   keras.utils.set_random_seed(c.seed)
   dataset = c.data.load(c.input_size or arch.input_size, c.seed, arch.num_classes)
   arch = arch.for_retraining(dataset.num_classes, c.se_ratio, c.activation, c.dropout,
@@ -241,8 +263,6 @@ def _train_locked(arch: arch_lib.Architecture, out_dir: str, c: TrainConfig) -> 
   _, steps = training_data(dataset.full_train, c.batch_size, dataset.num_classes,
                            c.autoaugment, c.seed)
   steps = c.steps_per_epoch or steps
-  strategy = distribution.make_strategy(c.distribution)
-  stop_signal.reinstall()   # a multi-worker strategy takes SIGTERM over (stop_signal)
   with strategy.scope():
     with precision.building(c.mixed_precision):
       model = builder.build_model(arch, drop_connect=c.drop_connect)
@@ -253,8 +273,7 @@ def _train_locked(arch: arch_lib.Architecture, out_dir: str, c: TrainConfig) -> 
   eval_ds = eval_data(dataset.eval, min(c.batch_size, 256), dataset.num_classes)
   several = distribution.num_workers(strategy) > 1
   backup = step_backup.StepBackup(
-      os.path.join(out_dir, "backup"), check_every=min(50, steps),
-      write=distribution.is_chief(strategy),
+      backup_dir, check_every=min(50, steps), write=chief,
       agree=(lambda value: distribution.max_over_workers(strategy, value)) if several else None)
   backup.restore(model)
   callbacks = [_epoch_log(optimizer, os.path.join(out_dir, "history.json")),
@@ -278,6 +297,8 @@ def _train_locked(arch: arch_lib.Architecture, out_dir: str, c: TrainConfig) -> 
             "ema": c.ema, "mixed_precision": c.mixed_precision, "jit_compile": c.jit_compile,
             "autoaugment": "keras.layers.RandAugment" if c.autoaugment else None}
   io_utils.atomic_write_json(os.path.join(out_dir, "eval.json"), result)
+  if not chief:
+    shutil.rmtree(os.path.dirname(out_dir), ignore_errors=True)
   return result
 
 
@@ -294,12 +315,16 @@ def _save_model(portable, model, out_dir: str):
 @cli.reports_errors("train", KeyError, data_lib.DatasetNotPreparedError, stops="at_safe_points")
 def main(argv):
   del argv
-  from betanas_tf import dir_lock  # pylint: disable=import-outside-toplevel
+  from betanas_tf import distribution, stop_signal  # pylint: disable=import-outside-toplevel
   arch = cli.arch_from_flags(apply_width=False)  # retraining applies it (TrainConfig)
   config = cli.config_from_flags(TrainConfig, data=cli.data_source_from_flags())
-  with dir_lock.DirectoryLock(FLAGS.out_dir):   # before flags.txt: a second run writes nothing
-    io_utils.atomic_write_text(os.path.join(FLAGS.out_dir, "flags.txt"), FLAGS.flags_into_string())
-    result = train(arch, FLAGS.out_dir, config)
+  strategy = distribution.make_strategy(config.distribution)
+  stop_signal.reinstall()   # a multi-worker strategy takes SIGTERM over (stop_signal)
+  with _chief_lock(FLAGS.out_dir, strategy):   # before flags.txt: a second run writes nothing
+    if distribution.is_chief(strategy):
+      io_utils.atomic_write_text(os.path.join(FLAGS.out_dir, "flags.txt"),
+                                 FLAGS.flags_into_string())
+    result = train(arch, FLAGS.out_dir, config, strategy)
   print(f"eval top-1 {result['top1']:.4f}  top-5 {result['top5']:.4f}  ({result['eval_examples']} "
         f"examples)  outputs in {FLAGS.out_dir}")
   return 0

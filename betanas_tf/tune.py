@@ -24,6 +24,7 @@ Outputs: ``results.json`` (every trial: choices, cost, metrics, images trained o
 """
 
 import dataclasses
+import json
 import os
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -289,11 +290,39 @@ def _trial_rows(tuner, hypermodel) -> List[Dict]:
   return rows
 
 
+CONFIG_FILE = "tune.json"   # the settings a resumed tuner run must match
+
+
+def _check_recorded_config(out_dir: str, config: TuneConfig):
+  """Records `config` in `out_dir`/tune.json, or, when the directory already holds a run,
+  refuses another config with one line naming what differs (keras-tuner would otherwise
+  resume the old trials under the new settings' name); only `max_trials` may grow."""
+  record = json.loads(json.dumps(dataclasses.asdict(config)))
+  path = os.path.join(out_dir, CONFIG_FILE)
+  if os.path.exists(path):
+    with open(path) as handle:
+      previous = json.load(handle)
+    # max_trials may grow: a stopped or extended walk continues with the trials it has.
+    changed = sorted(k for k in record if k not in ("train", "max_trials")
+                     and previous.get(k) != record[k])
+    if (record["max_trials"] or 0) < (previous.get("max_trials") or 0) or (
+        previous.get("max_trials") and record["max_trials"] is None):
+      changed.append("max_trials")
+    changed += sorted(f"train.{k}" for k in record["train"]
+                      if previous.get("train", {}).get(k) != record["train"][k])
+    if changed:
+      raise ValueError(f"{out_dir} holds a tuner run with other settings "
+                       f"({', '.join(changed)}); use a new --out_dir")
+    return
+  os.makedirs(out_dir, exist_ok=True)
+  io_utils.atomic_write_json(path, record)
+
+
 def tune(out_dir: str, config: TuneConfig = TuneConfig()) -> Dict:
   """Runs (or resumes) the multi-trial search; writes results.json and arch.json (the best
   completed trial by val_top1) to `out_dir` and returns the results."""
   require_tensorboard()
-  os.makedirs(out_dir, exist_ok=True)
+  _check_recorded_config(out_dir, config)
   c = config.train
   from betanas_tf import spaces  # pylint: disable=import-outside-toplevel
   size = config.input_size or spaces.get_space(config.space).input_size

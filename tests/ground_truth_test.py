@@ -102,6 +102,36 @@ def test_continuing_a_file_needs_the_same_settings_and_adds_seeds_and_listed_net
   assert [n["choices"] for n in more.networks] == ["k3e3-k3e3-id", "k5e3-k3e3-id"]
 
 
+def test_the_file_records_which_samples_drew_each_network_and_reads_one_sample_alone(tmp_path):
+  space = spaces.get_space("small")
+  draws = {s: gt_lib.cost_stratified_sample(space, 8, s) for s in (0, 1, 2)}
+  truth = gt_lib.plan("small", 8, [0], epochs=1, samples=[0, 1, 2])
+  for network in truth.networks:
+    assert network["samples"] == [s for s in (0, 1, 2) if network["choices"] in draws[s]]
+  # A file from before networks recorded it gets it when its command is run again.
+  old = dataclasses.replace(truth, networks=tuple(
+      {k: v for k, v in n.items() if k != "samples"} for n in truth.networks))
+  with pytest.raises(ValueError, match="the file does not record which sample drew"):
+    old.drawn_only_by([2])
+  assert gt_lib.merge_plan(old, gt_lib.plan("small", 8, [0], epochs=1,
+                                            samples=[0, 1, 2])).networks == truth.networks
+  own = [c for c in draws[2] if c not in draws[0] and c not in draws[1]]
+  assert [n["choices"] for n in truth.drawn_only_by([2])] == own and own
+  filled = _filled(truth, [0])
+  assert filled.as_rank_truth([0], samples=[2])["archs"] == sorted(own)
+  assert len(filled.as_rank_truth([0])["archs"]) == len(truth.networks)
+  # What a benchmark reads: the sample's own networks, every network of the file scored.
+  path = str(tmp_path / "gt.json")
+  filled.save(path)
+  request = gt_lib.TruthRequest(space="small", input_size=32, seeds=(0,), epochs=1, file=path,
+                                samples=(2,))
+  gt = gt_lib.for_ranking(request, str(tmp_path))
+  assert gt["archs"] == sorted(own) and len(gt["to_score"]) == len(truth.networks)
+  with pytest.raises(ValueError, match=r"only 0 networks are trained in every seed of \[0\] and "
+                                       r"drawn by samples \[7\] alone"):
+    gt_lib.for_ranking(dataclasses.replace(request, samples=(7,)), str(tmp_path))
+
+
 @pytest.mark.slow
 def test_a_real_build_trains_each_pair_once_and_a_rerun_trains_nothing(tmp_path):
   path = str(tmp_path / "gt.json")
@@ -137,6 +167,11 @@ def test_the_shipped_small_ground_truth_is_two_cost_stratified_samples():
   assert [n["choices"] for n in truth.networks] == first + [
       c for c in gt_lib.cost_stratified_sample(space, 64, 1) if c not in first]
   assert len(truth.networks) == 125 and len(truth.complete()) >= 64
+  # Which sample drew each network (three were drawn by both).
+  assert [n["samples"] for n in truth.networks] == [
+      [s for s in (0, 1) if n["choices"] in gt_lib.cost_stratified_sample(space, 64, s)]
+      for n in truth.networks]
+  assert sum(n["samples"] == [0, 1] for n in truth.networks) == 3
   assert truth.seeds == (0, 1, 2) and truth.recipe == gt_lib.recipe_record("cluttered_digits", 8)
   assert truth.provenance["command"] == (
       "python -m betanas_tf.bench.ground_truth --space=small --archs=64 --samples=0,1 "

@@ -15,9 +15,24 @@ def test_strata_are_consecutive_in_macs_equal_in_size_and_keep_ties_together():
   assert [sorted(np.asarray(macs)[s].tolist()) for s in strata] == [
       [1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]]
   tied = rank_stats.strata_of([1, 2, 3, 3, 3, 4, 5, 6, 7], 3)
-  sizes = [len(s) for s in tied]
-  # 3 networks tied at 3 MACs straddled the first cut (after 3 networks): they all stay first.
-  assert sizes == [5, 1, 3] and sorted(np.concatenate(tied).tolist()) == list(range(9))
+  # The 3 networks tied at 3 MACs straddle the equal-size cut (after 3 networks): the cuts
+  # move to the nearest cost changes, sizes 2, 3, 4 (not 5, 1, 3 nor a split tie).
+  assert [np.asarray([1, 2, 3, 3, 3, 4, 5, 6, 7])[s].tolist() for s in tied] == [
+      [1, 2], [3, 3, 3], [4, 5, 6, 7]]
+  # The issue's case: four tied at 3 across the first cut and into the second group.
+  four = np.asarray([1, 2, 3, 3, 3, 3, 4, 5, 6])
+  groups = [four[s].tolist() for s in rank_stats.strata_of(four, 3)]
+  assert groups == [[1, 2], [3, 3, 3, 3], [4, 5, 6]]
+  # Shuffled input: the indices point at the networks, every network in one stratum.
+  rng = np.random.default_rng(0)
+  costs = rng.integers(0, 6, size=30)
+  strata = rank_stats.strata_of(costs, 4)
+  assert sorted(np.concatenate(strata).tolist()) == list(range(30))
+  for first, second in zip(strata, strata[1:]):
+    assert costs[first].max() < costs[second].min()   # no tie on both sides of a cut
+  with pytest.raises(ValueError, match="12 networks hold 2 distinct MACs values: too few "
+                                       "for 3 strata"):
+    rank_stats.strata_of([1] * 6 + [2] * 6, 3)
   with pytest.raises(ValueError, match="4 strata of 9 networks leave fewer than 3 per stratum"):
     rank_stats.strata_of(range(9), 4)
 
@@ -50,6 +65,42 @@ def test_paired_bootstrap_of_a_perfect_ranking_against_a_cost_count():
                                         "MACs", rounds=200, within=False)
   assert overall["MACs"]["tau"] == pytest.approx(stats.kendalltau(macs, seeds.mean(0))[0])
   assert overall["MACs"]["ci"][0] <= overall["MACs"]["tau"] <= overall["MACs"]["ci"][1]
+
+
+def test_the_bootstrap_is_paired_a_shared_error_cancels_in_the_difference():
+  rng = np.random.default_rng(4)
+  truth = rng.normal(size=(3, 30))
+  # Two rankings that are the same noisy guess but for one swapped pair: each tau on its
+  # own is uncertain (wide interval), their difference hardly at all -- if, and only if,
+  # every round scores both on the same networks, truth seeds and search seeds.
+  guess = truth.mean(0) + rng.normal(0, 1.0, size=30)
+  other = guess.copy()
+  low, high = np.argsort(guess)[[14, 15]]
+  other[[low, high]] = other[[high, low]]
+  strata = rank_stats.strata_of(np.arange(30), 2)
+  for within in (False, True):
+    boot = rank_stats.paired_bootstrap({"a": [guess], "b": [other]}, truth, strata, "b",
+                                       rounds=300, within=within)
+    alone = boot["a"]["ci"][1] - boot["a"]["ci"][0]
+    paired = boot["a"]["diff_ci"][1] - boot["a"]["diff_ci"][0]
+    assert alone > 0.15 and paired < alone / 5
+
+
+def test_rankings_are_averaged_over_the_same_strata():
+  # Stratum 2's networks share one cost: MACs have no tau there. The other ranking is
+  # averaged over stratum 1 alone too, not over both.
+  macs = np.array([1, 2, 3, 4, 5, 6, 7, 7, 7, 7, 7, 7], float)
+  truth = np.array([[1, 2, 3, 4, 5, 6, 6, 5, 4, 3, 2, 1]], float)
+  strata = [np.arange(6), np.arange(6, 12)]
+  guess = truth[0].copy()
+  guess[6:] = -guess[6:]   # perfect in stratum 1, reversed in stratum 2
+  boot = rank_stats.paired_bootstrap({"MACs": [macs], "guess": [guess]}, truth, strata,
+                                     "MACs", rounds=50, within=True)
+  assert boot["MACs"]["tau"] == pytest.approx(1.0)
+  assert boot["guess"]["tau"] == pytest.approx(1.0) and boot["guess"]["diff"] == pytest.approx(0)
+  # On its own, the guess averages over both strata.
+  assert rank_stats.strata_tau(guess, truth[0], strata) == pytest.approx(0.0)
+  assert np.isnan(rank_stats.stratum_taus(macs, truth[0], strata)[1])
 
 
 def test_an_ensemble_is_scored_on_its_searches_mean_rank():

@@ -12,7 +12,6 @@ from scipy import stats
 
 from betanas_tf import spaces
 from betanas_tf.bench import ground_truth
-from betanas_tf.bench import rank
 from betanas_tf.bench import separation
 
 
@@ -142,15 +141,15 @@ def test_a_stratified_ground_truth_trains_the_sample_as_a_grid(monkeypatch):
   configs = []
   monkeypatch.setattr(tune, "tune", lambda out, config: configs.append((out, config)) or {})
   plan = separation.plan_for("small", 6)   # the default sample
-  assert (plan.gt_oracle, plan.gt_sample, plan.gt_max_trials) == ("random", "cost_stratified", 6)
-  rank._ground_truth_seed(plan, 3, "/out")  # pylint: disable=protected-access
+  assert (plan.oracle, plan.sample, plan.max_trials) == ("random", "cost_stratified", 6)
+  ground_truth.trained_seed(plan, 3, "/out")
   out, config = configs[0]
   assert out == "/out/ground_truth_seed3" and config.train.seed == 3
   assert config.oracle == "grid" and config.architectures == tuple(
       ground_truth.cost_stratified_sample(spaces.get_space("small"), 6))
   uniform = separation.plan_for("small", 6, sample="uniform")
-  rank._ground_truth_seed(uniform, 0, "/out")  # pylint: disable=protected-access
+  ground_truth.trained_seed(uniform, 0, "/out")
   assert (configs[1][1].oracle, configs[1][1].architectures) == ("random", ())
   with pytest.raises(ValueError, match=r"gt_sample must be one of uniform, cost_stratified, "
                      r"got 'even'"):
-    rank._ground_truth_seed(separation.plan_for("small", 6, sample="even"), 0, "/out")  # pylint: disable=protected-access
+    separation.plan_for("small", 6, sample="even")

@@ -143,6 +143,19 @@ def test_cli_errors_are_one_line_and_exit_1(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_directory_refuses_another_tuner_config_but_more_trials_continue(tmp_path):
+  out = str(tmp_path / "t")
+  tune._check_recorded_config(out, _config(max_trials=3))  # pylint: disable=protected-access
+  assert json.load(open(os.path.join(out, "tune.json")))["max_trials"] == 3
+  tune._check_recorded_config(out, _config(max_trials=5))  # pylint: disable=protected-access
+  with pytest.raises(ValueError, match=r"t holds a tuner run with other settings \(oracle, "
+                                       r"train\.epochs\); use a new --out_dir"):
+    tune._check_recorded_config(out, dataclasses.replace(  # pylint: disable=protected-access
+        _config(max_trials=3), oracle="random", train=dataclasses.replace(TINY, epochs=2)))
+  with pytest.raises(ValueError, match=r"other settings \(max_trials\)"):
+    tune._check_recorded_config(out, _config(max_trials=2))  # pylint: disable=protected-access
+
+
 def test_a_grid_over_listed_architectures_trains_exactly_those_in_order(tmp_path):
   listed = ("id-k5e3-id", "k3e3-k3e3-k3e3", "k5e3-k3e6-id")
   results = tune.tune(str(tmp_path / "t"), _config(architectures=listed))

@@ -8,14 +8,19 @@ A rank benchmark needs every sampled architecture trained standalone, several ti
 trains them once and keeps the results in one small, versioned JSON file (`GroundTruth`) that ships
 inside the package, so `bench.rank` reads it instead of retraining. Every (architecture,
 seed) pair is one task: the rank recipe (`tune`'s grid over that one architecture, exactly
-as `rank.ground_truth` trains it) in a scratch directory, after which its figures are merged
+as `for_ranking` trains a space it enumerates) in a scratch directory, after which its figures are merged
 into the file under a lock. The file is therefore also the cache: re-running the command
 trains only the pairs it lacks, so a run stopped after any task loses at most the tasks in
 flight, and a partial file committed to the repository lets the next machine continue.
 
-The file records what produced it (the sample, the recipe, the command, Python and the
-package versions); a file whose settings differ from the command's is refused, naming the
-setting, instead of being mixed with new results.
+The file records what produced it (the sample, which sample drew each network, the
+recipe, the command, Python and the package versions); a file whose settings differ from
+the command's is refused, naming the setting, instead of being mixed with new results.
+
+The module is the one owner of ground truths: sampling (`cost_stratified_sample`), training
+(this file format, or a tune run per seed for a space small enough to enumerate) and reading
+them as a benchmark does (`TruthRequest`, `for_ranking`); `bench.rank` and `bench.separation`
+ask it, nothing else trains one.
 """
 
 import dataclasses
@@ -141,13 +146,28 @@ class GroundTruth:
     seeds = self.seeds if seeds is None else seeds
     return [n for n in self.networks if all(str(s) in n["results"] for s in seeds)]
 
-  def as_rank_truth(self, seeds: Optional[Sequence[int]] = None) -> Dict:
-    """What `rank.ground_truth` returns, over the networks complete in `seeds`, sorted by
-    their compact form: {"archs", "choices", "macs", "params", "top1", "loss", "arch_top1"}
-    with one row per seed."""
+  def drawn_only_by(self, samples: Sequence[int]) -> List[Dict]:
+    """The networks that no sample but those in `samples` drew (a confirmatory sample's
+    own networks: `samples=[2]` leaves out those samples 0 or 1 drew too)."""
+    unrecorded = [n["choices"] for n in self.networks if "samples" not in n]
+    if unrecorded:
+      raise ValueError(f"the file does not record which sample drew {unrecorded[0]} (and "
+                       f"{len(unrecorded) - 1} more): rerun its bench.ground_truth command "
+                       "to record it")
+    return [n for n in self.networks if set(n["samples"]) <= set(samples)]
+
+  def as_rank_truth(self, seeds: Optional[Sequence[int]] = None,
+                    samples: Optional[Sequence[int]] = None) -> Dict:
+    """What `for_ranking` returns, over the networks complete in `seeds` (and drawn only
+    by `samples`, if given), sorted by their compact form: {"archs", "choices", "macs",
+    "params", "top1", "loss", "arch_top1"} with one row per seed."""
     from betanas_tf import spaces  # pylint: disable=import-outside-toplevel
     seeds = list(self.seeds if seeds is None else seeds)
-    networks = sorted(self.complete(seeds), key=lambda n: n["choices"])
+    networks = self.complete(seeds)
+    if samples is not None:
+      allowed = {n["choices"] for n in self.drawn_only_by(samples)}
+      networks = [n for n in networks if n["choices"] in allowed]
+    networks = sorted(networks, key=lambda n: n["choices"])
     space = spaces.get_space(self.space, self.input_size)
     def rows(metric):
       return [[n["results"][str(s)][metric] for n in networks] for s in seeds]
@@ -217,10 +237,15 @@ def plan(space_name: str, archs: int, seeds: Sequence[int], dataset: str = "clut
   if not samples or len(set(samples)) != len(samples):
     raise ValueError(f"give distinct sample seeds, got {list(samples)}")
   space = spaces.get_space(space_name, input_size)
-  choices = [c for s in samples for c in cost_stratified_sample(space, archs, s)]
-  return _plan_of(space, list(dict.fromkeys(choices)),
-                  {"kind": "cost_stratified", "count": archs, "seeds": [int(s) for s in samples]},
-                  seeds, dataset, epochs, command)
+  drawn_by: Dict[str, List[int]] = {}
+  for sample_seed in samples:
+    for choices in cost_stratified_sample(space, archs, sample_seed):
+      drawn_by.setdefault(choices, []).append(int(sample_seed))
+  truth = _plan_of(space, list(drawn_by),
+                   {"kind": "cost_stratified", "count": archs,
+                    "seeds": [int(s) for s in samples]}, seeds, dataset, epochs, command)
+  networks = tuple(dict(n, samples=drawn_by[n["choices"]]) for n in truth.networks)
+  return dataclasses.replace(truth, networks=networks)
 
 
 def plan_listed(space_name: str, choices: Sequence[str], seeds: Sequence[int],
@@ -272,7 +297,12 @@ def merge_plan(existing: GroundTruth, wanted: GroundTruth) -> GroundTruth:
                        f"this command asks for {getattr(wanted, name)!r}; give another --out")
   seeds = tuple(existing.seeds) + tuple(s for s in wanted.seeds if s not in existing.seeds)
   known = {n["choices"] for n in existing.networks}
-  networks = existing.networks + tuple(n for n in wanted.networks if n["choices"] not in known)
+  drawn_by = {n["choices"]: n["samples"] for n in wanted.networks if "samples" in n}
+  # Which samples drew a network: recorded (or completed, in a file from before it was) from
+  # the wanted plan, which recomputes every sample it names.
+  networks = tuple(dict(n, samples=sorted(set(n.get("samples", [])) | set(drawn_by[n["choices"]])))
+                   if n["choices"] in drawn_by else n for n in existing.networks)
+  networks += tuple(n for n in wanted.networks if n["choices"] not in known)
   return dataclasses.replace(existing, sample=sample, seeds=seeds, networks=networks)
 
 
@@ -338,6 +368,93 @@ def build(path: str, wanted: GroundTruth, workers: int = 1, log=print) -> Ground
   finally:
     shutil.rmtree(scratch, ignore_errors=True)
   return GroundTruth.load(path)
+
+
+GT_SAMPLES = ("uniform", "cost_stratified")
+
+
+@dataclasses.dataclass(frozen=True)
+class TruthRequest:
+  """The ground truth a benchmark asks for: a file (`file`) whose networks are read, or a
+  training here per seed (`tune`): every network of an enumerable space (`oracle` "grid")
+  or `max_trials` of them (`oracle` "random"), drawn as `sample` says: spread over the MACs
+  range (`cost_stratified_sample`) or uniformly (keras-tuner's random oracle, one oracle
+  seed)."""
+  space: str
+  input_size: int
+  dataset: str = "cluttered_digits"
+  seeds: Tuple[int, ...] = (0, 1)
+  epochs: int = 8
+  file: Optional[str] = None
+  samples: Optional[Tuple[int, ...]] = None   # with a file: only the networks drawn by no
+                                              # other sample (None: every network)
+  max_trials: Optional[int] = None
+  oracle: str = "grid"
+  sample: str = "cost_stratified"
+
+  def __post_init__(self):
+    if self.sample not in GT_SAMPLES:
+      raise ValueError(f"gt_sample must be one of {', '.join(GT_SAMPLES)}, got {self.sample!r}")
+    if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+      raise ValueError(f"ground-truth seeds must be distinct and not empty, got {self.seeds}")
+
+
+def trained_seed(request: TruthRequest, seed: int, out_dir: str) -> Dict:
+  """One training seed of a ground truth trained here (`tune`; cached, so a second call
+  reads it)."""
+  from betanas_tf import spaces  # pylint: disable=import-outside-toplevel
+  from betanas_tf import tune  # pylint: disable=import-outside-toplevel
+  oracle, architectures = request.oracle, ()
+  if request.oracle == "random" and request.sample == "cost_stratified":
+    space = spaces.get_space(request.space, request.input_size)
+    oracle = "grid"
+    architectures = tuple(cost_stratified_sample(space, request.max_trials))
+  config = tune.TuneConfig(space=request.space, input_size=request.input_size, oracle=oracle,
+                           max_trials=request.max_trials, architectures=architectures,
+                           tuner_seed=0, train=recipe_config(request.dataset, request.epochs, seed))
+  return tune.tune(os.path.join(out_dir, f"ground_truth_seed{seed}"), config)
+
+
+def for_ranking(request: TruthRequest, out_dir: str, workers: int = 1) -> Dict:
+  """{"archs": [choices string], "choices", "macs", "top1": per seed, "loss": per seed,
+  "to_score"}: read from `request.file` (the networks complete in `request.seeds`), or
+  trained here (the seeds side by side in `workers` processes; cached in `out_dir`)."""
+  from betanas_tf.bench import parallel  # pylint: disable=import-outside-toplevel
+  if request.file:
+    truth = GroundTruth.load(request.file)
+    here = (truth.space, truth.input_size, truth.dataset, truth.recipe["epochs"])
+    wanted = (request.space, request.input_size, request.dataset, request.epochs)
+    if here != wanted:
+      raise ValueError(f"{request.file} holds (space, input size, dataset, epochs) "
+                       f"{here}, the plan asks for {wanted}")
+    missing = [s for s in request.seeds if s not in truth.seeds]
+    if missing:
+      raise ValueError(f"{request.file} has no training seed {missing[0]} (it has "
+                       f"{list(truth.seeds)})")
+    gt = truth.as_rank_truth(request.seeds, request.samples)
+    # Searches score every network of the file, so that their cached scores still serve
+    # when a partial file has grown, or another plan reads other samples of it.
+    gt["to_score"] = sorted(n["choices"] for n in truth.networks)
+    if len(gt["archs"]) < 3:
+      raise ValueError(f"{request.file}: only {len(gt['archs'])} networks are trained "
+                       f"in every seed of {list(request.seeds)}"
+                       + (f" and drawn by samples {list(request.samples)} alone"
+                          if request.samples is not None else ""))
+    return gt
+  parallel.run_tasks([(trained_seed, (request, seed, out_dir)) for seed in request.seeds],
+                     workers)
+  per_seed = []
+  for seed in request.seeds:
+    results = trained_seed(request, seed, out_dir)
+    per_seed.append({r["choices_string"]: r for r in results["trials"]
+                     if r["status"] == "COMPLETED"})
+  archs = sorted(set.intersection(*[set(p) for p in per_seed]))
+  first = per_seed[0]
+  return {"archs": archs, "choices": [first[a]["choices"] for a in archs],
+          "macs": [first[a]["cost"] * 1e6 for a in archs],
+          "top1": [[p[a]["eval_top1"] for a in archs] for p in per_seed],
+          "loss": [[p[a]["eval_loss"] for a in archs] for p in per_seed],
+          "images_per_trial": first[archs[0]]["images"]}
 
 
 def define_flags():

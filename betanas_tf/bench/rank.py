@@ -1,60 +1,51 @@
 """Does the search rank, and find, better networks than counting MACs? (the paper's Figs 5-7)
 
-    python -m betanas_tf.bench.rank --out_dir=/tmp/rank            # small, the shipped ground truth
-    python -m betanas_tf.bench.rank --out_dir=/tmp/rank --quick    # the same pipeline, tiny
+    python -m betanas_tf.bench.rank --out_dir=/tmp/rank                  # small, the shipped ground truth
+    python -m betanas_tf.bench.rank --out_dir=/tmp/rank --quick          # the same pipeline, tiny
+    python -m betanas_tf.bench.rank --out_dir=/tmp/conf --confirmatory   # docs/rank.md's registered test
 
-1. Ground truth: a `bench.ground_truth` file (the package ships `small`'s: 125 networks from
-   two cost-stratified samples spread over its MACs range, three training seeds), or trained
-   here (`--retrain_ground_truth`: every architecture of a small space, or a
-   `ground_truth.cost_stratified_sample`, per training seed through `tune`; cached). A network's truth is
-   its mean eval top-1 / loss over the seeds.
-2. One-shot searches through the search's public API (`runner.SearchRun`), per strategy and
-   search seed (the seeds named), with the same Phase-1 budget and MACs budget (a quantile of
-   the space's MACs). Each trained supernet scores every ground-truth network (its weights, BN
-   recalibrated; eval split). Rankings (`rank_analysis.ranking`, statistics in `rank_stats`):
-   Kendall tau over all networks and within cost strata, for every strategy and for MACs
-   alone, with bootstrap intervals over networks, ground-truth seeds and search seeds, and the
-   paired interval of tau(strategy) - tau(MACs); tau over the sub-space betanas' drops left;
-   the ground truth's noise ceiling.
+1. Ground truth (`ground_truth.for_ranking`): a `bench.ground_truth` file (the package ships
+   `small`'s: cost-stratified samples spread over its MACs range, three training seeds), or
+   trained here (`--retrain_ground_truth`). A network's truth is its mean eval top-1 / loss
+   over the seeds.
+2. One-shot searches through the search's public API (`rank_stages.one_search`), per
+   strategy and search seed, with the same Phase-1 budget and MACs budget (a quantile of the
+   space's MACs). Each trained supernet scores every ground-truth network (its weights, BN
+   recalibrated) on the ARCH split: the truth is measured on the eval split, and a score read
+   from the same images would share their sampling noise with the truth, which MACs do not
+   (`score_splits` adds the eval split side by side). Rankings (`rank_analysis.ranking`,
+   statistics in `rank_stats`): Kendall tau over all networks and within cost strata (never
+   splitting a MACs tie), for every strategy and for MACs alone, with bootstrap intervals over
+   networks, ground-truth seeds and search seeds, and the paired interval of tau(strategy) -
+   tau(MACs); tau over the sub-space betanas' drops left; the ground truth's noise ceiling.
 3. Selection (`rank_analysis.selections`): each strategy's pick per seed (over
    `selection_seeds`), trained standalone when the ground truth lacks it, against the biggest
-   network within the budget, a random one per seed, and keras-tuner random / Bayesian
-   multi-trial search given the images one one-shot search trains on.
+   networks within the budget (the mean of those tied at the largest cost), a random one per
+   seed, and keras-tuner random / Bayesian multi-trial search given the images one one-shot
+   search trains on: mean paired differences with intervals over search and training seeds.
 
 Writes results.json, report.md and figures (tau.png, selected_vs_random.png, frequency.png)
-to --out_dir; every stage is cached there, so an interrupted run resumes.
+to --out_dir; every stage is cached there and tied to the plan (`rank_stages`), so an
+interrupted run resumes and a changed plan recomputes or refuses.
 """
 
 import dataclasses
-import json
 import os
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
+from absl import flags
 
 from betanas_tf import cli
+from betanas_tf import data as data_lib
+from betanas_tf import engine
+from betanas_tf import io_utils
+from betanas_tf import spaces
 from betanas_tf.bench import ground_truth as gt_lib
-
-# The ablations a benchmark strategy's name may add to a registered policy: NAME_nodrop,
-# NAME_nobalanced, NAME_fair (FairNAS' strict fairness in Phase 1), where they change it.
-ABLATIONS = {"nodrop": {"drop": False}, "nobalanced": {"balanced": False}, "fair": {"fair": True}}
-
-
-def strategies() -> Dict[str, Tuple[str, Dict]]:
-  """name -> (registered policy, ablations): every strategy in `policies.POLICIES` that trains
-  a supernet (one registered in its own file included), and each ablation that changes it."""
-  from betanas_tf import policies  # pylint: disable=import-outside-toplevel
-  found = {}
-  for name in policies.POLICIES.names():
-    policy = policies.POLICIES.get(name)
-    if not policy.trains_weights:
-      continue
-    found[name] = (name, {})
-    for suffix, ablation in ABLATIONS.items():
-      if policy.with_ablations(**ablation) != policy:
-        found[f"{name}_{suffix}"] = (name, ablation)
-  return found
+from betanas_tf.bench import parallel
+from betanas_tf.bench import rank_analysis
+from betanas_tf.bench import rank_stages
+from betanas_tf.bench.rank_stages import strategies
 
 MULTI_TRIAL_ORACLES = ("random", "bayesian")
 
@@ -87,7 +78,7 @@ class RankPlan:
                                             # "linear" (the paper's) pushes every op cheaper
   multi_trial_epochs: int = 2
   multi_trial_oracles: Tuple[str, ...] = ("random",)
-  multi_trial_seeds: Optional[int] = 1      # multi-trial searches per oracle: the first this
+  multi_trial_seeds: Optional[int] = 3      # multi-trial searches per oracle: the first this
                                             # many selection seeds (None: all of them)
   bootstrap: int = 1000
   strata: int = 4                           # cost strata for tau within a cost level
@@ -101,6 +92,11 @@ class RankPlan:
   selection_strategies: Tuple[str, ...] = ("betanas",)
   selection: bool = True                    # False: rankings only (no baselines, no
                                             # multi-trial search, no selection seeds)
+  score_splits: Tuple[str, ...] = ("arch",)  # where supernets score networks; the first is
+                                            # the one every figure uses, the others are shown
+                                            # beside it ("eval" shares the truth's images)
+  gt_samples: Optional[Tuple[int, ...]] = None   # with a file: only the networks no other
+                                            # sample drew (None: all of them)
 
   def __post_init__(self):
     known = strategies()
@@ -120,6 +116,12 @@ class RankPlan:
       raise ValueError(f"multi_trial_seeds must be at least 1, got {self.multi_trial_seeds}")
     if not 0.0 < self.budget_quantile <= 1.0:
       raise ValueError(f"budget_quantile must be in (0, 1], got {self.budget_quantile}")
+    unknown = [s for s in self.score_splits if s not in rank_stages.SPLITS]
+    if unknown or not self.score_splits or len(set(self.score_splits)) != len(self.score_splits):
+      raise ValueError(f"score_splits must be distinct names of {', '.join(rank_stages.SPLITS)}, "
+                       f"got {', '.join(self.score_splits) or 'none'}")
+    if self.gt_samples is not None and not self.ground_truth_file:
+      raise ValueError("gt_samples selects networks of a ground-truth file: give one")
 
   def all_search_seeds(self) -> List[int]:
     """search_seeds, then as many seeds after the largest as make `selection_seeds` (none
@@ -140,7 +142,25 @@ QUICK = RankPlan(input_size=16, gt_seeds=(0,), gt_epochs=1, gt_max_trials=6, sea
                  selection_seeds=1, search_steps=40, multi_trial_epochs=1, bootstrap=200, strata=2,
                  strategies=("betanas", "proxyless"), selection_strategies=("betanas", "proxyless"),
                  multi_trial_oracles=MULTI_TRIAL_ORACLES, multi_trial_seeds=None, eval_batches=6,
-                 calibration_batches=5, cost_form="linear")
+                 calibration_batches=5, cost_form="linear", score_splits=("arch", "eval"))
+
+# docs/rank.md's confirmatory run, frozen before its data existed: what changes here changes
+# a registered test (say so there, and in the report).
+CONFIRMATORY_SAMPLE = 2
+CONFIRMATORY_SEEDS = tuple(range(100, 108))
+
+
+def confirmatory_plan(path: Optional[str] = None) -> "RankPlan":
+  """spos at 4,800 Phase-1 steps over search seeds 100-107, on the networks of the ground
+  truth's sample 2 that samples 0 and 1 did not draw, 4 cost strata, top-1 and loss, one
+  search and the seeds ranked together; scored on the arch split (the eval split beside it).
+  Rankings only. `path`: the ground-truth file (default: the one shipped for `small`)."""
+  return plan_from_file(path or gt_lib.shipped_path("small"), gt_samples=(CONFIRMATORY_SAMPLE,),
+                        strategies=("spos",), selection_strategies=("spos",),
+                        search_seeds=CONFIRMATORY_SEEDS, selection_seeds=len(CONFIRMATORY_SEEDS),
+                        search_steps=4800, strata=4, ensembles=True, eval_batches=68,
+                        calibration_batches=10, cost_form="linear", selection=False,
+                        score_splits=("arch", "eval"))
 
 
 def plan_from_file(path: str, **changes) -> RankPlan:
@@ -154,231 +174,13 @@ def plan_from_file(path: str, **changes) -> RankPlan:
   return RankPlan(**fields)
 
 
-def engine_config(plan: RankPlan, seed: int):
-  """demo.flags' supernet settings at the plan's Phase-1 budget, with its overrides."""
-  from betanas_tf import engine  # pylint: disable=import-outside-toplevel
-  config = dataclasses.replace(engine.demo_config(plan.search_steps, seed), beta=plan.beta,
-                               cost_form=plan.cost_form)
-  return dataclasses.replace(config, **dict(plan.engine_overrides))
-
-
-# ---- stages -------------------------------------------------------------------------
-
-GT_SAMPLES = ("uniform", "cost_stratified")
-def _ground_truth_seed(plan: RankPlan, seed: int, out_dir: str) -> Dict:
-  """One training seed of the ground truth (`tune`; cached, so a second call reads it)."""
-  from betanas_tf import spaces  # pylint: disable=import-outside-toplevel
-  from betanas_tf import tune  # pylint: disable=import-outside-toplevel
-  recipe = gt_lib.recipe_config(plan.dataset, plan.gt_epochs, seed)
-  if plan.gt_sample not in GT_SAMPLES:
-    raise ValueError(f"gt_sample must be one of {', '.join(GT_SAMPLES)}, got {plan.gt_sample!r}")
-  oracle, architectures = plan.gt_oracle, ()
-  if plan.gt_oracle == "random" and plan.gt_sample == "cost_stratified":
-    space = spaces.get_space(plan.space, plan.input_size)
-    oracle = "grid"
-    architectures = tuple(gt_lib.cost_stratified_sample(space, plan.gt_max_trials))
-  config = tune.TuneConfig(space=plan.space, input_size=plan.input_size, oracle=oracle,
-                           max_trials=plan.gt_max_trials, architectures=architectures,
-                           tuner_seed=0, train=recipe)
-  return tune.tune(os.path.join(out_dir, f"ground_truth_seed{seed}"), config)
-
-
-def ground_truth(plan: RankPlan, out_dir: str, workers: int = 1) -> Dict:
-  """{"archs": [choices string], "choices", "macs", "top1": per seed, "loss": per seed}:
-  read from `plan.ground_truth_file` (the networks complete in `plan.gt_seeds`), or trained
-  (the seeds side by side in `workers` processes, `parallel.run_tasks`; cached)."""
-  from betanas_tf.bench import parallel  # pylint: disable=import-outside-toplevel
-  if plan.ground_truth_file:
-    truth = gt_lib.GroundTruth.load(plan.ground_truth_file)
-    here = (truth.space, truth.input_size, truth.dataset, truth.recipe["epochs"])
-    wanted = (plan.space, plan.input_size, plan.dataset, plan.gt_epochs)
-    if here != wanted:
-      raise ValueError(f"{plan.ground_truth_file} holds (space, input size, dataset, epochs) "
-                       f"{here}, the plan asks for {wanted}")
-    missing = [s for s in plan.gt_seeds if s not in truth.seeds]
-    if missing:
-      raise ValueError(f"{plan.ground_truth_file} has no training seed {missing[0]} (it has "
-                       f"{list(truth.seeds)})")
-    gt = truth.as_rank_truth(plan.gt_seeds)
-    # Searches score every network of the file, so that their cached scores still serve
-    # when a partial file has grown.
-    gt["to_score"] = sorted(n["choices"] for n in truth.networks)
-    if len(gt["archs"]) < 3:
-      raise ValueError(f"{plan.ground_truth_file}: only {len(gt['archs'])} networks are trained "
-                       f"in every seed of {list(plan.gt_seeds)}")
-    return gt
-  parallel.run_tasks([(_ground_truth_seed, (plan, seed, out_dir)) for seed in plan.gt_seeds],
-                     workers)
-  per_seed = []
-  for seed in plan.gt_seeds:
-    results = _ground_truth_seed(plan, seed, out_dir)
-    per_seed.append({r["choices_string"]: r for r in results["trials"] if r["status"] == "COMPLETED"})
-  archs = sorted(set.intersection(*[set(p) for p in per_seed]))
-  first = per_seed[0]
-  return {"archs": archs, "choices": [first[a]["choices"] for a in archs],
-          "macs": [first[a]["cost"] * 1e6 for a in archs],
-          "top1": [[p[a]["eval_top1"] for a in archs] for p in per_seed],
-          "loss": [[p[a]["eval_loss"] for a in archs] for p in per_seed],
-          "images_per_trial": first[archs[0]]["images"]}
-
-
-def space_networks(plan: RankPlan) -> Tuple[List[Tuple[int, ...]], np.ndarray]:
-  """The space's networks (a uniform pool of ground_truth.POOL if it is larger) and their MACs."""
-  from betanas_tf import cost as cost_lib  # pylint: disable=import-outside-toplevel
-  from betanas_tf import spaces  # pylint: disable=import-outside-toplevel
-  space = spaces.get_space(plan.space, plan.input_size)
-  if space.size() <= gt_lib.POOL:
-    pool = [tuple(c) for c in space.enumerate()]
-  else:
-    rng = np.random.default_rng(0)
-    pool = list(dict.fromkeys(tuple(space.sample(rng)) for _ in range(gt_lib.POOL)))
-  costs = cost_lib.space_costs(space)
-  return pool, np.array([costs.of_choices(c).macs for c in pool], np.float64)
-
-
-def budget_of(plan: RankPlan) -> float:
-  """The MACs budget: `budget_quantile` of the MACs of the space's networks."""
-  return float(np.quantile(space_networks(plan)[1], plan.budget_quantile))
-
-
-def baselines(plan: RankPlan, budget_macs: float) -> Dict[str, List[str]]:
-  """What a user picks without a search: "biggest" (the network with the most MACs within
-  the budget: the first guess) and "random" (one uniformly random network within the
-  budget per search seed)."""
-  from betanas_tf import selection  # pylint: disable=import-outside-toplevel
-  from betanas_tf import spaces  # pylint: disable=import-outside-toplevel
-  space = spaces.get_space(plan.space, plan.input_size)
-  pool, macs = space_networks(plan)
-  fits = np.flatnonzero(macs <= budget_macs)
-  biggest = pool[int(fits[np.argmax(macs[fits])])]
-  costs = dict(zip(pool, macs))
-  from betanas_tf import cost as cost_lib  # pylint: disable=import-outside-toplevel
-  space_costs = cost_lib.space_costs(space)
-  cost_of = lambda c: costs.get(tuple(c), space_costs.of_choices(c).macs)
-  num_candidates = [b.num_candidates for b in space.choice_blocks]
-  random = [selection.random_within_budget(num_candidates, cost_of, budget_macs,
-                                           np.random.default_rng([seed, RANDOM_STREAM]))
-            for seed in plan.all_search_seeds()]
-  return {"biggest": [space.choices_to_string(biggest)],
-          "random": [space.choices_to_string(c) for c in random]}
-
-
-RANDOM_STREAM = 104729   # the random baseline's draws: a stream of their own
-
-
-def selection_truth(plan: RankPlan, gt: Dict, choices: Sequence[str], out_dir: str,
-                    workers: int = 1) -> Dict[str, float]:
-  """Ground-truth top-1 (the mean over the plan's training seeds) of every network in
-  `choices`: from the ground truth where it holds the network, else trained standalone
-  with the same recipe and seeds (cached in `out_dir`/selections.json)."""
-  known = dict(zip(gt["archs"], np.mean(gt["top1"], axis=0).tolist()))
-  others = [c for c in dict.fromkeys(choices) if c not in known]
-  if others:
-    path = os.path.join(out_dir, "selections.json")
-    wanted = gt_lib.plan_listed(plan.space, others, plan.gt_seeds, plan.dataset,
-                                plan.gt_epochs, plan.input_size)
-    if plan.selections_file and not os.path.exists(path):
-      trained_before = gt_lib.GroundTruth.load(plan.selections_file)
-      if all(getattr(trained_before, name) == getattr(wanted, name) for name in gt_lib.SETTINGS):
-        trained_before.save(path)   # the start of this run's file: only new picks train
-    truth = gt_lib.build(path, wanted, workers, log=lambda m: None)
-    trained = truth.as_rank_truth(plan.gt_seeds)
-    known.update(zip(trained["archs"], np.mean(trained["top1"], axis=0).tolist()))
-  return {c: known[c] for c in choices}
-
-
-def one_search(plan: RankPlan, strategy: str, seed: int, out_dir: str, budget_macs: float,
-               gt: Dict, score: bool, log=print) -> Dict:
-  """Runs (or resumes) one search and, if `score`, scores every ground-truth architecture
-  with its supernet (cached in scores.json; when the ground truth has grown, the finished
-  search is restored from its last checkpoint and only the new networks are scored). Scores
-  another search under `out_dir` computed with a supernet equal to this one to the bit (the
-  same `scoring_digest`) are taken from it: they are the same numbers."""
-  from betanas_tf import data as data_lib  # pylint: disable=import-outside-toplevel
-  from betanas_tf import policies, runner  # pylint: disable=import-outside-toplevel
-  run_dir = os.path.join(out_dir, "searches", f"{strategy}_seed{seed}")
-  scores_path = os.path.join(run_dir, "scores.json")
-  summary_path = os.path.join(run_dir, "summary.json")
-  archs = gt.get("to_score", gt["archs"])
-  cached = json.load(open(scores_path)) if score and os.path.exists(scores_path) else None
-  if os.path.exists(summary_path) and (not score or cached and set(archs) <= set(cached["archs"])):
-    return {"summary": json.load(open(summary_path)), "scores": cached}
-  policy_name, ablations = strategies()[strategy]
-  policy = policies.POLICIES.get(policy_name).with_ablations(**ablations)
-  settings = runner.RunSettings(out_dir=run_dir, space=plan.space, input_size=plan.input_size,
-                                dataset=data_lib.DataSource(plan.dataset), cost="macs",
-                                cost_target=budget_macs, checkpoint_every=plan.search_steps,
-                                log_every=max(10, plan.search_steps // 20),
-                                eval_batches=plan.eval_batches,
-                                calibration_batches=plan.calibration_batches, progress=False)
-  run = runner.SearchRun(settings, policy, engine_config(plan, seed))
-  start = time.time()
-  if os.path.exists(summary_path):   # finished: only networks the ground truth gained
-    run.restore_finished()
-    summary = json.load(open(summary_path))
-  else:
-    summary = run.run()
-  scores = None
-  if score:
-    known = {metric: dict(zip(cached["archs"], cached[metric])) if cached else {}
-             for metric in ("top1", "loss")}
-    digest = run.scoring_digest(split="eval")
-    shared = dict(cached.get("shared", {})) if cached else {}
-    for donor, theirs in scores_of_the_same_supernet(out_dir, run_dir, digest):
-      taken = [a for a in archs if a not in known["top1"] and a in theirs["top1"]]
-      for arch in taken:
-        known["top1"][arch], known["loss"][arch] = theirs["top1"][arch], theirs["loss"][arch]
-      if taken:
-        shared[donor] = shared.get(donor, 0) + len(taken)
-        log(f"{strategy} seed {seed}: the supernet of {donor}, to the bit; "
-            f"{len(taken)} of its scores taken, not recomputed")
-    todo = [a for a in archs if a not in known["top1"]]
-    metrics = run.score_paths([run.space.choices_from_string(a) for a in todo], split="eval")
-    for arch, m in zip(todo, metrics):
-      known["top1"][arch], known["loss"][arch] = m["top1"], m["loss"]
-    everything = sorted(known["top1"])
-    scores = {"archs": everything, "top1": [known["top1"][a] for a in everything],
-              "loss": [known["loss"][a] for a in everything], "scoring_digest": digest,
-              "shared": shared,
-              "seconds": (cached["seconds"] if cached else 0.0) + time.time() - start}
-    from betanas_tf import io_utils  # pylint: disable=import-outside-toplevel
-    io_utils.atomic_write_json(scores_path, scores)
-  return {"summary": summary, "scores": scores}
-
-
-def scores_of_the_same_supernet(out_dir: str, run_dir: str, digest: str):
-  """(search, {"top1"/"loss": {network: score}}) of every other search under `out_dir`
-  whose scores.json was computed by a supernet with this scoring digest."""
-  searches = os.path.join(out_dir, "searches")
-  for name in sorted(os.listdir(searches)):
-    path = os.path.join(searches, name, "scores.json")
-    if os.path.join(searches, name) == run_dir or not os.path.exists(path):
-      continue
-    theirs = json.load(open(path))
-    if theirs.get("scoring_digest") == digest:
-      yield name, {m: dict(zip(theirs["archs"], theirs[m])) for m in ("top1", "loss")}
-
-
-def multi_trial(plan: RankPlan, oracle: str, seed: int, out_dir: str, budget_macs: float,
-                images: float, train_examples: int) -> Dict:
-  """A keras-tuner search under the budget with as many `multi_trial_epochs` trials as fit
-  in `images` (one one-shot search's images)."""
-  from betanas_tf import tune  # pylint: disable=import-outside-toplevel
-  per_trial = plan.multi_trial_epochs * (train_examples // 64) * 64
-  trials = max(1, int(images // per_trial))
-  recipe = gt_lib.recipe_config(plan.dataset, plan.multi_trial_epochs, seed)
-  config = tune.TuneConfig(space=plan.space, input_size=plan.input_size, oracle=oracle,
-                           max_trials=trials, cost_target=budget_macs, tuner_seed=seed,
-                           bayesian_initial_points=max(1, trials // 3), train=recipe)
-  results = tune.tune(os.path.join(out_dir, "multi_trial", f"{oracle}_seed{seed}"), config)
-  return {"trials": trials, "best": results["best"]["choices_string"],
-          "images": results["images_total"]}
-
-
-def one_shot_images(plan: RankPlan) -> float:
-  config = engine_config(plan, 0)
-  return float(config.max_steps * config.batch_size
-               + config.arch_steps_before(config.max_steps) * config.arch_batch_size)
+def truth_request(plan: RankPlan) -> gt_lib.TruthRequest:
+  """The ground truth the plan ranks against."""
+  return gt_lib.TruthRequest(space=plan.space, input_size=plan.input_size, dataset=plan.dataset,
+                             seeds=tuple(plan.gt_seeds), epochs=plan.gt_epochs,
+                             file=plan.ground_truth_file, samples=plan.gt_samples,
+                             max_trials=plan.gt_max_trials, oracle=plan.gt_oracle,
+                             sample=plan.gt_sample)
 
 
 def search_runs(plan: RankPlan) -> List[Tuple[str, int, bool]]:
@@ -397,43 +199,40 @@ def search_runs(plan: RankPlan) -> List[Tuple[str, int, bool]]:
 def run(out_dir: str, plan: RankPlan = RankPlan(), log=print, workers: int = 1) -> Dict:
   """The whole benchmark (module docstring); returns results.json's contents. Its stages run
   in `workers` single-threaded processes (`parallel.run_tasks`)."""
-  from betanas_tf import data as data_lib  # pylint: disable=import-outside-toplevel
-  from betanas_tf import io_utils  # pylint: disable=import-outside-toplevel
-  from betanas_tf.bench import parallel  # pylint: disable=import-outside-toplevel
-  from betanas_tf.bench import rank_analysis  # pylint: disable=import-outside-toplevel
   start = time.time()
   os.makedirs(out_dir, exist_ok=True)
-  gt = ground_truth(plan, out_dir, workers)
+  gt = gt_lib.for_ranking(truth_request(plan), out_dir, workers)
   log(f"ground truth: {len(gt['archs'])} architectures x {len(plan.gt_seeds)} seeds "
       f"({time.time() - start:.0f} s)")
-  budget = budget_of(plan)
+  budget = rank_stages.budget_of(plan)
   runs = search_runs(plan)
   train_examples = len(data_lib.load(plan.dataset, input_size=plan.input_size).train)
   trials = plan.multi_trials()
-  images = one_shot_images(plan)
+  images = rank_stages.one_shot_images(plan)
   # Searches and multi-trial searches side by side; the loops below then read their outputs.
   # (The longest tasks, multi-trial searches, first: the last to start is then a short one.)
   ran = parallel.run_tasks(
-      [(multi_trial, (plan, oracle, seed, out_dir, budget, images, train_examples))
+      [(rank_stages.multi_trial, (plan, oracle, seed, out_dir, budget, images, train_examples))
        for oracle, seed in trials]
-      + [(one_search, (plan, name, seed, out_dir, budget, gt, score)) for name, seed, score in runs],
-      workers)
+      + [(rank_stages.one_search, (plan, name, seed, out_dir, budget, gt, score))
+         for name, seed, score in runs], workers)
   if ran:
     log(f"{len(runs)} searches and {len(trials)} multi-trial searches in {workers} workers "
         f"({time.time() - start:.0f} s)")
   searches: Dict[str, List[Dict]] = {}
   for name, seed, score in runs:
-    out = one_search(plan, name, seed, out_dir, budget, gt, score)
+    out = rank_stages.one_search(plan, name, seed, out_dir, budget, gt, score, log=log)
     searches.setdefault(name, []).append(dict(out, seed=seed))
-  multi = {oracle: [multi_trial(plan, oracle, seed, out_dir, budget, images, train_examples)
+  multi = {oracle: [rank_stages.multi_trial(plan, oracle, seed, out_dir, budget, images,
+                                            train_examples)
                     for o, seed in trials if o == oracle] for oracle in plan.multi_trial_oracles}
   picks, truth_of = None, {}
   if plan.selection:
-    picks = baselines(plan, budget)
+    picks = rank_stages.baselines(plan, budget)
     chosen = ([r["summary"]["choices_string"] for runs_ in searches.values() for r in runs_]
               + [m["best"] for ms in multi.values() for m in ms] + picks["biggest"]
               + picks["random"])
-    truth_of = selection_truth(plan, gt, chosen, out_dir, workers)
+    truth_of = rank_stages.selection_truth(plan, gt, chosen, out_dir, workers)
     log(f"{len(set(chosen))} selected networks' ground truth done ({time.time() - start:.0f} s)")
   result = rank_analysis.analyse(plan, gt, searches, budget, multi, picks, truth_of)
   result["plan"] = dataclasses.asdict(plan)
@@ -446,11 +245,12 @@ def run(out_dir: str, plan: RankPlan = RankPlan(), log=print, workers: int = 1) 
 
 
 def define_flags():
-  from absl import flags  # pylint: disable=import-outside-toplevel
-  from betanas_tf.bench import parallel  # pylint: disable=import-outside-toplevel
   d = RankPlan()
   flags.DEFINE_string("out_dir", None, "Output directory (re-running resumes).")
   flags.DEFINE_bool("quick", False, "The small plan on micro (a few minutes; what the test runs).")
+  flags.DEFINE_bool("confirmatory", False, "docs/rank.md's registered confirmatory run (spos, "
+                    "4,800 steps, search seeds 100-107, ground-truth sample 2 alone); the other "
+                    "plan flags are ignored.")
   cli.define_space_flags("small", width_multiplier=False)   # input size: the ground truth's
   flags.DEFINE_string("ground_truth", None, "A bench.ground_truth file (default: the one the "
                       "package ships for --space, if any).")
@@ -492,6 +292,11 @@ def define_flags():
   flags.DEFINE_bool("selection", True, "Selections against the baselines (--noselection: "
                     "rankings only, the ranking searches alone).")
   flags.DEFINE_list("engine", [], "EngineConfig overrides, NAME=VALUE (e.g. arch_data=eval).")
+  flags.DEFINE_list("score_splits", list(d.score_splits), "Where supernets score networks: "
+                    "arch (disjoint from the eval split the truth is measured on) and/or eval; "
+                    "the first is the one the figures use.")
+  flags.DEFINE_list("gt_samples", [], "Only the ground-truth networks drawn by these samples "
+                    "and no other (default: all).")
   flags.DEFINE_integer("workers", parallel.available_cores(), "Processes for the independent "
                        "stages, one TensorFlow thread each (1: all in this process).",
                        lower_bound=1)
@@ -505,7 +310,6 @@ def _ints(values: Sequence[str], flag: str) -> Tuple[int, ...]:
 
 def engine_overrides(pairs: Sequence[str]) -> Tuple[Tuple[str, object], ...]:
   """NAME=VALUE pairs as EngineConfig overrides, each value of its field's type."""
-  from betanas_tf import engine  # pylint: disable=import-outside-toplevel
   defaults = engine.EngineConfig()
   overrides = []
   for pair in pairs:
@@ -521,11 +325,13 @@ def engine_overrides(pairs: Sequence[str]) -> Tuple[Tuple[str, object], ...]:
 
 
 def plan_from_flags() -> RankPlan:
-  from absl import flags  # pylint: disable=import-outside-toplevel
-  from betanas_tf import spaces  # pylint: disable=import-outside-toplevel
   f = flags.FLAGS
+  if f.quick and f.confirmatory:
+    raise ValueError("give --quick or --confirmatory, not both")
   if f.quick:
     return QUICK
+  if f.confirmatory:
+    return confirmatory_plan(f.ground_truth)
   changes = dict(search_seeds=_ints(f.search_seeds, "search_seeds"),
                  selection_seeds=max(f.selection_seeds, len(f.search_seeds)),
                  search_steps=f.search_steps, strategies=tuple(f.strategies),
@@ -535,7 +341,10 @@ def plan_from_flags() -> RankPlan:
                  budget_quantile=f.budget_quantile, strata=f.strata, ensembles=f.ensembles,
                  eval_batches=f.eval_batches,
                  calibration_batches=f.calibration_batches, bootstrap=f.bootstrap,
-                 engine_overrides=engine_overrides(f.engine), selection=f.selection)
+                 engine_overrides=engine_overrides(f.engine), selection=f.selection,
+                 score_splits=tuple(f.score_splits))
+  if f.gt_samples:
+    changes["gt_samples"] = _ints(f.gt_samples, "gt_samples")
   if f.gt_seeds:
     changes["gt_seeds"] = _ints(f.gt_seeds, "gt_seeds")
   path = f.ground_truth or gt_lib.shipped_path(f.space)
@@ -560,8 +369,6 @@ def plan_from_flags() -> RankPlan:
 
 @cli.reports_errors("rank")
 def main(argv):
-  from absl import flags  # pylint: disable=import-outside-toplevel
-  from betanas_tf.bench import rank_analysis  # pylint: disable=import-outside-toplevel
   del argv
   out_dir = cli.require_out_dir()
   plan = plan_from_flags()

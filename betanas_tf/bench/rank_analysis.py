@@ -22,12 +22,12 @@ def _survivors(gt: Dict, searches: Dict[str, List[Dict]]) -> Dict[int, List[int]
 
 
 def _scores_of(run: Dict, metric: str, archs: Sequence[str], name: str) -> np.ndarray:
-  """A search's scores of `archs`, in that order, from its scores.json (which may hold more)."""
+  """A search's scores of `archs`, in that order, from its scores_SPLIT.json (which may hold more)."""
   scored = dict(zip(run["scores"]["archs"], run["scores"][metric]))
   missing = [a for a in archs if a not in scored]
   if missing:
     raise ValueError(f"{name} seed {run['seed']} did not score {missing[0]} (and "
-                     f"{len(missing) - 1} more): a scores.json from another ground truth?")
+                     f"{len(missing) - 1} more): a score file from another ground truth?")
   return np.array([scored[a] for a in archs], np.float64)
 
 
@@ -95,22 +95,38 @@ def ranking(plan, gt: Dict, searches: Dict[str, List[Dict]]) -> Dict:
 
 
 def selections(plan, searches: Dict[str, List[Dict]], multi: Dict[str, List[Dict]],
-               picks: Dict[str, List[str]], truth_of: Dict[str, float], budget_macs: float) -> Dict:
-  """Each selecting strategy's picks (per seed) and their ground-truth top-1 against the
-  biggest network within the budget, a random one (paired by seed) and multi-trial search."""
-  biggest = truth_of[picks["biggest"][0]]
-  random = [truth_of[c] for c in picks["random"]]
-  result = {"budget_macs": budget_macs, "biggest": {"network": picks["biggest"][0], "top1": biggest},
-            "random": {"networks": picks["random"], "top1": random,
-                       "mean_top1": float(np.mean(random))},
-            "multi_trial": {}, "strategies": {}}
-  for oracle, runs in multi.items():
-    result["multi_trial"][oracle] = {
-        "trials": [r["trials"] for r in runs], "images": [r["images"] for r in runs],
-        "selected": [r["best"] for r in runs], "top1": [truth_of[r["best"]] for r in runs]}
+               picks: Dict[str, List[str]], truth_of: Dict[str, Sequence[float]],
+               budget_macs: float) -> Dict:
+  """Each selecting strategy's picks (per search seed) against what a user picks without a
+  search: the biggest networks within the budget (their mean: nothing tells a user which of
+  several tied at the largest cost to take), the seed's random network within the budget,
+  and the multi-trial search of the same seed. `truth_of`: a network's ground-truth top-1
+  per training seed. Every comparison is a mean paired difference with a 95 % interval over
+  search seeds and training seeds (`rank_stats.seed_paired_difference`), never a count of
+  wins: one pick's margin is often inside the seed-to-seed spread."""
+  def rows(choices):
+    return np.asarray(truth_of[choices], np.float64)
+  biggest = np.mean([rows(c) for c in picks["biggest"]], axis=0)
   seeds = plan.all_search_seeds()
-  random_of = dict(zip(seeds, random))
-  multi_picks = [t for m in result["multi_trial"].values() for t in m["top1"]]
+  random_of = dict(zip(seeds, picks["random"]))
+  result = {"budget_macs": budget_macs,
+            "biggest": {"networks": list(picks["biggest"]), "top1": float(biggest.mean()),
+                        "per_network": [float(rows(c).mean()) for c in picks["biggest"]]},
+            "random": {"networks": picks["random"],
+                       "top1": [float(rows(c).mean()) for c in picks["random"]],
+                       "mean_top1": float(np.mean([rows(c).mean() for c in picks["random"]]))},
+            "multi_trial": {}, "strategies": {}}
+  multi_of = {}
+  for oracle, runs in multi.items():
+    oracle_seeds = [s for o, s in plan.multi_trials() if o == oracle]
+    multi_of[oracle] = {s: r["best"] for s, r in zip(oracle_seeds, runs)}
+    result["multi_trial"][oracle] = {
+        "seeds": oracle_seeds, "trials": [r["trials"] for r in runs],
+        "images": [r["images"] for r in runs], "selected": [r["best"] for r in runs],
+        "top1": [float(rows(r["best"]).mean()) for r in runs]}
+  def paired(first, second):
+    return rank_stats.seed_paired_difference(first, second, plan.bootstrap)
+  picked = {}
   # Every strategy that searched: the ranking ones select on their seeds too.
   for name in dict.fromkeys(plan.strategies + plan.selection_strategies):
     runs = {r["seed"]: r for r in searches.get(name, [])}
@@ -118,31 +134,28 @@ def selections(plan, searches: Dict[str, List[Dict]], multi: Dict[str, List[Dict
     if not ran:
       continue
     chosen = [runs[s]["summary"]["choices_string"] for s in ran]
-    top1 = [truth_of[c] for c in chosen]
+    picked[name] = dict(zip(ran, chosen))
+    table = [rows(c) for c in chosen]
+    versus_multi = {}
+    for oracle, by_seed in multi_of.items():
+      common = [s for s in ran if s in by_seed]
+      versus_multi[oracle] = paired([rows(picked[name][s]) for s in common],
+                                    [rows(by_seed[s]) for s in common]) if common else None
     result["strategies"][name] = {
-        "seeds_run": ran, "selected": chosen, "top1": top1, "mean_top1": float(np.mean(top1)),
+        "seeds_run": ran, "selected": chosen, "top1": [float(t.mean()) for t in table],
+        "mean_top1": float(np.mean(table)),
         "macs": [runs[s]["summary"]["cost"]["value"] for s in ran],
         "meets_budget": [runs[s]["summary"]["cost"]["meets_target"] for s in ran],
-        "beats_biggest": int(sum(t > biggest for t in top1)),
-        "beats_random": int(sum(t > random_of[s] for t, s in zip(top1, ran))),
-        "beats_random_mean": int(sum(t > np.mean(random) for t in top1)),
-        "vs_multi_trial": {oracle: float(np.mean(top1) - np.mean(m["top1"]))
-                           for oracle, m in result["multi_trial"].items()},
-        "vs_multi_trial_mean": (float(np.mean(top1) - np.mean(multi_picks)) if multi_picks else None),
-        "seeds": len(top1)}
+        "vs_biggest": paired(table, [biggest] * len(ran)),
+        "vs_random": paired(table, [rows(random_of[s]) for s in ran]),
+        "vs_multi_trial": versus_multi, "seeds": len(ran)}
   # Does selective drop change the selection? Paired over the seeds both strategies ran.
-  rng = np.random.default_rng(0)
   for first, second in PAIRS:
-    a, b = result["strategies"].get(first), result["strategies"].get(second)
-    common = [s for s in (a or {}).get("seeds_run", []) if s in (b or {}).get("seeds_run", [])]
-    if not common:
-      continue
-    diffs = np.array([a["top1"][a["seeds_run"].index(s)] - b["top1"][b["seeds_run"].index(s)]
-                      for s in common])
-    means = [rng.choice(diffs, size=len(diffs)).mean() for _ in range(plan.bootstrap)]
-    result.setdefault("pairs", {})[f"{first} - {second}"] = {
-        "seeds": common, "diffs": diffs.tolist(), "mean": float(diffs.mean()),
-        "ci": np.percentile(means, [2.5, 97.5]).tolist()}
+    common = [s for s in picked.get(first, {}) if s in picked.get(second, {})]
+    if common:
+      result.setdefault("pairs", {})[f"{first} - {second}"] = dict(
+          paired([rows(picked[first][s]) for s in common],
+                 [rows(picked[second][s]) for s in common]), seeds=common)
   return result
 
 
@@ -155,7 +168,15 @@ def analyse(plan, gt: Dict, searches: Dict[str, List[Dict]], budget_macs: float,
             "truth_loss": np.mean(gt["loss"], axis=0).tolist(), "gt_seeds": len(gt["top1"]),
             "budget_macs": budget_macs,
             "top1_range": [float(truth_top1.min()), float(truth_top1.max())]}
-  result["ranking"] = ranking(plan, gt, searches)
+  splits = getattr(plan, "score_splits", ("arch",))
+  def scored_on(split):
+    return {name: [dict(r, scores=r["scores"][split] if r.get("scores") else None) for r in runs]
+            for name, runs in searches.items()}
+  result["score_split"] = splits[0]
+  result["ranking"] = ranking(plan, gt, scored_on(splits[0]))
+  # The other splits, side by side (the eval split shares its images with the truth).
+  result["ranking_other_splits"] = {split: ranking(plan, gt, scored_on(split))
+                                    for split in splits[1:]}
   if picks is not None:
     result["selection"] = selections(plan, searches, multi, picks, truth_of, budget_macs)
   return result
@@ -181,7 +202,11 @@ def report(result: Dict, plan, seconds: float) -> str:
            f"MACs budget {result['budget_macs'] / 1e6:.3f}M; {seconds / 60:.1f} min.", "",
            f"Standalone eval top-1 (seed mean) from {result['top1_range'][0]:.4f} to "
            f"{result['top1_range'][1]:.4f}; {plan.strata} cost strata of "
-           + ", ".join(str(len(s)) for s in ranking["strata"]) + " networks.", ""]
+           + ", ".join(str(len(s)) for s in ranking["strata"]) + " networks (no MACs tie "
+           f"split). Supernets score on the {result['score_split']} split"
+           + (" (disjoint from the eval split the truth is measured on)."
+              if result["score_split"] != "eval" else
+              " (the truth's own images: their sampling noise is shared with the truth)."), ""]
   for metric in METRICS:
     ceiling = ranking["ceiling"][metric]
     lines += [f"### Kendall tau on eval {'top-1' if metric == 'top1' else 'loss'}", "",
@@ -218,28 +243,50 @@ def report(result: Dict, plan, seconds: float) -> str:
       lines.append(f"{name}: tau (top-1) over the networks betanas' drops left: "
                    + ", ".join(f"{s['tau']:.2f} ({s['networks']} networks, seed {s['seed']})"
                                for s in sub))
+  others = result.get("ranking_other_splits", {})
+  if others:
+    lines += ["", "### The scoring split side by side (within-strata tau - MACs [paired CI])", "",
+              "| ranking | " + " | ".join(f"{split} split, {m}" for split in
+                                        [result["score_split"]] + list(others) for m in METRICS)
+              + " |", "|---|" + "---|" * (len(METRICS) * (1 + len(others)))]
+    for name in ranking["strategies"]:
+      cells = []
+      for where in [ranking] + list(others.values()):
+        for metric in METRICS:
+          e = where["strategies"].get(name, {}).get(metric, {}).get("strata")
+          cells.append(f"{e['diff']:+.3f} {_ci(e, 'diff_ci')}" if e else "-")
+      lines.append(f"| {name} | " + " | ".join(cells) + " |")
   if chosen is None:
     return "\n".join(lines) + "\n"
-  lines += ["", "### Selection under the budget (ground-truth top-1, seed mean)", "",
-            f"Biggest network within the budget: {chosen['biggest']['network']} "
-            f"{chosen['biggest']['top1']:.4f}. Random network within the budget (one per seed): "
-            f"mean {chosen['random']['mean_top1']:.4f} ({_fmt(chosen['random']['top1'], 3)}).", ""]
+  big = chosen["biggest"]
+  lines += ["", "### Selection under the budget (ground-truth top-1, training-seed mean)", "",
+            f"Biggest networks within the budget ({len(big['networks'])} tied at the largest "
+            f"cost; their mean): {', '.join(big['networks'])} {big['top1']:.4f}. Random network "
+            f"within the budget (one per seed): mean {chosen['random']['mean_top1']:.4f} "
+            f"({_fmt(chosen['random']['top1'], 3)}).", ""]
   for oracle, m in chosen["multi_trial"].items():
-    lines.append(f"Multi-trial {oracle} at one search's training images ({m['trials'][0]} trials): "
-                 f"mean {np.mean(m['top1']):.4f} ({_fmt(m['top1'], 3)}).")
-  lines += ["", "| strategy | seeds | selected top-1 per seed | MMACs per seed | mean | beats "
-            "biggest | beats the seed's random | mean - multi-trial mean |",
-            "|---|---|---|---|---|---|---|---|"]
+    lines.append(f"Multi-trial {oracle} at one search's training images ({m['trials'][0]} trials), "
+                 f"seeds {','.join(map(str, m['seeds']))}: mean {np.mean(m['top1']):.4f} "
+                 f"({_fmt(m['top1'], 3)}).")
+  def diff(entry):
+    if entry is None:
+      return "-"
+    return (f"{entry['mean']:+.4f} [{entry['ci'][0]:+.4f}, {entry['ci'][1]:+.4f}] "
+            f"({entry['search_seeds']} seeds)")
+  oracles = list(chosen["multi_trial"])
+  lines += ["", "Mean paired differences of ground-truth top-1, 95 % interval over search and "
+            "training seeds:", "",
+            "| strategy | seeds | selected top-1 per seed | MMACs per seed | mean | - biggest "
+            "| - the seed's random | " + " | ".join(f"- multi-trial {o}" for o in oracles) + " |",
+            "|---|---|---|---|---|---|---|" + "---|" * len(oracles)]
   for name, e in chosen["strategies"].items():
-    versus = f"{e['vs_multi_trial_mean']:+.4f}" if e["vs_multi_trial_mean"] is not None else "-"
     lines.append(f"| {name} | {','.join(map(str, e['seeds_run']))} | {_fmt(e['top1'], 3)} | "
                  f"{_fmt(e['macs'], 2)} | {e['mean_top1']:.4f} | "
-                 f"{e['beats_biggest']} of {e['seeds']} | {e['beats_random']} of {e['seeds']} | "
-                 f"{versus} |")
+                 f"{diff(e['vs_biggest'])} | {diff(e['vs_random'])} | "
+                 + " | ".join(diff(e["vs_multi_trial"].get(o)) for o in oracles) + " |")
   for pair, e in chosen.get("pairs", {}).items():
     lines.append(f"\n{pair}, selected top-1 on the same seeds ({','.join(map(str, e['seeds']))}): "
-                 f"mean difference {e['mean']:+.4f} [{e['ci'][0]:+.4f}, {e['ci'][1]:+.4f}] "
-                 "(bootstrap over seeds)")
+                 f"mean difference {diff(e)}")
   return "\n".join(lines) + "\n"
 
 
@@ -311,7 +358,7 @@ def plot(result: Dict, searches: Dict[str, List[Dict]], out_dir: str) -> List[st
     if values:
       ax.plot([x - 0.2, x + 0.2], [np.mean(values)] * 2, color="black")
   ax.axhline(chosen["biggest"]["top1"], color="gray", ls="--", lw=0.8,
-             label=f"biggest within budget ({chosen['biggest']['network']})")
+             label=f"biggest within budget (mean of {len(chosen['biggest']['networks'])})")
   ax.set_xticks(range(len(groups)))
   ax.set_xticklabels([g[0] for g in groups], rotation=20, fontsize=7)
   ax.set_ylabel("standalone eval top-1 (seed mean)")

@@ -30,31 +30,58 @@ def correlations(scores: Sequence[float], truth: Sequence[float]) -> Dict[str, f
 
 
 def strata_of(macs: Sequence[float], count: int) -> List[np.ndarray]:
-  """Indices of the networks in `count` groups of consecutive MACs, as equal in size as the
-  networks allow (ties in MACs stay in one group)."""
+  """Indices of the networks in `count` groups of consecutive MACs that never split a MACs
+  tie (a cut falls only between two different costs), their sizes as close to equal as
+  the ties allow (least squares over the sizes; at least 2 networks each, so that a tau is
+  defined). A ValueError when the costs have too few distinct values for `count` groups."""
   macs = np.asarray(macs, np.float64)
+  n = len(macs)
   if count < 1:
     raise ValueError(f"strata must be at least 1, got {count}")
-  if count > len(macs) // 3:
-    raise ValueError(f"{count} strata of {len(macs)} networks leave fewer than 3 per stratum")
+  if count > n // 3:
+    raise ValueError(f"{count} strata of {n} networks leave fewer than 3 per stratum")
   order = np.argsort(macs, kind="stable")
-  groups = np.array_split(order, count)
-  # Move networks tied in MACs with the start of the next group into the earlier one.
-  for g in range(count - 1):
-    while len(groups[g + 1]) > 1 and macs[groups[g + 1][0]] == macs[groups[g][-1]]:
-      groups[g] = np.append(groups[g], groups[g + 1][0])
-      groups[g + 1] = groups[g + 1][1:]
-  return [np.sort(g) for g in groups]
+  ordered = macs[order]
+  # Where a cut may fall: the positions where the sorted cost changes, and both ends.
+  ends = [0] + [i for i in range(1, n) if ordered[i] != ordered[i - 1]] + [n]
+  ideal = n / count
+  inf = float("inf")
+  # best[k][j]: the least squared deviation of k groups covering ordered[:ends[j]].
+  best = np.full((count + 1, len(ends)), inf)
+  back = np.zeros((count + 1, len(ends)), int)
+  best[0][0] = 0.0
+  for k in range(1, count + 1):
+    for j in range(1, len(ends)):
+      for i in range(j):
+        size = ends[j] - ends[i]
+        if size >= 2 and best[k - 1][i] < inf:
+          value = best[k - 1][i] + (size - ideal) ** 2
+          if value < best[k][j]:
+            best[k][j], back[k][j] = value, i
+  if best[count][-1] == inf:
+    raise ValueError(f"{n} networks hold {len(ends) - 1} distinct MACs values: too few for "
+                     f"{count} strata that never split a tie (at least 2 networks each)")
+  cuts, j = [], len(ends) - 1
+  for k in range(count, 0, -1):
+    i = back[k][j]
+    cuts.append((ends[i], ends[j]))
+    j = i
+  return [np.sort(order[a:b]) for a, b in reversed(cuts)]
+
+
+def stratum_taus(scores: Sequence[float], truth: Sequence[float],
+                 strata: Sequence[Sequence[int]]) -> np.ndarray:
+  """The Kendall tau inside each stratum (nan where it is undefined: a constant side)."""
+  scores, truth = np.asarray(scores, np.float64), np.asarray(truth, np.float64)
+  return np.array([kendall_tau(scores[s], truth[s]) for s in strata], np.float64)
 
 
 def strata_tau(scores: Sequence[float], truth: Sequence[float],
                strata: Sequence[Sequence[int]]) -> float:
   """The mean over strata of the Kendall tau inside each (strata where it is undefined,
   a constant side, are left out; nan if all are)."""
-  scores, truth = np.asarray(scores, np.float64), np.asarray(truth, np.float64)
-  taus = [kendall_tau(scores[s], truth[s]) for s in strata]
-  taus = [t for t in taus if not np.isnan(t)]
-  return float(np.mean(taus)) if taus else float("nan")
+  taus = stratum_taus(scores, truth, strata)
+  return float(np.nanmean(taus)) if not np.all(np.isnan(taus)) else float("nan")
 
 
 def ranking_tau(per_seed_scores: Sequence[Sequence[float]], truth: Sequence[float],
@@ -65,6 +92,24 @@ def ranking_tau(per_seed_scores: Sequence[Sequence[float]], truth: Sequence[floa
   else:
     taus = [strata_tau(s, truth, strata) for s in per_seed_scores]
   return float(np.nanmean(taus)) if len(taus) and not np.all(np.isnan(taus)) else float("nan")
+
+
+def _common_taus(per_seed: Dict[str, np.ndarray], truth: np.ndarray, strata) -> Dict[str, float]:
+  """Each ranking's tau (name -> its searches' scores, one row each), all of them on the
+  same networks: over all networks (`strata` None) the mean over searches; within strata,
+  per stratum the mean over searches, then the mean over the strata where EVERY ranking's
+  tau is defined, so that no two rankings are averaged over different strata."""
+  if strata is None:
+    return {name: ranking_tau(rows, truth) for name, rows in per_seed.items()}
+  per_stratum = {}
+  for name, rows in per_seed.items():
+    taus = np.array([stratum_taus(row, truth, strata) for row in rows])
+    counts = (~np.isnan(taus)).sum(0)
+    per_stratum[name] = np.where(counts > 0, np.nansum(taus, 0) / np.maximum(counts, 1), np.nan)
+  common = np.all([~np.isnan(t) for t in per_stratum.values()], axis=0)
+  if not common.any():
+    return {name: float("nan") for name in per_seed}
+  return {name: float(t[common].mean()) for name, t in per_stratum.items()}
 
 
 def ensemble_scores(per_seed_scores: Sequence[Sequence[float]]) -> np.ndarray:
@@ -85,7 +130,9 @@ def paired_bootstrap(rankings: Dict[str, Sequence[Sequence[float]]],
   ground-truth seeds, and each ranking's search seeds; the baseline is scored on the same
   networks and ground-truth seeds. The rankings named in `ensembles` are scored as one
   ranking of their searches together (`ensemble_scores` of the resampled search seeds)
-  instead of each search on its own. Returns name -> {"tau", "ci", "diff", "diff_ci",
+  instead of each search on its own. Within strata, every ranking of one call is averaged
+  over the same strata: those where all of them have a tau (`_common_taus`). Returns
+  name -> {"tau", "ci", "diff", "diff_ci",
   "diff_above_zero" (share of rounds with a positive difference)}."""
   rng = np.random.default_rng(seed)
   # Ensembles draw their search seeds from a generator of their own, so that asking for one
@@ -98,10 +145,11 @@ def paired_bootstrap(rankings: Dict[str, Sequence[Sequence[float]]],
   ranks = {name: np.asarray([ensemble_scores([row]) for row in scores[name]])
            for name in ensembles}
   groups = [np.asarray(s) for s in strata]
-  point_strata = groups if within else None
   truth = truth_rows.mean(0)
-  point = {name: ranking_tau(rows if name not in ranks else [ranks[name].mean(0)], truth,
-                             point_strata) for name, rows in scores.items()}
+  def rows_of(name, rows):   # an ensemble is one ranking: its searches' mean rank
+    return rows.mean(0, keepdims=True) if name in ranks else rows
+  point = _common_taus({name: rows_of(name, ranks.get(name, rows)) for name, rows in
+                        scores.items()}, truth, groups if within else None)
   samples = {name: [] for name in scores}
   diffs = {name: [] for name in scores}
   for _ in range(rounds):
@@ -111,12 +159,12 @@ def paired_bootstrap(rankings: Dict[str, Sequence[Sequence[float]]],
     local = [np.arange(offsets[i], offsets[i + 1]) for i in range(len(picks))]
     rows = truth_rows[rng.integers(len(truth_rows), size=len(truth_rows))]
     sample_truth = rows.mean(0)[pick]
-    taus = {}
+    chosen = {}
     for name, per_seed in scores.items():
       draw = ensemble_rng if name in ranks else rng
       searches = ranks.get(name, per_seed)[draw.integers(len(per_seed), size=len(per_seed))]
-      chosen = (searches.mean(0, keepdims=True) if name in ranks else searches)[:, pick]
-      taus[name] = ranking_tau(chosen, sample_truth, local if within else None)
+      chosen[name] = rows_of(name, searches)[:, pick]
+    taus = _common_taus(chosen, sample_truth, local if within else None)
     for name in scores:
       if np.isnan(taus[name]) or np.isnan(taus[baseline]):
         continue
@@ -133,6 +181,28 @@ def paired_bootstrap(rankings: Dict[str, Sequence[Sequence[float]]],
                     "diff_above_zero": float(np.mean(np.asarray(diffs[name]) > 0))
                     if diffs[name] else float("nan")}
   return result
+
+
+def seed_paired_difference(first: Sequence[Sequence[float]], second: Sequence[Sequence[float]],
+                           rounds: int, seed: int = 0) -> Dict:
+  """The mean of `first` - `second`, both (search seeds x ground-truth training seeds): row
+  i of both belongs to search seed i (a pick and what it is compared with on that seed),
+  column j to training seed j. The 95 % interval resamples search seeds and training seeds
+  together, the same draw on both sides (a pair's shared noise cancels). Returns {"mean",
+  "ci", "per_seed" (each search seed's difference of the means over training seeds),
+  "search_seeds", "training_seeds", "above_zero" (share of rounds with a positive mean)}."""
+  a, b = np.asarray(first, np.float64), np.asarray(second, np.float64)
+  if a.shape != b.shape or a.ndim != 2 or not a.size:
+    raise ValueError(f"paired differences need two equal (search seeds x training seeds) "
+                     f"tables, got {a.shape} and {b.shape}")
+  diffs = a - b
+  rng = np.random.default_rng(seed)
+  means = np.array([diffs[rng.integers(len(diffs), size=len(diffs))]
+                    [:, rng.integers(diffs.shape[1], size=diffs.shape[1])].mean()
+                    for _ in range(rounds)])
+  return {"mean": float(diffs.mean()), "ci": np.percentile(means, [2.5, 97.5]).tolist(),
+          "per_seed": diffs.mean(1).tolist(), "search_seeds": int(diffs.shape[0]),
+          "training_seeds": int(diffs.shape[1]), "above_zero": float(np.mean(means > 0))}
 
 
 def noise_ceiling(truth_per_seed: Sequence[Sequence[float]],

@@ -16,7 +16,7 @@ With four or more seeds it also measures how well a ground truth *averaged over 
 trainings* reproduces: the tau between the means of two disjoint groups of k seeds,
 averaged over every such split (`group_tau`), for every k up to half the seeds; the
 smallest k that reaches tau 0.7 is how many trainings per architecture the space's ground
-truth needs (`RankPlan.gt_seeds`). Every trial is cached in --out_dir (re-running
+truth needs (`TruthRequest.seeds`). Every trial is cached in --out_dir (re-running
 resumes); writes results.json.
 """
 
@@ -29,7 +29,7 @@ import numpy as np
 
 from betanas_tf import cli
 from betanas_tf.bench import parallel
-from betanas_tf.bench import rank
+from betanas_tf.bench import ground_truth as gt_lib
 from betanas_tf.bench import rank_stats
 
 TAU_GOAL = 0.7
@@ -38,14 +38,14 @@ SPREAD_GOAL = 0.10
 
 def plan_for(space: str, archs: int, input_size: Optional[int] = None, epochs: int = 8,
              seeds: Sequence[int] = (0, 1), dataset: str = "cluttered_digits",
-             sample: str = "cost_stratified") -> rank.RankPlan:
+             sample: str = "cost_stratified") -> gt_lib.TruthRequest:
   """The rank benchmark's ground-truth settings over a `sample` ("cost_stratified" or
   "uniform") of `archs` (0: the grid), at `input_size` (None: the space's own)."""
   from betanas_tf import spaces  # pylint: disable=import-outside-toplevel
   input_size = input_size or spaces.get_space(space).input_size
-  return rank.RankPlan(space=space, input_size=input_size, dataset=dataset,
-                       gt_seeds=tuple(seeds), gt_epochs=epochs, gt_max_trials=archs or None,
-                       gt_oracle="random" if archs else "grid", gt_sample=sample)
+  return gt_lib.TruthRequest(space=space, input_size=input_size, dataset=dataset,
+                             seeds=tuple(seeds), epochs=epochs, max_trials=archs or None,
+                             oracle="random" if archs else "grid", sample=sample)
 
 
 def disjoint_splits(seeds: int, k: int) -> List[Tuple[Tuple[int, ...], Tuple[int, ...]]]:
@@ -83,24 +83,24 @@ def group_tau(per_seed: Sequence[Sequence[float]], k: int, bootstrap: int,
   return {"k": k, "splits": len(splits), "taus": taus, "mean": float(np.mean(taus)), "ci": ci}
 
 
-def separation(out_dir: str, plan: rank.RankPlan, bootstrap: int = 1000, workers: int = 1) -> Dict:
+def separation(out_dir: str, plan: gt_lib.TruthRequest, bootstrap: int = 1000, workers: int = 1) -> Dict:
   """Trains the plan's ground truth (cached; the seeds side by side in `workers` processes)
   and returns its spread, its seed-to-seed taus and, with four or more seeds, the taus of
   ground truths averaged over k seeds (`group_tau`)."""
-  if len(plan.gt_seeds) < 2:
+  if len(plan.seeds) < 2:
     raise ValueError("a seed-to-seed tau needs at least two training seeds")
   start = time.time()
-  gt = rank.ground_truth(plan, out_dir, workers)
+  gt = gt_lib.for_ranking(plan, out_dir, workers)
   if len(gt["archs"]) < 3:
     raise ValueError(f"only {len(gt['archs'])} architectures completed in every seed")
   top1 = np.mean(gt["top1"], axis=0)
   result = {"space": plan.space, "input_size": plan.input_size, "dataset": plan.dataset,
-            "sample": plan.gt_sample if plan.gt_oracle == "random" else "all",
-            "epochs": plan.gt_epochs, "seeds": list(plan.gt_seeds), "archs": gt["archs"],
+            "sample": plan.sample if plan.oracle == "random" else "all",
+            "epochs": plan.epochs, "seeds": list(plan.seeds), "archs": gt["archs"],
             "macs": gt["macs"], "top1": gt["top1"], "loss": gt["loss"],
             "top1_range": [float(top1.min()), float(top1.max())]}
   for metric in ("top1", "loss"):
-    groups = [group_tau(gt[metric], k, bootstrap) for k in range(1, len(plan.gt_seeds) // 2 + 1)]
+    groups = [group_tau(gt[metric], k, bootstrap) for k in range(1, len(plan.seeds) // 2 + 1)]
     single = groups[0]
     result[f"seed_tau_{metric}"] = {"pairs": single["taus"], "mean": single["mean"],
                                     "ci": single["ci"]}
@@ -173,7 +173,7 @@ def define_flags():
   cli.define_space_flags("small", width_multiplier=False)
   flags.DEFINE_integer("archs", 32, "Architectures sampled (0: the whole space).",
                        lower_bound=0)
-  flags.DEFINE_enum("sample", "cost_stratified", rank.GT_SAMPLES, "How they are sampled: "
+  flags.DEFINE_enum("sample", "cost_stratified", gt_lib.GT_SAMPLES, "How they are sampled: "
                     "spread evenly over the space's MACs range, or uniformly.")
   flags.DEFINE_integer("epochs", 8, "Epochs per training.", lower_bound=1)
   flags.DEFINE_list("seeds", ["0", "1"], "Training seeds (at least two).")
