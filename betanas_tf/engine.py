@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from betanas_tf import arch_params as ap
 from betanas_tf import cost as cost_lib
+from betanas_tf import drop_schedules
 from betanas_tf import numbers
 from betanas_tf import path_sgd
 from betanas_tf import precision
@@ -38,7 +39,8 @@ ENGINE_LIMITS = {
     "weight_decay": (0.0, None), "label_smoothing": (0.0, 1.0, "open"), "arch_lr": (0.0, None),
     "arch_beta1": (0.0, 1.0, "open"), "arch_beta2": (0.0, 1.0, "open"),
     "arch_epsilon": (0.0, None), "arch_update_every": (1, None), "arch_warmup_steps": (0, None),
-    "beta": (0.0, None), "drop_warmup_steps": (0, None), "se_ratio": (0.0, 1.0, "open")}
+    "beta": (0.0, None), "drop_warmup_steps": (0, None), "drop_keep": (1, None),
+    "se_ratio": (0.0, 1.0, "open")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +67,8 @@ class EngineConfig:
   drop_rule: str = "prob"
   drop_threshold: float = 0.3
   drop_warmup_steps: int = 0
+  drop_schedule: str = "threshold"   # when drops happen (drop_schedules.DROP_SCHEDULES)
+  drop_keep: int = 2                 # ops a block keeps under the top_k schedule
   se_ratio: float = 0.0
   seed: int = 0
   arch_data: str = "train"   # the alpha step's batches: "train" = the training transform and
@@ -83,6 +87,10 @@ class EngineConfig:
                         ("drop_rule", ap.DROP_RULES)):
       if getattr(self, name) not in known:
         raise ValueError(f"--{name} must be one of {', '.join(known)}, got {getattr(self, name)!r}")
+    if self.drop_schedule not in drop_schedules.DROP_SCHEDULES.names():
+      raise ValueError(f"--drop_schedule must be one of "
+                       f"{', '.join(drop_schedules.DROP_SCHEDULES.names())}, got "
+                       f"{self.drop_schedule!r}")
     if self.drop_rule == "prob" and not 0 < self.drop_threshold < 1:
       raise ValueError("--drop_threshold must be in (0, 1) with --drop_rule=prob (p < threshold "
                        "/ M'; >= 1 would drop every op of a balanced block)")
@@ -307,8 +315,8 @@ class SearchEngine:
       arch.alpha.assign(tf.where(pair, after - (logsumexp(after) - logsumexp(before)), after))
     if self.policy.drop:
       alpha, active = tf.convert_to_tensor(arch.alpha), tf.convert_to_tensor(arch.active)
-      due = tf.cast(step >= self.config.drop_warmup_steps, tf.float32)
-      dropped = ap.drop_mask(alpha, active, self.config.drop_rule, self.config.drop_threshold) * due
+      schedule = drop_schedules.DROP_SCHEDULES.get(self.config.drop_schedule)
+      dropped = schedule.dropped(alpha, active, step, self.config)
       now = dropped > 0.5
       arch.p_at_drop.assign(tf.where(now, ap.masked_softmax(alpha, active), arch.p_at_drop))
       arch.dropped_at.assign(tf.where(now, tf.cast(step, tf.int64), arch.dropped_at))

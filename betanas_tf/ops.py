@@ -271,5 +271,63 @@ class Identity(Op):
     return (0.12, 0.5, "#dddddd")
 
 
+class Conv(Op):
+  """A plain kxk convolution, BN, act (VGG's block): the candidates of the paper's Fig 7
+  experiment (conv1 / conv3 branches), and of any space that wants a dense convolution."""
+
+  name = "conv"
+  fields = ("kernel",)
+  compact_form = "conv<kernel>c<filters>s<stride>"
+  KERNEL_COLOURS = {1: "#DD8452", 3: "#4C72B0", 5: "#55A868", 7: "#C44E52"}
+
+  def validate(self, block, in_channels, where):
+    _require(numbers.is_int(block.kernel) and block.kernel > 0 and block.kernel % 2 == 1,
+             f"{where}.kernel", f"must be a positive odd integer, got {block.kernel!r}")
+
+  def label(self, block):
+    return f"conv{block.kernel}"
+
+  def to_compact(self, block):
+    return f"{self.label(block)}c{block.filters}s{block.stride}"
+
+  def parse_compact(self, token, in_channels):
+    match = re.fullmatch(r"conv(\d+)c(\d+)s(\d+)", token)
+    return None if match is None else {"op": self.name, "kernel": int(match.group(1)),
+                                       "filters": int(match.group(2)),
+                                       "stride": int(match.group(3))}
+
+  def make_parts(self, layers, prefix, in_channels, block, activation, se_ratio=0.0,
+                 bn_momentum=primitives.BN_MOMENTUM, bn_epsilon=primitives.BN_EPSILON,
+                 drop_connect=0.0):
+    return primitives.conv_bn_act(layers, prefix + "_conv", block.filters, block.kernel,
+                                  block.stride, activation, bn_momentum=bn_momentum,
+                                  bn_epsilon=bn_epsilon)
+
+  def apply(self, parts, x, training=None):
+    return primitives.apply_conv_bn_act(parts, x, training)
+
+  def cost(self, block, shape, se_ratio=0.0):
+    return primitives.conv_bn_cost(shape.in_size, shape.in_channels, block.filters,
+                                   block.kernel, block.stride)
+
+  def latency_key(self, block, shape):
+    return (f"conv-input:{_hw(shape.in_size, shape.in_channels)}-output:"
+            f"{_hw(shape.out_size, shape.out_channels)}-kernel:{block.kernel}"
+            f"-stride:{block.stride}")
+
+  def tflite_ops(self, block, shape, activation, se_ratio):
+    counts = {"CONV_2D": 1}
+    if activation == "swish":
+      counts.update({"LOGISTIC": 1, "MUL": 1})
+    return counts
+
+  def figure_box(self, block):
+    return (0.5, 0.4 + 0.16 * block.kernel, self.KERNEL_COLOURS.get(block.kernel, "#8172B2"))
+
+  def legend(self):
+    return [(colour, f"conv {k}x{k}") for k, colour in self.KERNEL_COLOURS.items()]
+
+
 OPS.register(MBConv.name, MBConv())
 OPS.register(Identity.name, Identity())
+OPS.register(Conv.name, Conv())

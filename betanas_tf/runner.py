@@ -18,7 +18,7 @@ import os
 import shutil
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import keras
 import numpy as np
@@ -89,6 +89,8 @@ class RunSettings:
   evolution_generations: int = 5
   latency_table: Optional[str] = None
   progress: bool = True
+  # Per choice block, the candidate labels searched (None: all): `SearchSpace.restricted`.
+  ops: Optional[Tuple[Tuple[str, ...], ...]] = None
 
   def __post_init__(self):
     budget.check(self.cost, self.latency_table)
@@ -111,6 +113,8 @@ def recorded_search(search_dir: str, num_classes: Optional[int] = None):
   except OSError as error:
     raise ValueError(f"{search_dir}: not a search output directory ({error.strerror})") from None
   space = spaces_lib.get_space(run["space"], run.get("input_size"), run.get("width_multiplier", 1.0))
+  if run.get("ops"):
+    space = space.restricted(run["ops"])
   if num_classes:
     space = dataclasses.replace(space, num_classes=num_classes)
   known = {f.name for f in dataclasses.fields(engine_lib.EngineConfig)}
@@ -131,6 +135,7 @@ def run_identity(settings: RunSettings, policy: Policy, config: engine_lib.Engin
           "engine": dataclasses.asdict(config), "cost": settings.cost,
           "cost_target": settings.cost_target, "latency_table": settings.latency_table,
           "latency_table_runtime": runtime,
+          "ops": [list(labels) for labels in settings.ops] if settings.ops else None,
           # What selection reads: the scored batches and the evolution's size.
           "selection": {"eval_batches": settings.eval_batches,
                         "calibration_batches": settings.calibration_batches,
@@ -149,6 +154,7 @@ def check_recorded_identity(out_dir: str, identity: Dict):
     previous = json.load(handle)
   older = {k: identity[k] for k in ("input_size", "width_multiplier", "latency_table_runtime",
                                      "data_source", "selection")}
+  older["ops"] = None
   older["width_multiplier"] = 1.0
   changed = sorted(k for k in identity
                    if k != "engine" and previous.get(k, older.get(k)) != identity[k])
@@ -180,6 +186,8 @@ class SearchRun:
     if os.path.exists(self.out) and not os.path.isdir(self.out):
       raise ValueError(f"--out_dir {self.out} is an existing file, not a directory")
     base = spaces_lib.get_space(settings.space, settings.input_size, settings.width_multiplier)
+    if settings.ops:
+      base = base.restricted(settings.ops)
     self.dataset = settings.dataset.load(base.input_size, config.seed, base.num_classes)
     self.space = dataclasses.replace(base, num_classes=self.dataset.num_classes)
     self.costs = budget.cost_table(self.space, settings.cost, settings.cost_target,

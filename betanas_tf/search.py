@@ -21,6 +21,7 @@ from betanas_tf import arch_params
 from betanas_tf import cli
 from betanas_tf import data as data_lib
 from betanas_tf import dir_lock
+from betanas_tf import drop_schedules
 from betanas_tf import distribution
 from betanas_tf import engine as engine_lib
 from betanas_tf import io_utils
@@ -78,6 +79,12 @@ def define_flags():
   flags.DEFINE_enum("drop_rule", D.drop_rule, list(arch_params.DROP_RULES),
                     "prob: p < drop_threshold / M' ; alpha: alpha < drop_threshold (paper's th_alpha).")
   flags.DEFINE_float("drop_threshold", D.drop_threshold, "Threshold of the drop rule.")
+  flags.DEFINE_enum("drop_schedule", D.drop_schedule, drop_schedules.DROP_SCHEDULES.names(),
+                    "When ops leave: threshold (every op below the rule, the paper's), top_k "
+                    "(each block keeps its --drop_keep most probable), gradual (at most one per "
+                    "block per alpha step, the weakest below the rule).")
+  flags.DEFINE_integer("drop_keep", D.drop_keep, "Ops a block keeps (--drop_schedule=top_k).",
+                       lower_bound=1)
   flags.DEFINE_integer("drop_warmup_steps", D.drop_warmup_steps, "No drops before this step.",
                        lower_bound=0)
   # Selection (spos) and evaluation.

@@ -15,6 +15,9 @@ Architecture and back. Registered spaces:
   (8x8 digits upsampled), stem 3x3/1 16ch, three choice blocks
   (16->16 s1, 16->24 s2, 24->24 s1), candidates k3e3, k3e6, k5e3 plus identity
   in the two shape-keeping blocks, head 1x1 64, 10 classes: 4*3*4 = 48 nets.
+* ``branches``: the paper's Fig 7 network (`bench.branches`): input 32x32, stem 3x3/2 16ch,
+  two choice blocks of plain convolutions (24 s2, 24 s1), candidates conv1, conv3, conv5,
+  conv7 (`SearchSpace.restricted` offers fewer), head 1x1 64, 10 classes: 16 nets.
 * ``small``: micro's next size up for the separation benchmark: input 32x32, stem 3x3/1
   16ch, five choice blocks (16 s1; 24 s2, 24; 32 s2, 32), candidates k3e3, k3e6, k5e3,
   k5e6 plus identity in the three shape-keeping blocks, head 1x1 96: 5*4*5*4*5 = 2,000 nets.
@@ -93,6 +96,22 @@ class SearchSpace:
     shapes = wider.skeleton().block_shapes()
     return dataclasses.replace(wider, choice_blocks=tuple(
         dataclasses.replace(choice, shape=shapes[choice.position]) for choice in wider.choice_blocks))
+
+  def restricted(self, ops: Sequence[Sequence[str]]) -> "SearchSpace":
+    """The same space with choice block l offering only the candidates labelled `ops[l]` (in
+    the space's order): a search over part of a space (`RunSettings.ops`). A ValueError
+    names a label a block does not offer."""
+    if len(ops) != len(self.choice_blocks):
+      raise ValueError(f"{self.name}: ops name {len(ops)} blocks, the space has "
+                       f"{len(self.choice_blocks)}")
+    blocks = []
+    for choice, labels in zip(self.choice_blocks, ops):
+      if not labels:
+        raise ValueError(f"{self.name}: block {choice.position} keeps no op")
+      keep = {choice.index_of(label) for label in labels}
+      blocks.append(dataclasses.replace(choice, candidates=tuple(
+          c for i, c in enumerate(choice.candidates) if i in keep)))
+    return dataclasses.replace(self, choice_blocks=tuple(blocks))
 
   def size(self) -> int:
     return math.prod(c.num_candidates for c in self.choice_blocks)
@@ -243,6 +262,15 @@ def micro() -> SearchSpace:
   return staged_space(
       "micro", 16, 10, arch_lib.Stem(16, 3, 1), [],
       [(16, 1, 1), (24, 2, 2)], mbconvs(((3, 3), (3, 6), (5, 3))), arch_lib.Head(64))
+
+
+@SPACES.decorator("branches")
+def branches() -> SearchSpace:
+  """Two blocks of plain kxk convolutions (k = 1, 3, 5, 7): the paper's Fig 7 experiment on
+  how many branches a block should share (`bench.branches`), on the 32 px cluttered canvas."""
+  return staged_space(
+      "branches", 32, 10, arch_lib.Stem(16, 3, 2), [], [(24, 1, 2), (24, 1, 1)],
+      [{"op": "conv", "kernel": k} for k in (1, 3, 5, 7)], arch_lib.Head(64))
 
 
 @SPACES.decorator("small")
