@@ -33,6 +33,10 @@ class ClutterSpec:
   # ground truth ranks architectures by eval top-1, and 3 canvases per digit left it noisy
   # (seed-to-seed Kendall tau 0.64 over the 48 micro networks; 0.78 with 12, same models).
   eval_copies: int = 12
+  # Canvases per arch digit of the scoring split (seed GENERATION_SEED + 2), where supernets
+  # score networks: 3 per digit (the arch split's 1,080 canvases) lowered the seed-to-seed
+  # ceiling of a standalone ranking within cost strata from 0.56 to 0.46 (docs/rank.md).
+  score_copies: int = 12
   fragments: int = 6           # pieces of other digits per canvas
   fragment: int = 6            # side of a piece
   noise: float = 0.15          # std of the added Gaussian pixel noise (pixels in [0, 1])

@@ -426,8 +426,9 @@ class SearchRun:
   # ---- result -----------------------------------------------------------------------
 
   def _eval_batches(self):
-    """The first `eval_batches` batches of the arch split, in order (own iterator)."""
-    ds = self.dataset.arch.eval_dataset(self.config.arch_batch_size).take(self.settings.eval_batches)
+    """The first `eval_batches` batches of the split supernets score on (`Dataset.scoring`:
+    the arch split's examples, rendered more times where the dataset can), in order."""
+    ds = self.dataset.scoring.eval_dataset(self.config.arch_batch_size).take(self.settings.eval_batches)
     return self._maybe_cached(ds, self.config.arch_batch_size * self.settings.eval_batches)
 
   def _calibration(self):
@@ -444,8 +445,9 @@ class SearchRun:
   def score_paths(self, choices_list, split: str = "arch") -> List[Dict[str, float]]:
     """{"top1", "loss"} of each subnet with the supernet's weights, BN recalibrated on
     training batches (SPOS practice), on the first `eval_batches` batches of `split`
-    ("arch": the held-out search split; "eval": the eval split) — how a rank benchmark
-    asks a trained supernet what it thinks of every architecture."""
+    ("arch": the held-out search split's examples as the dataset renders them for scoring,
+    `Dataset.scoring`; "eval": the eval split) — how a rank benchmark asks a trained
+    supernet what it thinks of every architecture."""
     if split == "arch":
       batches = self._eval_batches()
     elif split == "eval":
@@ -464,7 +466,9 @@ class SearchRun:
     what computes it (the precision policy; betanas_tf, TensorFlow and Keras versions).
     Two searches with equal digests give every subnet the same scores: a strategy whose
     alpha step changes no weight (betanas --nodrop) ends with spos' supernet."""
-    reads = {"split": split, "space": self.settings.space, "input_size": self.space.input_size,
+    scored = self.dataset.scoring if split == "arch" else self.dataset.eval
+    reads = {"split": split, "examples": len(scored), "space": self.settings.space,
+             "input_size": self.space.input_size,
              "width_multiplier": self.settings.width_multiplier,
              "dataset": dataclasses.asdict(self.settings.dataset), "seed": self.config.seed,
              "batch_size": self.config.batch_size, "arch_batch_size": self.config.arch_batch_size,

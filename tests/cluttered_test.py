@@ -57,6 +57,14 @@ def test_the_dataset_splits_by_source_digit_like_digits():
   # The eval canvases are new images, not the training canvases' positions again.
   train_pixels = {image.tobytes() for image in ds.train.images}
   assert not any(image.tobytes() in train_pixels for image in ds.eval.images)
+  # Supernets score on the arch digits rendered 12 times (as many canvases as eval holds),
+  # new images too; digits without one (digits) score on their arch split.
+  assert cluttered.ClutterSpec().score_copies == 12 and len(ds.scoring) == 12 * 360
+  assert np.array_equal(np.bincount(ds.scoring.labels, minlength=10),
+                        12 * np.bincount(plain.arch.labels, minlength=10))
+  arch_pixels = {image.tobytes() for image in ds.arch.images}
+  assert not any(image.tobytes() in arch_pixels | train_pixels for image in ds.scoring.images)
+  assert plain.scoring is plain.arch and ds.scoring.mean == ds.train.mean
   again = data.load("cluttered_digits", input_size=24, seed=3)
   assert again.eval.images.shape[1:] == (24, 24, 3)
   assert np.array_equal(again.eval.labels, ds.eval.labels)   # the data do not follow the seed

@@ -13,13 +13,15 @@ def _to_uint8(images: np.ndarray) -> np.ndarray:
   return np.clip(np.round(images * 255.0), 0, 255).astype(np.uint8)
 
 
-def _array_dataset(name, input_size, num_classes, seed, train, arch, evaluation) -> Dataset:
+def _array_dataset(name, input_size, num_classes, seed, train, arch, evaluation,
+                   score=None) -> Dataset:
   """Splits of uint8 arrays with the training split's global pixel mean / std."""
   mean, std = float(train[0].mean()), float(train[0].std()) + 1e-8
   make = lambda xy, s: ArraySplit(xy[0], xy[1], s, (mean,) * 3, (std,) * 3)
   full = (np.concatenate([train[0], arch[0]]), np.concatenate([train[1], arch[1]]))
   return Dataset(name, input_size, num_classes, make(train, seed), make(arch, seed + 1),
-                 make(evaluation, seed + 2), make(full, seed))
+                 make(evaluation, seed + 2), make(full, seed),
+                 score=make(score, seed + 3) if score is not None else None)
 
 
 @DATASETS.decorator("digits")
@@ -45,7 +47,9 @@ def load_cluttered_digits(input_size: int = 32, seed: int = 0, **unused_options)
   """The digits, each enlarged onto a 32x32 canvas at a random place among fragments of
   other digits and noise (`cluttered.generate`), resized to input_size; split by source
   digit exactly as ``digits`` is (no digit in two splits), with `eval_copies` canvases per
-  eval digit (generated apart) against `copies` per train / arch digit."""
+  eval digit (generated apart) against `copies` per train / arch digit; the scoring split
+  renders the arch digits `score_copies` times more (generated apart), so a supernet scores
+  on as many images as the eval split holds, none of them an eval digit."""
   return _array_dataset("cluttered_digits", input_size, 10, seed, *_cluttered_splits(input_size))
 
 
@@ -77,8 +81,12 @@ def _cluttered_splits(input_size: int):
   eval_canvases, eval_source = cluttered.generate(
       digits.images[eval_index] / 16.0, dataclasses.replace(spec, copies=spec.eval_copies),
       seed=cluttered.GENERATION_SEED + 1)
+  score_canvases, score_source = cluttered.generate(
+      digits.images[arch_index] / 16.0, dataclasses.replace(spec, copies=spec.score_copies),
+      seed=cluttered.GENERATION_SEED + 2)
   splits = (split(train_index), split(arch_index),
-            (to_pixels(eval_canvases), labels[eval_index][eval_source]))
+            (to_pixels(eval_canvases), labels[eval_index][eval_source]),
+            (to_pixels(score_canvases), labels[arch_index][score_source]))
   for array in (a for pair in splits for a in pair):
     array.flags.writeable = False
   return splits

@@ -182,6 +182,15 @@ class Dataset:
   eval: Split
   full_train: Split   # train + arch: what retraining trains on
   class_names: Optional[Tuple[str, ...]] = None   # label i's name (stored with results)
+  # Where a supernet scores networks (selection, rank benchmarks): more renderings of the
+  # arch split's own examples where a dataset can make them (cluttered digits), so a score
+  # reads as many images as the eval split without sharing any; None: the arch split.
+  score: Optional[Split] = None
+
+  @property
+  def scoring(self) -> Split:
+    """The split supernets score networks on (`score`, else the arch split)."""
+    return self.score if self.score is not None else self.arch
 
   def describe(self) -> Dict:
     """What a model trained on this data needs at inference: its classes and the input
