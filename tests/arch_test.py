@@ -82,7 +82,7 @@ _DELETE = object()
      "blocks[2].stride: an identity block cannot change the shape (stride 2)"),
     (("blocks", 3, "dilation"), 2, "blocks[3]: unknown field(s) ['dilation']"),
     (("blocks", 3, "expand"), _DELETE, "blocks[3]: missing field(s) ['expand']"),
-    (("blocks", 3, "op"), "conv", "blocks[3].op: must be one of ('identity', 'mbconv'), got 'conv'"),
+    (("blocks", 3, "op"), "deform", "blocks[3].op: must be one of ('conv', 'identity', 'mbconv'), got 'deform'"),
     (("stem", "stride"), 4, "stem.stride: must be 1 or 2, got 4"),
     (("stem", "bias"), True, "stem: unknown field(s) ['bias']"),
     (("activation",), "gelu", "activation: must be one of ('relu6', 'swish'), got 'gelu'"),
@@ -118,7 +118,8 @@ def test_load_errors_name_the_file_and_save_is_atomic(tmp_path):
 @pytest.mark.parametrize("text,message", [
     ("input=32;classes=10;stem=c16k3s1;blocks=k3e1c8s1;head=c64;act=relu6;se=0", "missing field(s) ['dropout']"),
     ("input=32;classes=10;stem=c16k3s1;blocks=k3x1c8s1;head=c64;act=relu6;se=0;dropout=0",
-     "compact.blocks[0]: expected id or k<kernel>e<expand>c<filters>s<stride>, got 'k3x1c8s1'"),
+     "compact.blocks[0]: expected conv<kernel>c<filters>s<stride> or id or "
+     "k<kernel>e<expand>c<filters>s<stride>, got 'k3x1c8s1'"),
     ("input=32;classes=10;stem=c16k3s1;blocks=k3e1c8s1;head=c64;act=relu6;se=0;dropout=0;x=1",
      "unknown field(s) ['x']"),
 ])

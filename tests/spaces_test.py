@@ -73,7 +73,7 @@ def test_errors():
     space.choices_from_arch(other)
   with pytest.raises(UnknownNameError) as error:
     spaces.get_space("nope")
-  assert str(error.value) == "unknown search space 'nope'; valid names: cifar_mobile, micro, proxyless_mobile, small"
+  assert str(error.value) == "unknown search space 'nope'; valid names: branches, cifar_mobile, micro, proxyless_mobile, small"
 
 
 def test_registry_rejects_duplicates():

@@ -221,7 +221,8 @@ def run(out_dir: str, plan: RankPlan = RankPlan(), log=print, workers: int = 1) 
         f"({time.time() - start:.0f} s)")
   searches: Dict[str, List[Dict]] = {}
   for name, seed, score in runs:
-    out = rank_stages.one_search(plan, name, seed, out_dir, budget, gt, score, log=log)
+    out = rank_stages.one_search(plan, name, seed, out_dir, budget, gt, score, log=log,
+                                 fresh=bool(ran))
     searches.setdefault(name, []).append(dict(out, seed=seed))
   multi = {oracle: [rank_stages.multi_trial(plan, oracle, seed, out_dir, budget, images,
                                             train_examples)
