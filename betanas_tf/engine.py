@@ -13,15 +13,15 @@ the drop log is kept on the device. The host reads state at log intervals only.
 
 import dataclasses
 import math
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from betanas_tf import arch_params as ap
 from betanas_tf import cost as cost_lib
 from betanas_tf import drop_schedules
+from betanas_tf import evaluation
 from betanas_tf import numbers
 from betanas_tf import path_sgd
 from betanas_tf import precision
@@ -168,9 +168,8 @@ class SearchEngine:
       self.expected_cost = keras.metrics.Mean(name="expected_cost")
     self._cost_table = tf.constant(costs.table, tf.float32)
     self._arch_step = tf.function(self._arch_step_fn)
-    self._forward = tf.function(self._forward_fn)
-    self._calibration_step = tf.function(self._calibration_step_fn)
-    self._spread_eval_step = tf.function(self._spread_eval_step_fn)
+    # Scoring subnets (BN recalibrated): evaluation.py.
+    self.evaluator = evaluation.SubnetEvaluator(self.supernet, self.strategy)
 
   # ---- data and state -------------------------------------------------------------
 
@@ -291,9 +290,6 @@ class SearchEngine:
     self.arch_accuracy.update_state(labels, logits)
     self.expected_cost.update_state(expected)
 
-  def _bn_statistics_variables(self) -> List[keras.Variable]:
-    return [v for layer in self._batchnorm_layers() for v in (layer.moving_mean, layer.moving_variance)]
-
   def _arch_step_fn(self, iterator, step):
     arch = self.arch
     path, gate_set = self.phase2_sample(step)
@@ -301,7 +297,7 @@ class SearchEngine:
     before = tf.convert_to_tensor(arch.alpha)
     # Weights are frozen in Phase 2, BatchNorm statistics included: BN runs in
     # training mode (batch statistics), and its moving averages are restored.
-    statistics = self._bn_statistics_variables()
+    statistics = evaluation.bn_statistics_variables(self.supernet)
     frozen = [tf.identity(tf.convert_to_tensor(v)) for v in statistics]
     with tf.control_dependencies(frozen):
       self.strategy.run(self._arch_replica, args=(next(iterator), gate_set, step))
@@ -326,108 +322,6 @@ class SearchEngine:
     """One Phase-2 alpha update on the next batch of `iterator` (a distributed
     iterator of the arch split), the two-path rescale, then selective drop."""
     self._arch_step(iterator, tf.constant(step, tf.int64))
-
-  # ---- evaluation ---------------------------------------------------------------------
-
-  def _forward_fn(self, images, path, training):
-    return self.supernet(self.supernet.normalize(images), path=path, training=training)
-
-  def _batchnorm_layers(self) -> List[keras.layers.BatchNormalization]:
-    return [layer for layer in self.supernet._flatten_layers(include_self=False, recursive=True)
-            if isinstance(layer, keras.layers.BatchNormalization)]
-
-  def bn_statistics(self) -> List[np.ndarray]:
-    return [keras.ops.convert_to_numpy(v) for v in self._bn_statistics_variables()]
-
-  def set_bn_statistics(self, values: List[np.ndarray]):
-    for variable, value in zip(self._bn_statistics_variables(), values):
-      variable.assign(value)
-
-  def recalibrate_bn(self, choices: Sequence[int], batches: Iterable) -> None:
-    """Sets every BN moving statistic on the path to its average over `batches` (SPOS).
-
-    Keras BN keeps m <- mu m + (1 - mu) b; from the values before and after a
-    training-mode forward we recover the batch statistic b and keep the running
-    mean of all b instead. Layers off the path see b == m and stay as they were.
-    Each batch is one call of a tf.function: the statistics never leave the device.
-    """
-    path = tf.constant(choices, tf.int32)
-    for k, (images, _) in enumerate(batches, start=1):
-      self._calibration_step(tf.convert_to_tensor(images), path, tf.constant(k, tf.float32))
-
-  def _calibration_step_fn(self, images, path, k):
-    # Automatic control dependencies order the reads, the forward's own updates and the
-    # assignments below as written (they touch the same variables).
-    variables = self._bn_statistics_variables()
-    momentum = [layer.momentum for layer in self._batchnorm_layers() for _ in range(2)]
-    before = [tf.identity(v.value) for v in variables]
-    self._forward_fn(images, path, True)
-    for variable, average, mu in zip(variables, before, momentum):
-      batch_statistic = (variable.value - mu * average) / (1.0 - mu)
-      # The running mean of the batch statistics; at k = 1 it is the first one.
-      variable.assign(average + (batch_statistic - average) / k)
-
-  def evaluate_path(self, choices: Sequence[int], eval_batches: Iterable,
-                    calibration_batches: Optional[Iterable] = None) -> float:
-    """Top-1 of the subnet `choices` (BN recalibrated first if batches are given);
-    BN statistics are restored afterwards."""
-    return self.evaluate_path_metrics(choices, eval_batches, calibration_batches)["top1"]
-
-  def evaluate_path_metrics(self, choices: Sequence[int], eval_batches: Iterable,
-                            calibration_batches: Optional[Iterable] = None) -> Dict[str, float]:
-    """{"top1", "loss" (mean cross-entropy, no smoothing)} of the subnet `choices`, like
-    `evaluate_path`. Under a strategy of several replicas (or workers) an `eval_batches`
-    that is a tf.data.Dataset is spread over all of them (`_spread_evaluation`); an
-    iterable of arrays is scored on one device."""
-    saved = self.bn_statistics()
-    try:
-      if calibration_batches is not None:
-        self.recalibrate_bn(choices, calibration_batches)
-      path = tf.constant(choices, tf.int32)
-      if self.replicas > 1 and isinstance(eval_batches, tf.data.Dataset):
-        return self._spread_evaluation(eval_batches, path)
-      correct = total = 0
-      loss = 0.0
-      for images, labels in eval_batches:
-        logits = np.asarray(self._forward(tf.convert_to_tensor(images), path, False), np.float64)
-        labels = np.asarray(labels)
-        correct += int(np.sum(np.argmax(logits, -1) == labels))
-        shifted = logits - logits.max(-1, keepdims=True)
-        log_p = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
-        loss += float(-log_p[np.arange(len(labels)), labels].sum())
-        total += len(labels)
-      return {"top1": correct / max(1, total), "loss": loss / max(1, total)}
-    finally:
-      self.set_bn_statistics(saved)
-
-  def _spread_evaluation(self, eval_batches: tf.data.Dataset, path) -> Dict[str, float]:
-    """The evaluation of `evaluate_path_metrics` spread over every replica of every worker:
-    each global batch is split between them (the strategy shards it), each replica sums
-    its correct predictions, cross-entropy and examples, and the sums are all-reduced. The
-    recalibrated BN statistics were assigned in cross-replica context, so every replica
-    holds them. The sums stay on the devices until the end."""
-    # Shard by element, not by file: every worker then reads the same global batches and
-    # takes its share of each, so all run the same number of steps (file sharding of a
-    # tfds split would give workers different batch counts and hang the all-reduce).
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    sums = []
-    for batch in self.strategy.experimental_distribute_dataset(eval_batches.with_options(options)):
-      sums.append(self.strategy.reduce(tf.distribute.ReduceOp.SUM,
-                                       self._spread_eval_step(batch, path), axis=None))
-    correct, loss, total = (np.sum([keras.ops.convert_to_numpy(s) for s in sums], axis=0)
-                            if sums else (0.0, 0.0, 0.0))
-    return {"top1": float(correct) / max(1.0, total), "loss": float(loss) / max(1.0, total)}
-
-  def _spread_eval_step_fn(self, batch, path):
-    def replica_sums(images, labels):
-      logits = tf.cast(self._forward_fn(images, path, False), tf.float64)
-      labels = tf.cast(tf.reshape(labels, [-1]), tf.int64)
-      correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1), labels), tf.float64))
-      loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
-      return tf.stack([correct, loss, tf.cast(tf.size(labels), tf.float64)])
-    return self.strategy.run(replica_sums, args=batch)
-
 
 class AlphaSteps(keras.callbacks.Callback):
   """Runs the Phase-2 alpha step after every execution of `arch_update_every`

@@ -457,7 +457,7 @@ class SearchRun:
     else:
       raise ValueError(f"split must be 'arch' or 'eval', got {split!r}")
     calibration = self._calibration()
-    return [self.engine.evaluate_path_metrics(c, batches, calibration) for c in choices_list]
+    return [self.engine.evaluator.evaluate_path_metrics(c, batches, calibration) for c in choices_list]
 
   def scoring_digest(self, split: str = "arch") -> str:
     """A digest of everything `score_paths(..., split)` answers from: the supernet's weights
@@ -495,7 +495,7 @@ class SearchRun:
       self._stop_after_phase1(self.config.max_steps, "during selection")
       if eval_batches is None:   # made once, and only for a selector that scores
         eval_batches, calibration = self._eval_batches(), self._calibration()
-      return engine.evaluate_path(choices, eval_batches, calibration)
+      return engine.evaluator.evaluate_path(choices, eval_batches, calibration)
 
     context = selection.Context(
         num_candidates=[b.num_candidates for b in self.space.choice_blocks],
@@ -512,7 +512,7 @@ class SearchRun:
     choices, extra = self._select()
     arch = self.engine.supernet.arch_for(choices, name=f"{self.space.name}_{self.policy.name}")
     trained = self.policy.trains_weights
-    accuracy = (self.engine.evaluate_path(choices, self._eval_batches(), self._calibration())
+    accuracy = (self.engine.evaluator.evaluate_path(choices, self._eval_batches(), self._calibration())
                 if trained else None)
     counts, active = self.engine.arch.counts_np(), self.engine.arch.active_np()
     summary = {

@@ -79,7 +79,7 @@ out = {"replicas": strategy.num_replicas_in_sync, "paths": paths,
        "active": [single.arch.active_np().tolist(), mirrored.arch.active_np().tolist()]}
 # Scoring a subnet (BN recalibration included) works on mirrored variables too.
 batches = [(np.concatenate([x, x]), np.concatenate([y, y])) for x, y in halves[:3]]
-out["scores"] = [e.evaluate_path((1, 2, 0), batches[:2], batches[2:]) for e in (single, mirrored)]
+out["scores"] = [e.evaluator.evaluate_path((1, 2, 0), batches[:2], batches[2:]) for e in (single, mirrored)]
 out["bn_restored"] = [float(np.abs(a - b).max()) for a, b in zip(weights(single), weights(mirrored))]
 # Scoring spread over the replicas: a tf.data eval split is sharded between them (40 images
 # in batches of 16, 16, 8) and their sums all-reduced; the same batches as a list of arrays
@@ -88,11 +88,11 @@ images = np.concatenate([x for x, _ in halves[:5]])
 labels = np.concatenate([y for _, y in halves[:5]])
 eval_ds = tf.data.Dataset.from_tensor_slices((images, labels)).batch(16)
 listed = [(x.numpy(), y.numpy()) for x, y in eval_ds]
-out["spread"] = [mirrored.evaluate_path_metrics((1, 2, 0), eval_ds, batches[2:]),
-                 mirrored.evaluate_path_metrics((1, 2, 0), listed, batches[2:]),
-                 single.evaluate_path_metrics((1, 2, 0), eval_ds, batches[2:])]
+out["spread"] = [mirrored.evaluator.evaluate_path_metrics((1, 2, 0), eval_ds, batches[2:]),
+                 mirrored.evaluator.evaluate_path_metrics((1, 2, 0), listed, batches[2:]),
+                 single.evaluator.evaluate_path_metrics((1, 2, 0), eval_ds, batches[2:])]
 first = next(iter(strategy.experimental_distribute_dataset(eval_ds)))
-sums = strategy.experimental_local_results(mirrored._spread_eval_step(first, tf.constant((1, 2, 0))))
+sums = strategy.experimental_local_results(mirrored.evaluator._spread_step(first, tf.constant((1, 2, 0))))
 out["examples_per_replica"] = [float(v.numpy()[2]) for v in sums]
 out["bn_restored_after_spread"] = max(
     float(np.abs(a - b).max()) for a, b in zip(weights(single), weights(mirrored)))

@@ -8,6 +8,7 @@ import tensorflow as tf
 from betanas_tf import builder
 from betanas_tf import cost
 from betanas_tf import engine as engine_lib
+from betanas_tf import evaluation
 from betanas_tf import policies
 from betanas_tf import spaces
 
@@ -313,21 +314,21 @@ def test_supernet_path_equals_standalone_model():
 def test_bn_recalibration_averages_batch_statistics_and_restores():
   eng = _engine()
   _train(eng, 3)
-  saved = eng.bn_statistics()
+  saved = eng.evaluator.bn_statistics()
   batches = [_batch(10 + i) for i in range(3)]
-  eng.recalibrate_bn((0, 0, 0), batches)
+  eng.evaluator.recalibrate_bn((0, 0, 0), batches)
   stem_bn = eng.supernet.stem["bn"]
   conv = eng.supernet.stem["conv"]
   means = [np.asarray(conv(images)).mean(axis=(0, 1, 2)) for images, _ in batches]
   np.testing.assert_allclose(_np(stem_bn.moving_mean), np.mean(means, axis=0), atol=1e-4)
   # Off-path candidates keep their statistics.
   off = eng.supernet.choices[1].candidates[2].parts["dw"]["bn"]
-  index = [id(l) for l in eng._batchnorm_layers()].index(id(off))
+  index = [id(l) for l in evaluation.batchnorm_layers(eng.supernet)].index(id(off))
   np.testing.assert_allclose(_np(off.moving_mean), saved[2 * index], atol=1e-6)
-  eng.set_bn_statistics(saved)
-  accuracy = eng.evaluate_path((0, 0, 0), [_batch(20)], batches)
+  eng.evaluator.set_bn_statistics(saved)
+  accuracy = eng.evaluator.evaluate_path((0, 0, 0), [_batch(20)], batches)
   assert 0.0 <= accuracy <= 1.0
-  for now, before in zip(eng.bn_statistics(), saved):
+  for now, before in zip(eng.evaluator.bn_statistics(), saved):
     assert np.array_equal(now, before)
 
 
