@@ -432,9 +432,11 @@ def for_ranking(request: TruthRequest, out_dir: str, workers: int = 1) -> Dict:
       raise ValueError(f"{request.file} has no training seed {missing[0]} (it has "
                        f"{list(truth.seeds)})")
     gt = truth.as_rank_truth(request.seeds, request.samples)
-    # Searches score every network of the file, so that their cached scores still serve
-    # when a partial file has grown, or another plan reads other samples of it.
-    gt["to_score"] = sorted(n["choices"] for n in truth.networks)
+    # Searches score every network of the file (of the samples asked for), trained yet or
+    # not, so that their cached scores still serve when a partial file has grown.
+    networks = (truth.networks if request.samples is None
+                else truth.drawn_only_by(request.samples))
+    gt["to_score"] = sorted(n["choices"] for n in networks)
     if len(gt["archs"]) < 3:
       raise ValueError(f"{request.file}: only {len(gt['archs'])} networks are trained "
                        f"in every seed of {list(request.seeds)}"
