@@ -13,6 +13,7 @@ import yaml
 
 from betanas_tf import builder
 from betanas_tf.latency import compare as latency_compare
+from betanas_tf.latency import fitting
 from betanas_tf.latency import measure as latency
 from betanas_tf.latency import table as latency_table
 from betanas_tf.latency import timers as latency_timers
@@ -244,7 +245,7 @@ def test_retimed_calibration_networks_measure_the_drift_the_anchors_misjudge(tmp
   archs = [space.arch_from_choices(c) for c in table.calibration["choices"]]
   assert table.calibration["ms"] == pytest.approx([_params(a) * 1e-5 for a in archs])
   assert table.calibration["call_ms"] == pytest.approx(table.calibration["ms"])
-  picks = table.drift_networks(4)
+  picks = fitting.drift_networks(table, 4)
   ordered = np.argsort(table.calibration["ms"], kind="stable")
   assert picks == sorted(int(ordered[p]) for p in (0, 2, 5, 7))   # evenly over their times
 
@@ -294,7 +295,7 @@ def test_beyond_the_calibration_networks_the_drift_curve_follows_the_anchors(tmp
   assert len(below) >= 3 and report["rescaled_max_abs_error_pct"] < 1e-6
   assert max(r["drift"] for r in below) > 1.25
   now = [ms * speed(ms / 1e-5) for ms in table.calibration["ms"]]
-  held = table.calibration_drift(space, list(range(8)), now)
+  held = fitting.calibration_drift(table, space, list(range(8)), now)
   archs = {r["arch"]: space.arch_from_choices(space.choices_from_string(r["arch"])) for r in below}
   assert all(held(a) == pytest.approx(1.2) for a in archs.values())
   assert max(abs(1.2 * r["predicted_ms"] / r["measured_ms"] - 1) for r in below) > 0.1
@@ -523,7 +524,7 @@ def test_fitted_correction_recovers_a_known_bias(pixel1):
   calibration = [space.arch_from_choices(space.sample(rng)) for _ in range(30)]
   def fit(archs, ridge):
     early, deep = zip(*[pixel1.group_sums(a) for a in archs])
-    return latency_table.fit_correction(early, deep, [len(latency_table.layer_keys(a)) for a in archs],
+    return fitting.fit_correction(early, deep, [len(latency_table.layer_keys(a)) for a in archs],
                                   [measure(a) for a in archs], ridge=ridge)
   fitted = fit(calibration, 1e-9)
   assert fitted["factor"] == pytest.approx(1.03, rel=1e-5)

@@ -9,7 +9,7 @@ layer of them, cold: that many MiB of memory written before each timed call (0: 
 table built with `--evict_mb=0`). The networks are timed in every call, so each setting is
 judged against networks measured beside its own layers. Per setting it prints the range of
 network time / plain layer sum, and the leave-one-out error of the in-network correction
-(`latency.table.fit_correction`, fitted on the other networks): what a table's calibration
+(`latency.fitting.fit_correction`, fitted on the other networks): what a table's calibration
 reports, on networks whose every layer was timed in the same call.
 """
 
@@ -42,14 +42,14 @@ def correction_errors(early: Sequence[float], deep: Sequence[float], counts: Seq
                       measured: Sequence[float]) -> Dict:
   """Leave-one-out signed errors (%) of the correction fitted on the other networks, the
   fit on all of them, and the networks' time / plain layer sum."""
-  from betanas_tf.latency import table  # pylint: disable=import-outside-toplevel
+  from betanas_tf.latency import fitting  # pylint: disable=import-outside-toplevel
   early, deep, counts, measured = (np.asarray(v, np.float64) for v in (early, deep, counts, measured))
-  signed = table.leave_one_out_errors(early, deep, counts, measured)
+  signed = fitting.leave_one_out_errors(early, deep, counts, measured)
   errors = np.abs(signed)
   ratio = measured / (early + deep)
   return {"loo_error_pct": [float(e) for e in signed], "loo_mean_abs_error_pct": float(errors.mean()),
           "loo_max_abs_error_pct": float(errors.max()),
-          "fit": table.fit_correction(early, deep, counts, measured),
+          "fit": fitting.fit_correction(early, deep, counts, measured),
           "network_over_layer_sum": [float(ratio.min()), float(ratio.max())]}
 
 

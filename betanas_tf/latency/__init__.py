@@ -41,7 +41,7 @@ meanwhile. Three anchors place that curve only to 1-2 % (one noisy sample each),
 table keeps its calibration networks and `validate` re-times `--drift_networks` of them
 (spread over their range) with the validation networks: the curve is then the
 least-squares line of their now / at-build ratios over log(layer sum)
-(`LatencyTable.calibration_drift`), on the very scale the correction was fitted to, joined
+(`fitting.calibration_drift`), on the very scale the correction was fitted to, joined
 beyond their range to the cheapest / dearest anchor's ratio.
 
 The correction is fitted with the entries read as the median of their samples and as their

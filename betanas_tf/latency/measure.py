@@ -9,6 +9,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from betanas_tf import cost as cost_lib
+from betanas_tf.latency import fitting
 from betanas_tf.latency import table as latency_table
 from betanas_tf.latency import timers as latency_timers
 
@@ -130,12 +131,12 @@ def build_table(space, timer, out_path: str, progress: bool = True, calibrate: i
 def _calibration_fit(table: latency_table.LatencyTable, space, archs, call_ms):
   """(correction, the networks' times at the reference speed, leave-one-out mean |error| %)
   of the table as it reads its entries now."""
-  drift = table.drift(space, table.target["calibration_anchor_ms"])
+  drift = fitting.drift(table, space, table.target["calibration_anchor_ms"])
   measured = np.array([ms / drift(a) for ms, a in zip(call_ms, archs)])
   early, deep = (np.array(s) for s in zip(*[table.group_sums(a) for a in archs]))
   counts = np.array([len(latency_table.layer_keys(a)) for a in archs], np.float64)
-  errors = latency_table.leave_one_out_errors(early, deep, counts, measured)
-  correction = latency_table.fit_correction(early, deep, counts, measured)
+  errors = fitting.leave_one_out_errors(early, deep, counts, measured)
+  correction = fitting.fit_correction(early, deep, counts, measured)
   return correction, [float(m) for m in measured], float(np.mean(np.abs(errors)))
 
 
@@ -190,13 +191,13 @@ def validate(table: latency_table.LatencyTable, space, n: int, timer, seed: int 
   ``speed_ratios`` are the anchors' times now / at build. The ``rescaled_*`` figures compare
   the prediction moved along this call's drift curve: the table's error at the machine's
   speed during validation. The curve comes from the re-timed calibration networks
-  (`LatencyTable.calibration_drift`; ``drift_source`` "calibration") when the table keeps
-  them and `drift_networks` > 0, else from the anchors (`LatencyTable.drift`)."""
+  (`fitting.calibration_drift`; ``drift_source`` "calibration") when the table keeps
+  them and `drift_networks` > 0, else from the anchors (`fitting.drift`)."""
   from betanas_tf import builder  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(seed)
   archs = [space.arch_from_choices(space.sample(rng)) for _ in range(n)]
   models = {str(i): builder.build_model(a) for i, a in enumerate(archs)}
-  picks = table.drift_networks(drift_networks) if table.calibration and drift_networks else []
+  picks = fitting.drift_networks(table, drift_networks) if table.calibration and drift_networks else []
   for i in picks:
     models[f"calibration{i}"] = builder.build_model(
         space.arch_from_choices(table.calibration["choices"][i]))
@@ -204,9 +205,9 @@ def validate(table: latency_table.LatencyTable, space, n: int, timer, seed: int 
   drift, source, now = None, None, []
   if picks:
     now = [timed.pop(f"calibration{i}")["median"] - table.overhead_ms for i in picks]
-    drift, source = table.calibration_drift(space, picks, now, anchor_ms), "calibration"
+    drift, source = fitting.calibration_drift(table, space, picks, now, anchor_ms), "calibration"
   elif table.anchor:
-    drift, source = table.drift(space, anchor_ms), "anchors"
+    drift, source = fitting.drift(table, space, anchor_ms), "anchors"
   rows = []
   for i, arch in enumerate(archs):
     predicted = table.predict(arch)
