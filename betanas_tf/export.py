@@ -107,6 +107,8 @@ def define_flags():
   cli.define_android_flags()
   flags.DEFINE_string("out_dir", None, "Output directory.")
   flags.DEFINE_string("name", None, "File name stem (default: the architecture's name).")
+  flags.DEFINE_string("family", None, "A family's directory (python -m betanas_tf.family): "
+                      "exports every pick, each to OUT_DIR/NAME, with one family_report.md.")
   flags.DEFINE_float("fp32_tolerance", d.fp32_tolerance, "Largest allowed fp32 max abs difference.",
                      lower_bound=0)
 
@@ -234,6 +236,79 @@ def export(arch: arch_lib.Architecture, out_dir: str, config: ExportConfig = Exp
   io_utils.atomic_write_json(os.path.join(out_dir, "report.json"), report)
   io_utils.atomic_write_text(os.path.join(out_dir, "report.md"), markdown(report))
   return report
+
+
+def export_family(family_dir: str, out_dir: str, config: ExportConfig = ExportConfig()) -> Dict:
+  """Exports every pick of a family (`betanas_tf.family`) to `out_dir`/NAME: in the formats
+  of `config.quantize` plus the one each latency target's table describes, with every
+  target's latency table compared with what is measured. A pick's weights are
+  `family_dir`/NAME/model.keras where retraining put them (latency-only without). Writes
+  family_report.json / .md: per pick, its bound, and predicted against measured latency
+  (a latency target's pick meets its bound when measured <= bound x (1 + the table's
+  validated mean error)). Returns that report."""
+  from betanas_tf import family as family_lib  # pylint: disable=import-outside-toplevel
+  from betanas_tf.latency import table as latency_table  # pylint: disable=import-outside-toplevel
+  family = family_lib.read_family(family_dir)
+  tables = sorted({m["table"] for m in family["members"] if m["table"]} | set(config.latency_table))
+  rows = []
+  for member in family["members"]:
+    arch = arch_lib.Architecture.load(os.path.join(family_dir, member["name"], "arch.json"))
+    formats = list(config.quantize)
+    table = None
+    if member["kind"] == "latency":
+      table_path = member["table"]
+      table = latency_table.LatencyTable.load(table_path)
+      runtime = table.runtime()
+      needed = runtime.quantize if runtime else "fp32"
+      if needed not in formats:
+        formats.append(needed)
+    weights = os.path.join(family_dir, member["name"], "model.keras")
+    weights = weights if os.path.exists(weights) else None
+    mine = dataclasses.replace(config, quantize=tuple(formats), latency_table=tuple(tables))
+    report = export(arch, os.path.join(out_dir, member["name"]), mine, weights, member["name"])
+    row = {"name": member["name"], "target": member["target"], "kind": member["kind"],
+           "bound": member["bound"], "unit": member["unit"], "macs": member["macs"],
+           "weights": weights, "formats": {}}
+    for fmt, entry in report["formats"].items():
+      row["formats"][fmt] = {"host_median_ms": entry["host_latency"]["median_ms"],
+                             "bytes": entry["bytes"], "tables": entry.get("latency_tables", [])}
+    if table is not None:
+      compared = [t for entry in report["formats"].values() for t in entry.get("latency_tables", [])
+                  if t["table"] == table_path and t["error_pct"] is not None]
+      error = (table.validation or {}).get("mean_abs_error_pct")
+      row["bound_check"] = None
+      if compared:
+        measured = compared[0]["measured_ms"]
+        allowed = member["bound"] * (1 + (error or 0.0) / 100)
+        row["bound_check"] = {"measured_ms": measured, "predicted_ms": compared[0]["predicted_ms"],
+                              "table_mean_abs_error_pct": error, "allowed_ms": allowed,
+                              "met": measured <= allowed}
+    rows.append(row)
+  result = {"family_dir": os.path.abspath(family_dir), "members": rows}
+  io_utils.atomic_write_json(os.path.join(out_dir, "family_report.json"), result)
+  io_utils.atomic_write_text(os.path.join(out_dir, "family_report.md"), family_markdown(result))
+  return result
+
+
+def family_markdown(result: Dict) -> str:
+  lines = [f"# TFLite export of the family in {result['family_dir']}", "",
+           "| pick | target | MACs (M) | format | host median (ms) | predicted (ms) | error |",
+           "|---|---|---|---|---|---|---|"]
+  for row in result["members"]:
+    for fmt, entry in row["formats"].items():
+      predicted = "; ".join(f"{t['predicted_ms']:.3f}" for t in entry["tables"]) or "-"
+      errors = "; ".join(f"{t['error_pct']:+.1f} %" for t in entry["tables"]
+                         if t["error_pct"] is not None) or "-"
+      lines.append(f"| {row['name']} | {row['target']} | {row['macs'] / 1e6:.2f} | {fmt} | "
+                   f"{entry['host_median_ms']:.3f} | {predicted} | {errors} |")
+  for row in result["members"]:
+    check = row.get("bound_check")
+    if check:
+      lines += ["", f"{row['name']}: measured {check['measured_ms']:.3f} ms against the bound "
+                    f"{row['bound']:g} ms x (1 + the table's validated mean error "
+                    f"{check['table_mean_abs_error_pct'] or 0:.2f} %) = {check['allowed_ms']:.3f} ms: "
+                    + ("met" if check["met"] else "**NOT met**")]
+  return "\n".join(lines) + "\n"
 
 
 def _measured_runtime(fmt: str, kind: str, c: ExportConfig) -> runtime_lib.Runtime:
@@ -373,10 +448,24 @@ def main(argv):
 
 def _main(argv):
   program = os.path.splitext(os.path.basename(argv[0]))[0]
-  arch = cli.arch_from_flags()
   config = cli.config_from_flags(ExportConfig, data=cli.data_source_from_flags(),
                                  quantize=tuple(FLAGS.quantize))
   from betanas_tf import dir_lock  # pylint: disable=import-outside-toplevel
+  if FLAGS.family:
+    if FLAGS.arch or FLAGS.reference or FLAGS.name:
+      raise ValueError("--family exports the picks of a family: give no --arch, --reference "
+                       "or --name with it")
+    with dir_lock.DirectoryLock(FLAGS.out_dir):
+      result = export_family(FLAGS.family, FLAGS.out_dir, config)
+    print(family_markdown(result))
+    unmet = [r["name"] for r in result["members"]
+             if r.get("bound_check") and not r["bound_check"]["met"]]
+    if unmet:
+      print(f"{program}: error: measured latency over the bound for {', '.join(unmet)}",
+            file=sys.stderr)
+      return 1
+    return 0
+  arch = cli.arch_from_flags()
   with dir_lock.DirectoryLock(FLAGS.out_dir):
     report = export(arch, FLAGS.out_dir, config, FLAGS.weights, FLAGS.name)
   print(markdown(report))

@@ -8,6 +8,8 @@
   3 style): each block's op draws its box (ops.Op.figure_box): an MBConv's width
   grows with the expansion ratio, its height with the kernel, colour by kernel;
   identity blocks are thin grey bars.
+* `plot_family`: a family of picks from one supernet: supernet score against MACs of every
+  network scored, each target's pick and bound, reference networks, the true front.
 """
 
 from typing import Dict, List, Sequence
@@ -173,5 +175,45 @@ def plot_latency_validation(rows: List[Dict], path: str, title: str = ""):
   hist.set_xlabel("error (%)")
   hist.set_ylabel("networks")
   fig.suptitle(title or "latency table validation", fontsize=10)
+  fig.tight_layout()
+  save(fig, path)
+
+
+def plot_family(points, members: List[Dict], references, front, path: str, title: str = ""):
+  """`points`: (MACs, supernet top-1) of every scored network; `members`: family.json's
+  members; `references`: (name, MACs); `front`: (MACs, true top-1) of a ground truth, or
+  None (drawn as its Pareto front on a second axis: the two top-1s are on different data
+  and training, only their shapes compare)."""
+  fig, ax = plt.subplots(figsize=(7.5, 4.6))
+  macs = np.array([p[0] for p in points]) / 1e6
+  ax.plot(macs, [p[1] for p in points], "o", ms=3, color="#bbbbbb", label="networks scored")
+  cmap = plt.get_cmap("tab10")
+  for k, member in enumerate(members):
+    colour = cmap(k % 10)
+    ax.plot(member["macs"] / 1e6, member["supernet_top1"], "*", ms=14, color=colour,
+            markeredgecolor="black", label=f"pick for {member['target']}")
+    if member["kind"] == "macs":
+      ax.axvline(member["bound"] / 1e6, color=colour, ls="--", lw=1)
+  for name, value in references:
+    ax.axvline(value / 1e6, color="#555555", ls=":", lw=0.8)
+    ax.annotate(name, (value / 1e6, 1.0), xycoords=("data", "axes fraction"), rotation=90,
+                fontsize=7, va="top", ha="right")
+  if front:
+    order = sorted(front)
+    best, xs, ys = -np.inf, [], []
+    for x, y in order:
+      if y > best:
+        best = y
+        xs.append(x / 1e6)
+        ys.append(y)
+    twin = ax.twinx()
+    twin.step(xs, ys, where="post", color="#2ca02c", lw=1.5, label="true front (ground truth)")
+    twin.set_ylabel("true top-1 (ground truth, mean over seeds)", color="#2ca02c")
+    twin.legend(fontsize=7, loc="lower right")
+  ax.set_xlabel("MACs (millions)")
+  ax.set_ylabel("supernet top-1 (arch split, BN recalibrated)")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7, loc="upper left")
+  ax.set_title(title, fontsize=10)
   fig.tight_layout()
   save(fig, path)

@@ -121,6 +121,29 @@ def recorded_search(search_dir: str, num_classes: Optional[int] = None):
   return space, engine_lib.EngineConfig(**{k: v for k, v in run["engine"].items() if k in known})
 
 
+def recorded_run(search_dir: str, strategy: Optional[tf.distribute.Strategy] = None,
+                 progress: bool = False) -> "SearchRun":
+  """The `SearchRun` of the search whose output directory is `search_dir`, with the
+  settings its run.json records (for restoring a finished search: `restore_finished`)."""
+  try:
+    with open(os.path.join(search_dir, RUN_FILE)) as handle:
+      run = json.load(handle)
+  except OSError as error:
+    raise ValueError(f"{search_dir}: not a search output directory ({error.strerror})") from None
+  picked = run.get("selection", {})
+  settings = RunSettings(
+      out_dir=search_dir, space=run["space"], input_size=run.get("input_size"),
+      width_multiplier=run.get("width_multiplier", 1.0),
+      dataset=data_lib.DataSource(**run.get("data_source", {"name": run["dataset"]})),
+      cost=run["cost"], cost_target=run["cost_target"], latency_table=run["latency_table"],
+      progress=progress, ops=tuple(tuple(labels) for labels in run["ops"]) if run.get("ops") else None,
+      **{k: v for k, v in picked.items() if k in {f.name for f in dataclasses.fields(RunSettings)}})
+  policy = Policy(**run["policy"])
+  defaults = dataclasses.asdict(engine_lib.EngineConfig())
+  config = engine_lib.EngineConfig(**{k: run["engine"].get(k, defaults[k]) for k in defaults})
+  return SearchRun(settings, policy, config, strategy)
+
+
 def run_identity(settings: RunSettings, policy: Policy, config: engine_lib.EngineConfig,
                  input_size: int) -> Dict:
   """What run.json records: every setting the search's outputs depend on (`input_size`:
@@ -320,6 +343,11 @@ class SearchRun:
     if not agree:
       return None
     return distribution.max_over_workers(self.strategy, local or 0) or None
+
+  def stop_point(self, where: str):
+    """A safe point after the search (selection, specialisation): a stop signal raises
+    `stop_signal.Stopped` here; the checkpoint is intact."""
+    self._stop_after_phase1(self.config.max_steps if self.policy.trains_weights else 0, where)
 
   def _stop_after_phase1(self, step: int, where: str):
     """A safe point after Phase 1: the final checkpoint is written, nothing else is."""

@@ -12,6 +12,7 @@ and exit status 1 (the exit-code contract is cli's).
 
 import contextlib
 import os
+import sys
 
 from absl import app
 from absl import flags
@@ -24,10 +25,12 @@ from betanas_tf import dir_lock
 from betanas_tf import drop_schedules
 from betanas_tf import distribution
 from betanas_tf import engine as engine_lib
+from betanas_tf import family
 from betanas_tf import io_utils
 from betanas_tf import policies
 from betanas_tf import runner
 from betanas_tf import stop_signal
+from betanas_tf import targets as targets_lib
 
 FLAGS = flags.FLAGS
 D = engine_lib.EngineConfig()
@@ -106,6 +109,8 @@ def define_flags():
   flags.DEFINE_integer("seed", 0, "Random seed (paths, data order, initialisation).")
   flags.DEFINE_bool("deterministic", False, "Enable TF op determinism (bit-identical resumes).")
   flags.DEFINE_bool("progress", True, "Show a progress bar.")
+  # A family: one pick per target from this search's supernet (`family`).
+  family.define_specialise_flags()
 
   # Combinations are checked by the configs themselves (EngineConfig, RunSettings,
   # runner.check_settings), for Python callers as for this program.
@@ -144,6 +149,11 @@ def main(argv):
       evolution_generations=FLAGS.evolution_generations, progress=FLAGS.progress)
   config = engine_config_from_flags()
   runner.check_settings(settings, policy, config)
+  targets = targets_lib.parse_targets(FLAGS.targets) if FLAGS.targets else ()
+  if targets and policy.drop:
+    raise ValueError(f"--targets specialises the supernet after the search, and {policy.name}'s "
+                     "selective drop leaves dropped ops with the weights they had then: use "
+                     "--strategy=spos, or --nodrop")
   try:
     strategy = distribution.make_strategy(FLAGS.distribution)
   except RuntimeError as error:   # e.g. multiworker without a usable TF_CONFIG
@@ -156,7 +166,14 @@ def main(argv):
     if lock:
       io_utils.atomic_write_text(os.path.join(FLAGS.out_dir, "flags.txt"),
                                  FLAGS.flags_into_string())
-    summary = runner.SearchRun(settings, policy, config, strategy).run()
+    run = runner.SearchRun(settings, policy, config, strategy)
+    summary = run.run()
+    made = None
+    if targets:
+      made = family.specialise_run(
+          run, targets, os.path.join(FLAGS.out_dir, "family"),
+          family.specialise_config_from_flags(config.seed),
+          log=lambda m: print(f"search: family: {m}", file=sys.stderr))
   print(f"architecture: {summary['choices_string']}")
   print(f"MACs {summary['macs'] / 1e6:.2f}M  params {summary['params'] / 1e6:.3f}M  "
         f"cost {summary['cost']['value']:.3f} {summary['cost']['unit']}"
@@ -176,6 +193,9 @@ def main(argv):
   if summary["supernet_top1_arch_split"] is not None:
     print(f"supernet top-1 on the arch split (BN recalibrated): {summary['supernet_top1_arch_split']:.4f}")
   print(f"drops: {len(summary['drops'])}  outputs in {FLAGS.out_dir}")
+  if made:
+    print(f"family of {len(targets)} in {os.path.join(FLAGS.out_dir, 'family')}:")
+    family.print_family(made, made["seconds"])
   return 0
 
 

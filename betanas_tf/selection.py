@@ -97,29 +97,39 @@ def most_probable_within_budget(probabilities: np.ndarray, active: np.ndarray,
   """argmax over paths of sum_l log p_l(c_l) subject to fixed + sum_l costs[l, c_l] <= budget.
 
   `probabilities`, `active` and `costs` are [blocks, max candidates] (padding beyond
-  `num_candidates`). Exact for additive costs (MACs, a latency table): a dynamic programme
-  over blocks that keeps, for every reachable cost, only paths not beaten by a cheaper one
-  (the Pareto front of cost against log-probability), so its size is bounded by the
-  distinct costs, not the number of paths. Ties go to the lower op index. Raises
-  BudgetError if even the cheapest path does not fit.
+  `num_candidates`); a dropped op costs DROPPED_LOG_PROB. Ties go to the lower op index.
+  Raises BudgetError if even the cheapest path does not fit.
   """
   probabilities, active = np.asarray(probabilities, np.float64), np.asarray(active) > 0.5
-  costs = np.asarray(costs, np.float64)
+  with np.errstate(divide="ignore"):
+    log_p = np.where(active, np.log(probabilities), DROPPED_LOG_PROB)
+  log_p = np.where(np.isfinite(log_p), log_p, DROPPED_LOG_PROB)
+  return best_additive_within_budget(log_p, costs, fixed, budget, num_candidates)
+
+
+def best_additive_within_budget(utility: np.ndarray, costs: np.ndarray, fixed: float,
+                                budget: Optional[float], num_candidates: Sequence[int]) -> Choices:
+  """argmax over paths of sum_l utility[l, c_l] subject to fixed + sum_l costs[l, c_l] <= budget.
+
+  Exact for additive costs (MACs, a latency table) and an additive utility (log-probabilities,
+  an additive accuracy predictor): a dynamic programme over blocks that keeps, for every
+  reachable cost, only paths not beaten by a cheaper one (the Pareto front of cost against
+  utility), so its size is bounded by the distinct costs, not the number of paths. Ties go
+  to the lower op index. Raises BudgetError if even the cheapest path does not fit.
+  """
+  utility, costs = np.asarray(utility, np.float64), np.asarray(costs, np.float64)
   cheapest = fixed + sum(float(costs[l, :n].min()) for l, n in enumerate(num_candidates))
   if budget is None:
     budget = np.inf
   if cheapest > budget:
     raise BudgetError(f"no architecture with cost <= {budget:g}: the cheapest costs {cheapest:g}")
-  with np.errstate(divide="ignore"):
-    log_p = np.where(active, np.log(probabilities), DROPPED_LOG_PROB)
-  log_p = np.where(np.isfinite(log_p), log_p, DROPPED_LOG_PROB)
   # The cheapest completion of every suffix: a partial path that cannot fit is cut early.
   rest = np.zeros(len(num_candidates) + 1)
   for l in reversed(range(len(num_candidates))):
     rest[l] = rest[l + 1] + costs[l, :num_candidates[l]].min()
-  front = [(float(fixed), 0.0, ())]   # (cost, log-probability, choices), cost ascending
+  front = [(float(fixed), 0.0, ())]   # (cost, utility, choices), cost ascending
   for l, n in enumerate(num_candidates):
-    grown = [(cost + costs[l, m], score + log_p[l, m], choices + (m,))
+    grown = [(cost + costs[l, m], score + utility[l, m], choices + (m,))
              for cost, score, choices in front for m in range(n)
              if cost + costs[l, m] + rest[l + 1] <= budget * (1 + 1e-12)]
     grown.sort(key=lambda t: (t[0], -t[1], t[2]))

@@ -1,0 +1,273 @@
+"""A family of networks from one trained supernet: a pick for every target (budget, phone).
+
+    python -m betanas_tf.family --search_dir=runs/spos \\
+        --targets=macs:5e6,macs:8e6,latency:host_cpu.json:0.5 --out_dir=runs/spos/family
+
+specialises a finished search's supernet to each target (`specialise`: supernet scores on
+the arch split with BN recalibrated, an accuracy predictor proposing; every score cached in
+the output directory, so adding a target later costs only its own few scores). The search
+must have trained every op to its end: a spos search, or betanas / proxyless with --nodrop
+(an op a betanas search dropped keeps the weights it had then). `python -m
+betanas_tf.search --targets=...` runs the same after its own search.
+
+Output directory (written by the chief alone):
+  family.json        per target: its pick, MACs, params, cost under every target's table,
+                     supernet score, predicted score; the scoring digest; the settings
+  scores.json        every supernet score (reused only under an equal scoring digest)
+  TARGET/arch.json   each pick, for `train` and `export/to_tflite.py --family`
+  family.png         supernet score against cost, the picks, the bounds, reference networks
+                     and the true front where a ground truth is given
+"""
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from typing import Dict, List, Optional, Sequence
+
+from absl import app
+from absl import flags
+import numpy as np
+
+from betanas_tf import cli
+from betanas_tf import io_utils
+from betanas_tf import specialise as specialise_lib
+from betanas_tf import targets as targets_lib
+
+FLAGS = flags.FLAGS
+FAMILY_FILE = "family.json"
+SCORES_FILE = "scores.json"
+FORMAT = 1
+
+
+def define_specialise_flags():
+  """The flags of specialisation (this program and `search --targets`)."""
+  d = specialise_lib.SpecialiseConfig()
+  flags.DEFINE_list("targets", [], "Targets of the family: " + targets_lib.SYNTAX + ", "
+                    "comma-separated.")
+  flags.DEFINE_enum("specialise", d.method, list(specialise_lib.METHODS),
+                    "predictor: an accuracy predictor proposes, the supernet scores (once-for-all); "
+                    "evolution: SPOS' evolution over supernet scores per target.")
+  flags.DEFINE_integer("specialise_initial", d.initial, "Random networks scored per target "
+                       "before the predictor's first fit.", lower_bound=1)
+  flags.DEFINE_integer("specialise_rounds", d.rounds, "Rounds of fit, propose, score.",
+                       lower_bound=1)
+  flags.DEFINE_integer("specialise_per_round", d.per_round, "Networks scored per target per round.",
+                       lower_bound=1)
+
+
+def specialise_config_from_flags(seed: int) -> specialise_lib.SpecialiseConfig:
+  return specialise_lib.SpecialiseConfig(
+      method=FLAGS.specialise, initial=FLAGS.specialise_initial, rounds=FLAGS.specialise_rounds,
+      per_round=FLAGS.specialise_per_round, seed=seed)
+
+
+def check_supernet(run) -> None:
+  """A ValueError if some op of `run`'s supernet stopped training before the end (a drop)."""
+  drops = run.engine.arch.drop_log([b.labels for b in run.space.choice_blocks])
+  if drops:
+    first = drops[0]
+    raise ValueError(
+        f"{run.out}: its search dropped {len(drops)} op(s) (first: {first['op']} of block "
+        f"{first['block']} at step {first['step']}), whose weights stopped training then; a "
+        "family needs a supernet whose every op trained to the end: specialise a spos "
+        "search, or one run with --nodrop")
+
+
+def _previous_members(out_dir: str, digest: str, config) -> List[Dict]:
+  """The members of the family in `out_dir` if it was specialised from the same supernet
+  and batches (`digest`) with the same settings; none otherwise."""
+  path = os.path.join(out_dir, FAMILY_FILE)
+  if not os.path.exists(path):
+    return []
+  with open(path) as handle:
+    previous = json.load(handle)
+  if (previous.get("scoring_digest") != digest
+      or previous.get("specialise") != dataclasses.asdict(config)):
+    return []
+  return previous["members"]
+
+
+def _cached_scores(path: str, digest: str, space, log) -> Dict:
+  if not os.path.exists(path):
+    return {}
+  with open(path) as handle:
+    cached = json.load(handle)
+  if cached.get("scoring_digest") != digest:
+    log(f"{path} was scored by another supernet or setup (scoring digest differs); "
+        "scoring again")
+    return {}
+  return {space.choices_from_string(a): s for a, s in zip(cached["archs"], cached["top1"])}
+
+
+def specialise_run(run, targets: Sequence[targets_lib.Target], out_dir: str,
+                   config: specialise_lib.SpecialiseConfig, truth: Optional[Dict] = None,
+                   log=print) -> Dict:
+  """Specialises the restored, finished search `run` (a `runner.SearchRun`) to `targets`,
+  writes the family to `out_dir` (chief only) and returns family.json's content. `truth`:
+  a ground truth's {"macs", "top1" (rows per seed)} of the same space, drawn as the true
+  front."""
+  from betanas_tf import cost as cost_lib  # pylint: disable=import-outside-toplevel
+  from betanas_tf import distribution  # pylint: disable=import-outside-toplevel
+  check_supernet(run)
+  start = time.time()
+  space = run.space
+  tables = {t.name: t.cost_table(space, run.config.se_ratio) for t in targets}
+  # In the tables' own units (MMACs or ms): their targets are the bounds.
+  bounds = [specialise_lib.Bound(t.name, tables[t.name].of_choices, tables[t.name].target,
+                                 np.asarray(tables[t.name].table), tables[t.name].fixed)
+            for t in targets]
+  digest = run.scoring_digest(split="arch")
+  scores_path = os.path.join(out_dir, SCORES_FILE)
+  scored = _cached_scores(scores_path, digest, space, log)
+
+  def score_many(choices_list):
+    run.stop_point("during specialisation")
+    return [m["top1"] for m in run.score_paths(choices_list, split="arch")]
+
+  # Targets this family already has (same supernet and settings) keep their picks: only
+  # new targets are specialised, from the cached scores.
+  kept = {m["target"]: m for m in _previous_members(out_dir, digest, config)}
+  result = specialise_lib.specialise([b.num_candidates for b in space.choice_blocks],
+                                     [b for b, t in zip(bounds, targets) if str(t) not in kept],
+                                     score_many, config, scored, log)
+  for t in targets:
+    if str(t) in kept:
+      result["picks"][t.name] = tuple(kept[str(t)]["choices"])
+      result["predicted"][t.name] = kept[str(t)]["predicted_top1"]
+  # Every pick's cost under every target's table (MACs always).
+  macs = cost_lib.space_costs(space, run.config.se_ratio)
+  kinds = {"macs": lambda c: macs.of_choices(c).macs}
+  for t in targets:
+    if t.kind == "latency":
+      kinds[f"latency:{t.table}"] = tables[t.name].of_choices
+  members = []
+  for t in targets:
+    choices = result["picks"][t.name]
+    arch = space.arch_from_choices(choices, name=f"{space.name}_{t.name}")
+    total = cost_lib.architecture_cost(arch)
+    cost = kinds["macs" if t.kind == "macs" else f"latency:{t.table}"](choices)
+    members.append({
+        "target": str(t), "name": t.name, "kind": t.kind, "bound": t.bound, "unit": t.unit,
+        "table": t.table,
+        "choices": list(choices), "choices_string": space.choices_to_string(choices),
+        "architecture": arch.to_compact(), "macs": total.macs, "params": total.params,
+        "cost": cost, "meets_bound": cost <= t.bound * (1 + 1e-12),
+        "costs": {kind: round(fn(choices), 6) for kind, fn in kinds.items()},
+        "supernet_top1": result["scored"][choices],
+        "predicted_top1": result["predicted"].get(t.name)})
+  family = {"format": FORMAT, "search_dir": os.path.abspath(run.out), "space": space.name,
+            "input_size": space.input_size, "width_multiplier": space.width_multiplier,
+            "strategy": run.policy.name, "steps": run.config.max_steps,
+            "specialise": dataclasses.asdict(config), "scoring_digest": digest,
+            "scored_networks": len(result["scored"]), "new_scores": result["new_scores"],
+            "predictor_cv_tau": result["predictor_cv_tau"],
+            "seconds": round(time.time() - start, 3), "members": members}
+  if distribution.is_chief(run.strategy):
+    _write(run, family, result["scored"], out_dir, truth)
+  return family
+
+
+def _write(run, family: Dict, scored: Dict, out_dir: str, truth: Optional[Dict]):
+  from betanas_tf import cost as cost_lib  # pylint: disable=import-outside-toplevel
+  from betanas_tf import figures  # pylint: disable=import-outside-toplevel
+  space = run.space
+  os.makedirs(out_dir, exist_ok=True)
+  archs = sorted(scored)
+  io_utils.atomic_write_json(os.path.join(out_dir, SCORES_FILE), {
+      "scoring_digest": family["scoring_digest"], "split": "arch",
+      "archs": [space.choices_to_string(c) for c in archs], "top1": [scored[c] for c in archs]})
+  for member in family["members"]:
+    arch = space.arch_from_choices(member["choices"], name=f"{space.name}_{member['name']}")
+    os.makedirs(os.path.join(out_dir, member["name"]), exist_ok=True)
+    arch.save(os.path.join(out_dir, member["name"], "arch.json"))
+  io_utils.atomic_write_json(os.path.join(out_dir, FAMILY_FILE), family)
+  costs = cost_lib.space_costs(space, run.config.se_ratio)
+  points = [(float(costs.of_choices(c).macs), scored[c]) for c in archs]
+  references = [(name, float(cost_lib.architecture_cost(arch).macs))
+                for name, arch in reference_networks(space)]
+  front = None
+  if truth is not None:
+    front = list(zip(truth["macs"], np.mean(np.asarray(truth["top1"], np.float64), axis=0)))
+  figures.plot_family(points, family["members"], references, front,
+                      os.path.join(out_dir, "family.png"),
+                      f"{space.name}: one {family['strategy']} supernet, {len(family['members'])} targets")
+
+
+def reference_networks(space) -> List:
+  """(name, Architecture) of the hand-designed networks this space's family is drawn against:
+  MobileNetV2 at its published width multipliers on proxyless_mobile (at the space's input
+  size and classes); none elsewhere."""
+  from betanas_tf import references  # pylint: disable=import-outside-toplevel
+  if space.name != "proxyless_mobile":
+    return []
+  return [(f"MobileNetV2 x{w:g}", references.mobilenet_v2(w, space.num_classes, space.input_size))
+          for w in (0.35, 0.5, 0.75, 1.0, 1.4)]
+
+
+def read_family(family_dir: str) -> Dict:
+  """family.json of `family_dir`, with a clear error if it holds none."""
+  path = os.path.join(family_dir, FAMILY_FILE)
+  if not os.path.exists(path):
+    raise ValueError(f"{family_dir}: holds no {FAMILY_FILE} (make one with python -m "
+                     "betanas_tf.family)")
+  with open(path) as handle:
+    return json.load(handle)
+
+
+def define_flags():
+  flags.DEFINE_string("search_dir", None, "A finished search's output directory.")
+  flags.DEFINE_string("out_dir", None, "Where the family goes (default: SEARCH_DIR/family). "
+                      "Rerun with more targets: the scores cached there are reused.")
+  flags.DEFINE_string("ground_truth", None, "A bench.ground_truth file of the same space: its "
+                      "true front is drawn in family.png.")
+  define_specialise_flags()
+  cli.define_distribution_flag()
+
+
+@cli.reports_errors("family")
+def main(argv):
+  del argv
+  targets = targets_lib.parse_targets(FLAGS.targets)   # before TensorFlow is imported
+  out_dir = FLAGS.out_dir or os.path.join(FLAGS.search_dir, "family")
+  if not os.path.isdir(FLAGS.search_dir):
+    raise ValueError(f"--search_dir {FLAGS.search_dir} is not a directory")
+  from betanas_tf import distribution  # pylint: disable=import-outside-toplevel
+  from betanas_tf import runner  # pylint: disable=import-outside-toplevel
+  strategy = distribution.make_strategy(FLAGS.distribution)
+  run = runner.recorded_run(FLAGS.search_dir, strategy)
+  truth = None
+  if FLAGS.ground_truth:
+    from betanas_tf.bench import ground_truth as gt_lib  # pylint: disable=import-outside-toplevel
+    known = gt_lib.GroundTruth.load(FLAGS.ground_truth)
+    if (known.space, known.input_size) != (run.space.name, run.space.input_size):
+      raise ValueError(f"--ground_truth {FLAGS.ground_truth} is of {known.space} at "
+                       f"{known.input_size} px, the search of {run.space.name} at "
+                       f"{run.space.input_size} px")
+    truth = known.as_rank_truth()
+  start = time.time()
+  run.restore_finished()
+  family = specialise_run(run, targets, out_dir, specialise_config_from_flags(run.config.seed),
+                          truth, log=lambda m: print(f"family: {m}", file=sys.stderr))
+  print_family(family, time.time() - start)
+  return 0
+
+
+def print_family(family: Dict, seconds: float):
+  for m in family["members"]:
+    print(f"{m['name']}: {m['choices_string']}  {m['macs'] / 1e6:.2f}M MACs  "
+          f"{m['params'] / 1e6:.3f}M params  cost {m['cost']:.4g} {m['unit']} "
+          f"(bound {m['bound']:g}: {'met' if m['meets_bound'] else 'NOT met'})  "
+          f"supernet top-1 {m['supernet_top1']:.4f}")
+  tau = family["predictor_cv_tau"]
+  print(f"{family['scored_networks']} networks scored ({family['new_scores']} new), "
+        f"restore and specialisation {seconds:.1f} s"
+        + (f"; predictor's cross-validated Kendall tau {tau:.3f}" if tau is not None else ""))
+
+
+if __name__ == "__main__":
+  define_flags()
+  flags.mark_flag_as_required("search_dir")
+  flags.mark_flag_as_required("targets")
+  app.run(main)
