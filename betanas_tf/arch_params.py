@@ -34,7 +34,53 @@ def _state(value, name, dtype="float32"):
                         aggregation="only_first_replica")
 
 
-class ArchParameters:
+class _AlphaViews:
+  """numpy views of an alpha, its active mask and its drop log (read at log intervals and
+  at the end), shared by a search's parameters and each target's of an in-search family."""
+
+  def alpha_np(self) -> np.ndarray:
+    return np.asarray(keras.ops.convert_to_numpy(self.alpha))
+
+  def active_np(self) -> np.ndarray:
+    return np.asarray(keras.ops.convert_to_numpy(self.active)) > 0.5
+
+  def probabilities_np(self) -> np.ndarray:
+    return softmax_np(self.alpha_np(), self.active_np())
+
+  def drop_log(self, labels: Sequence[Sequence[str]]) -> List[Dict]:
+    """Every drop so far, in (step, block, op) order, from the on-device log."""
+    at = np.asarray(keras.ops.convert_to_numpy(self.dropped_at))
+    p = np.asarray(keras.ops.convert_to_numpy(self.p_at_drop))
+    drops = [{"step": int(at[l, m]), "block": int(l), "op": labels[l][m], "index": int(m),
+              "p": float(p[l, m])} for l, m in zip(*np.nonzero(at != NEVER))]
+    return sorted(drops, key=lambda d: (d["step"], d["block"], d["index"]))
+
+  def argmax(self) -> Tuple[int, ...]:
+    """Per block, the active op with the largest alpha (ties: the first)."""
+    masked = np.where(self.active_np(), self.alpha_np(), -np.inf)
+    return tuple(int(i) for i in masked.argmax(axis=1))
+
+
+class TargetAlpha(_AlphaViews):
+  """One target's alpha, active mask and drop log in an in-search family (Phase 2 keeps
+  one per target on the shared weights); Phase 1 samples among the ops still active for
+  any target (the search's own mask, their union)."""
+
+  def __init__(self, valid: np.ndarray, index: int):
+    self.index = index
+    self.alpha = keras.Variable(np.zeros(valid.shape, np.float32), name=f"alpha_target{index}")
+    self.active = _state(valid.astype(np.float32), f"active_target{index}")
+    self.dropped_at = _state(np.full(valid.shape, NEVER, np.int64), f"dropped_at_target{index}",
+                             "int64")
+    self.p_at_drop = _state(np.zeros(valid.shape, np.float32), f"p_at_drop_target{index}")
+
+  def checkpoint_items(self) -> Dict[str, keras.Variable]:
+    k = self.index
+    return {f"alpha_target{k}": self.alpha, f"active_target{k}": self.active,
+            f"dropped_at_target{k}": self.dropped_at, f"p_at_drop_target{k}": self.p_at_drop}
+
+
+class ArchParameters(_AlphaViews):
   """alpha, active mask, Phase-1 counts, the current path, the step and the drop log.
 
   All of it lives on the device as Keras variables; sampling and dropping are
@@ -74,41 +120,19 @@ class ArchParameters:
         tf.convert_to_tensor(self.nonfinite), [[which]],
         tf.reshape(tf.where(first, tf.cast(step, tf.int64), self.nonfinite[which]), [1])))
 
-  # numpy views (read at log intervals and at the end) ---------------------------
-
-  def alpha_np(self) -> np.ndarray:
-    return np.asarray(keras.ops.convert_to_numpy(self.alpha))
-
-  def active_np(self) -> np.ndarray:
-    return np.asarray(keras.ops.convert_to_numpy(self.active)) > 0.5
+  # numpy views beyond _AlphaViews' --------------------------------------------------
 
   def counts_np(self) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(self.counts)).astype(np.int64)
 
-  def probabilities_np(self) -> np.ndarray:
-    return softmax_np(self.alpha_np(), self.active_np())
-
   def step_np(self) -> int:
     return int(keras.ops.convert_to_numpy(self.step))
-
-  def drop_log(self, labels: Sequence[Sequence[str]]) -> List[Dict]:
-    """Every drop so far, in (step, block, op) order, from the on-device log."""
-    at = np.asarray(keras.ops.convert_to_numpy(self.dropped_at))
-    p = np.asarray(keras.ops.convert_to_numpy(self.p_at_drop))
-    drops = [{"step": int(at[l, m]), "block": int(l), "op": labels[l][m], "index": int(m),
-              "p": float(p[l, m])} for l, m in zip(*np.nonzero(at != NEVER))]
-    return sorted(drops, key=lambda d: (d["step"], d["block"], d["index"]))
 
   def drop(self, block: int, candidate: int):
     """Removes one op by hand (tests, ablations); the search drops in the graph."""
     active = keras.ops.convert_to_numpy(self.active).copy()
     active[block, candidate] = 0.0
     self.active.assign(active)
-
-  def argmax(self) -> Tuple[int, ...]:
-    """Per block, the active op with the largest alpha (ties: the first)."""
-    masked = np.where(self.active_np(), self.alpha_np(), -np.inf)
-    return tuple(int(i) for i in masked.argmax(axis=1))
 
 
 def softmax_np(alpha: np.ndarray, mask: np.ndarray) -> np.ndarray:

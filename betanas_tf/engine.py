@@ -12,6 +12,7 @@ the drop log is kept on the device. The host reads state at log intervals only.
 """
 
 import dataclasses
+import functools
 import math
 from typing import Callable, Optional, Sequence
 
@@ -125,6 +126,10 @@ class SearchEngine:
     space, policy, config: what to search and how.
     costs: the Phase-2 cost table (cost.macs_cost_table or latency_table.latency_cost_table).
     strategy: a tf.distribute strategy (default: the current one).
+    target_costs: an in-search family: one cost table per target. Phase 2 then keeps one
+      alpha per target (`arch_params.TargetAlpha`) on the shared weights, the alpha steps
+      taking the targets in turn, each with its own cost term and drops; an op leaves
+      Phase 1 only when every target has dropped it.
     input_mean, input_std: the dataset's per-channel pixel normalisation, applied
       on the device (batches arrive as uint8).
   """
@@ -132,7 +137,8 @@ class SearchEngine:
   def __init__(self, space: spaces_lib.SearchSpace, policy: Policy, config: EngineConfig,
                costs: cost_lib.CostTable, strategy: Optional[tf.distribute.Strategy] = None,
                input_mean: Sequence[float] = (0.0, 0.0, 0.0),
-               input_std: Sequence[float] = (1.0, 1.0, 1.0)):
+               input_std: Sequence[float] = (1.0, 1.0, 1.0),
+               target_costs: Sequence[cost_lib.CostTable] = ()):
     self.space, self.policy, self.config, self.costs = space, policy, config, costs
     self.strategy = strategy or tf.distribute.get_strategy()
     self.replicas = self.strategy.num_replicas_in_sync
@@ -163,11 +169,21 @@ class SearchEngine:
       self.arch_opt = keras.optimizers.Adam(config.arch_lr, beta_1=config.arch_beta1,
                                             beta_2=config.arch_beta2, epsilon=config.arch_epsilon)
       self.arch_opt.build([self.arch.alpha])
+      self.targets = [ap.TargetAlpha(self.arch.valid, k) for k in range(len(target_costs))]
+      self.target_opts = []
+      for target in self.targets:
+        opt = keras.optimizers.Adam(config.arch_lr, beta_1=config.arch_beta1,
+                                    beta_2=config.arch_beta2, epsilon=config.arch_epsilon)
+        opt.build([target.alpha])
+        self.target_opts.append(opt)
       self.arch_ce = keras.metrics.Mean(name="arch_ce")
       self.arch_accuracy = keras.metrics.SparseCategoricalAccuracy(name="arch_accuracy")
       self.expected_cost = keras.metrics.Mean(name="expected_cost")
-    self._cost_table = tf.constant(costs.table, tf.float32)
-    self._arch_step = tf.function(self._arch_step_fn)
+    # What one alpha step updates: the search's alpha, or one target's of a family.
+    self.phase2_sets = [Phase2Set(self.arch, self.arch_opt, costs)] if not self.targets else [
+        Phase2Set(t, opt, c) for t, opt, c in zip(self.targets, self.target_opts, target_costs)]
+    self._arch_steps = [tf.function(functools.partial(self._arch_step_fn, k))
+                        for k in range(len(self.phase2_sets))]
     # Scoring subnets (BN recalibrated): evaluation.py.
     self.evaluator = evaluation.SubnetEvaluator(self.supernet, self.strategy)
 
@@ -180,8 +196,12 @@ class SearchEngine:
         dataset_fn, tf.distribute.InputOptions(experimental_fetch_to_device=True))
 
   def checkpoint(self) -> tf.train.Checkpoint:
+    family = {}
+    for target, opt in zip(self.targets, self.target_opts):
+      family.update(target.checkpoint_items())
+      family[f"arch_opt_target{target.index}"] = opt
     return tf.train.Checkpoint(weight_opt=self.weight_opt, arch_opt=self.arch_opt,
-                               **self.supernet.checkpoint_items())
+                               **self.supernet.checkpoint_items(), **family)
 
   def metrics(self) -> dict:
     """Running means since the last `reset_metrics` (a read of the device: call it
@@ -220,10 +240,12 @@ class SearchEngine:
 
   # ---- Phase 2 -------------------------------------------------------------------------
 
-  def phase2_sample(self, step):
-    """The forward path and the gate set S (every active op, or a sampled pair)."""
+  def phase2_sample(self, step, k: int = 0):
+    """The forward path and the gate set S (every active op, or a sampled pair), by the
+    alpha of `phase2_sets[k]`."""
     seed = ap.stream_seed(self.config.seed, ap.STREAM_PHASE2, step)
-    alpha, active = tf.convert_to_tensor(self.arch.alpha), tf.convert_to_tensor(self.arch.active)
+    alphas = self.phase2_sets[k].alphas
+    alpha, active = tf.convert_to_tensor(alphas.alpha), tf.convert_to_tensor(alphas.active)
     if self.config.gate_mode == "full":
       return ap.sample_by_probability(alpha, active, seed), active
     pair_seed = tf.random.experimental.stateless_fold_in(seed, 0)
@@ -251,9 +273,11 @@ class SearchEngine:
       rows.append(tf.stack(row))
     return tf.stack(rows)
 
-  def arch_gradient(self, images, labels, gate_set):
+  def arch_gradient(self, images, labels, gate_set, k: int = 0):
     """(dL/dalpha, per-example CE, expected cost, logits) on one replica's share of
-    the batch, on the path in `arch.path`; images are raw pixels."""
+    the batch, on the path in `arch.path`, for the alpha and cost of `phase2_sets[k]`;
+    images are raw pixels."""
+    phase2 = self.phase2_sets[k]
     with tf.GradientTape() as tape:
       logits, block_io = self.supernet.forward_with_block_io(
           self.supernet.normalize(images), self.arch.path, training=True)
@@ -269,38 +293,40 @@ class SearchEngine:
     # An overflowed float16 step adds no gate gradient of this replica (only the cost
     # term's gradient then moves alpha).
     gates = tf.where(tf.reduce_all(tf.math.is_finite(gates)), gates, tf.zeros_like(gates))
-    alpha, active = tf.convert_to_tensor(self.arch.alpha), tf.convert_to_tensor(self.arch.active)
+    alpha = tf.convert_to_tensor(phase2.alphas.alpha)
+    active = tf.convert_to_tensor(phase2.alphas.active)
     with tf.GradientTape() as cost_tape:
       cost_tape.watch(alpha)
-      expected = ap.expected_cost(alpha, active, self._cost_table, self.costs.fixed)
+      expected = ap.expected_cost(alpha, active, phase2.table, phase2.costs.fixed)
       penalty = ap.cost_penalty(expected, self.config.cost_form, self.config.beta,
-                                self.costs.target or 1.0, self.costs.reference)
+                                phase2.costs.target or 1.0, phase2.costs.reference)
     cost_grad = cost_tape.gradient(penalty, alpha) / self.replicas
     probs_in_set = ap.masked_softmax(alpha, gate_set * active)
     grad = (ap.gate_alpha_gradient(gates, probs_in_set) + cost_grad) * active
     return grad, per_example, expected, logits
 
-  def _arch_replica(self, data, gate_set, step):
+  def _arch_replica(self, data, gate_set, step, k: int):
     images, labels = data
-    grad, per_example, expected, logits = self.arch_gradient(images, labels, gate_set)
+    grad, per_example, expected, logits = self.arch_gradient(images, labels, gate_set, k)
     if self.weight_opt.loss_scale is None:   # float16 drops such a step's gate gradient
       self.arch.note_nonfinite(1, per_example, step)
-    self.arch_opt.apply_gradients([(grad, self.arch.alpha)])
+    phase2 = self.phase2_sets[k]
+    phase2.opt.apply_gradients([(grad, phase2.alphas.alpha)])
     self.arch_ce.update_state(per_example)
     self.arch_accuracy.update_state(labels, logits)
     self.expected_cost.update_state(expected)
 
-  def _arch_step_fn(self, iterator, step):
-    arch = self.arch
-    path, gate_set = self.phase2_sample(step)
-    arch.path.assign(path)
+  def _arch_step_fn(self, k, iterator, step):
+    arch = self.phase2_sets[k].alphas   # the search's parameters, or target k's
+    path, gate_set = self.phase2_sample(step, k)
+    self.arch.path.assign(path)
     before = tf.convert_to_tensor(arch.alpha)
     # Weights are frozen in Phase 2, BatchNorm statistics included: BN runs in
     # training mode (batch statistics), and its moving averages are restored.
     statistics = evaluation.bn_statistics_variables(self.supernet)
     frozen = [tf.identity(tf.convert_to_tensor(v)) for v in statistics]
     with tf.control_dependencies(frozen):
-      self.strategy.run(self._arch_replica, args=(next(iterator), gate_set, step))
+      self.strategy.run(self._arch_replica, args=(next(iterator), gate_set, step, k))
     for variable, value in zip(statistics, frozen):
       variable.assign(value)
     if self.config.gate_mode == "two":
@@ -317,11 +343,29 @@ class SearchEngine:
       arch.p_at_drop.assign(tf.where(now, ap.masked_softmax(alpha, active), arch.p_at_drop))
       arch.dropped_at.assign(tf.where(now, tf.cast(step, tf.int64), arch.dropped_at))
       arch.active.assign(active * (1.0 - dropped))
+      if self.targets:   # Phase 1 trains what any target keeps
+        self.arch.active.assign(tf.reduce_max(tf.stack(
+            [tf.convert_to_tensor(t.active) for t in self.targets]), axis=0))
 
   def arch_step(self, iterator, step: int):
     """One Phase-2 alpha update on the next batch of `iterator` (a distributed
-    iterator of the arch split), the two-path rescale, then selective drop."""
-    self._arch_step(iterator, tf.constant(step, tf.int64))
+    iterator of the arch split), the two-path rescale, then selective drop. In a family
+    the targets take the alpha steps in turn (the same order after a resume)."""
+    k = self.config.arch_steps_before(step) % len(self.phase2_sets)
+    self._arch_steps[k](iterator, tf.constant(step, tf.int64))
+
+@dataclasses.dataclass
+class Phase2Set:
+  """What one alpha step updates: an alpha with its active mask and drop log (the
+  search's `ArchParameters`, or a family target's `TargetAlpha`), its Adam and its cost."""
+  alphas: object
+  opt: keras.optimizers.Optimizer
+  costs: cost_lib.CostTable
+
+  @property
+  def table(self):
+    return tf.constant(self.costs.table, tf.float32)
+
 
 class AlphaSteps(keras.callbacks.Callback):
   """Runs the Phase-2 alpha step after every execution of `arch_update_every`

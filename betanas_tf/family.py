@@ -64,15 +64,17 @@ def specialise_config_from_flags(seed: int) -> specialise_lib.SpecialiseConfig:
 
 
 def check_supernet(run) -> None:
-  """A ValueError if some op of `run`'s supernet stopped training before the end (a drop)."""
-  drops = run.engine.arch.drop_log([b.labels for b in run.space.choice_blocks])
-  if drops:
-    first = drops[0]
+  """A ValueError if some op of `run`'s supernet stopped training before the end (dropped
+  by the search, or by every target of an in-search family)."""
+  arch = run.engine.arch
+  gone = [(int(l), int(m)) for l, m in zip(*np.nonzero(arch.valid & ~arch.active_np()))]
+  if gone:
+    l, m = gone[0]
     raise ValueError(
-        f"{run.out}: its search dropped {len(drops)} op(s) (first: {first['op']} of block "
-        f"{first['block']} at step {first['step']}), whose weights stopped training then; a "
-        "family needs a supernet whose every op trained to the end: specialise a spos "
-        "search, or one run with --nodrop")
+        f"{run.out}: its search dropped {len(gone)} op(s) (first: "
+        f"{run.space.choice_blocks[l].labels[m]} of block {l}), whose weights stopped "
+        "training then; a family needs a supernet whose every op trained to the end: "
+        "specialise a spos search, or one run with --nodrop")
 
 
 def _previous_members(out_dir: str, digest: str, config) -> List[Dict]:
@@ -136,7 +138,27 @@ def specialise_run(run, targets: Sequence[targets_lib.Target], out_dir: str,
     if str(t) in kept:
       result["picks"][t.name] = tuple(kept[str(t)]["choices"])
       result["predicted"][t.name] = kept[str(t)]["predicted_top1"]
-  # Every pick's cost under every target's table (MACs always).
+  members = _members(run, targets, tables, result["picks"], result["scored"])
+  for member in members:
+    member["predicted_top1"] = result["predicted"].get(member["name"])
+  family = {"format": FORMAT, "method": "post_hoc", "search_dir": os.path.abspath(run.out),
+            "space": space.name, "input_size": space.input_size,
+            "width_multiplier": space.width_multiplier,
+            "strategy": run.policy.name, "steps": run.config.max_steps,
+            "specialise": dataclasses.asdict(config), "scoring_digest": digest,
+            "scored_networks": len(result["scored"]), "new_scores": result["new_scores"],
+            "predictor_cv_tau": result["predictor_cv_tau"],
+            "seconds": round(time.time() - start, 3), "members": members}
+  if distribution.is_chief(run.strategy):
+    _write(run, family, result["scored"], out_dir, truth)
+  return family
+
+
+def _members(run, targets, tables, picks: Dict, scored: Dict) -> List[Dict]:
+  """family.json's member of each target: its pick, MACs, params, its cost under every
+  target's table (MACs always) and its supernet score."""
+  from betanas_tf import cost as cost_lib  # pylint: disable=import-outside-toplevel
+  space = run.space
   macs = cost_lib.space_costs(space, run.config.se_ratio)
   kinds = {"macs": lambda c: macs.of_choices(c).macs}
   for t in targets:
@@ -144,7 +166,7 @@ def specialise_run(run, targets: Sequence[targets_lib.Target], out_dir: str,
       kinds[f"latency:{t.table}"] = tables[t.name].of_choices
   members = []
   for t in targets:
-    choices = result["picks"][t.name]
+    choices = tuple(picks[t.name])
     arch = space.arch_from_choices(choices, name=f"{space.name}_{t.name}")
     total = cost_lib.architecture_cost(arch)
     cost = kinds["macs" if t.kind == "macs" else f"latency:{t.table}"](choices)
@@ -155,17 +177,50 @@ def specialise_run(run, targets: Sequence[targets_lib.Target], out_dir: str,
         "architecture": arch.to_compact(), "macs": total.macs, "params": total.params,
         "cost": cost, "meets_bound": cost <= t.bound * (1 + 1e-12),
         "costs": {kind: round(fn(choices), 6) for kind, fn in kinds.items()},
-        "supernet_top1": result["scored"][choices],
-        "predicted_top1": result["predicted"].get(t.name)})
-  family = {"format": FORMAT, "search_dir": os.path.abspath(run.out), "space": space.name,
-            "input_size": space.input_size, "width_multiplier": space.width_multiplier,
-            "strategy": run.policy.name, "steps": run.config.max_steps,
-            "specialise": dataclasses.asdict(config), "scoring_digest": digest,
-            "scored_networks": len(result["scored"]), "new_scores": result["new_scores"],
-            "predictor_cv_tau": result["predictor_cv_tau"],
+        "supernet_top1": scored[choices]})
+  return members
+
+
+def in_search_family(run, out_dir: str, truth: Optional[Dict] = None) -> Dict:
+  """The family of a finished in-search family run (`RunSettings.targets`: one alpha per
+  target): per target, its alpha's argmax, or the most probable network within its bound
+  if the argmax is over it (`selection.most_probable_within_budget` over the target's own
+  active ops), each scored by the supernet as a post-hoc pick is. Writes `out_dir` (chief
+  only) and returns family.json's content."""
+  from betanas_tf import distribution  # pylint: disable=import-outside-toplevel
+  from betanas_tf import selection  # pylint: disable=import-outside-toplevel
+  start = time.time()
+  space = run.space
+  labels = [b.labels for b in space.choice_blocks]
+  num_candidates = [b.num_candidates for b in space.choice_blocks]
+  tables = {t.name: t.cost_table(space, run.config.se_ratio) for t in run.targets}
+  picks, states = {}, {}
+  for t, alphas in zip(run.targets, run.engine.targets):
+    table = tables[t.name]
+    choices = alphas.argmax()
+    if table.of_choices(choices) > table.target * (1 + 1e-12):
+      choices = selection.most_probable_within_budget(
+          alphas.probabilities_np(), alphas.active_np(), np.asarray(table.table), table.fixed,
+          table.target, num_candidates)
+    picks[t.name] = choices
+    states[t.name] = {"p": alphas.probabilities_np().round(6).tolist(),
+                      "active": alphas.active_np().astype(int).tolist(),
+                      "drops": alphas.drop_log(labels)}
+  run.stop_point("before scoring the family")
+  distinct = list(dict.fromkeys(picks.values()))
+  scored = {c: m["top1"] for c, m in zip(distinct, run.score_paths(distinct, split="arch"))}
+  members = _members(run, run.targets, tables, picks, scored)
+  for member in members:
+    member.update(states[member["name"]])
+  family = {"format": FORMAT, "method": "in_search", "search_dir": os.path.abspath(run.out),
+            "space": space.name, "input_size": space.input_size,
+            "width_multiplier": space.width_multiplier, "strategy": run.policy.name,
+            "steps": run.config.max_steps, "specialise": None,
+            "scoring_digest": run.scoring_digest(split="arch"), "scored_networks": len(scored),
+            "new_scores": len(scored), "predictor_cv_tau": None,
             "seconds": round(time.time() - start, 3), "members": members}
   if distribution.is_chief(run.strategy):
-    _write(run, family, result["scored"], out_dir, truth)
+    _write(run, family, scored, out_dir, truth)
   return family
 
 

@@ -41,6 +41,7 @@ from betanas_tf.latency import table as latency_lib
 from betanas_tf import selection
 from betanas_tf import spaces as spaces_lib
 from betanas_tf import stop_signal
+from betanas_tf import targets as targets_lib
 from betanas_tf.policies import Policy
 
 CALIBRATION_SEED_OFFSET = 7919  # calibration reads TRAIN in an order of its own
@@ -91,9 +92,15 @@ class RunSettings:
   progress: bool = True
   # Per choice block, the candidate labels searched (None: all): `SearchSpace.restricted`.
   ops: Optional[Tuple[Tuple[str, ...], ...]] = None
+  # An in-search family: one alpha per target (`targets.Target` strings), each with its
+  # own cost term and drops; the result is a pick per target (`family`).
+  targets: Tuple[str, ...] = ()
 
   def __post_init__(self):
     budget.check(self.cost, self.latency_table)
+    object.__setattr__(self, "targets", tuple(str(t) for t in self.targets))
+    if self.targets:
+      targets_lib.parse_targets(self.targets)
 
 
 def _crossed(before: int, after: int, every: int) -> bool:
@@ -137,6 +144,7 @@ def recorded_run(search_dir: str, strategy: Optional[tf.distribute.Strategy] = N
       dataset=data_lib.DataSource(**run.get("data_source", {"name": run["dataset"]})),
       cost=run["cost"], cost_target=run["cost_target"], latency_table=run["latency_table"],
       progress=progress, ops=tuple(tuple(labels) for labels in run["ops"]) if run.get("ops") else None,
+      targets=tuple(run.get("targets") or ()),
       **{k: v for k, v in picked.items() if k in {f.name for f in dataclasses.fields(RunSettings)}})
   policy = Policy(**run["policy"])
   defaults = dataclasses.asdict(engine_lib.EngineConfig())
@@ -159,6 +167,7 @@ def run_identity(settings: RunSettings, policy: Policy, config: engine_lib.Engin
           "cost_target": settings.cost_target, "latency_table": settings.latency_table,
           "latency_table_runtime": runtime,
           "ops": [list(labels) for labels in settings.ops] if settings.ops else None,
+          "targets": list(settings.targets),
           # What selection reads: the scored batches and the evolution's size.
           "selection": {"eval_batches": settings.eval_batches,
                         "calibration_batches": settings.calibration_batches,
@@ -178,6 +187,7 @@ def check_recorded_identity(out_dir: str, identity: Dict):
   older = {k: identity[k] for k in ("input_size", "width_multiplier", "latency_table_runtime",
                                      "data_source", "selection")}
   older["ops"] = None
+  older["targets"] = []
   older["width_multiplier"] = 1.0
   changed = sorted(k for k in identity
                    if k != "engine" and previous.get(k, older.get(k)) != identity[k])
@@ -196,6 +206,9 @@ def check_settings(settings: RunSettings, policy: Policy, config: engine_lib.Eng
     raise ValueError("--cost_form=absolute needs --cost_target > 0")
   if policy.phase2 and config.arch_warmup_steps >= config.max_steps:
     raise ValueError("--arch_warmup_steps must be below --max_steps, or no alpha step ever runs")
+  if settings.targets and not policy.phase2:
+    raise ValueError(f"an in-search family needs Phase 2 (one alpha per target); {policy.name} "
+                     "has none: specialise its supernet after the search (--family=post_hoc)")
 
 
 class SearchRun:
@@ -215,10 +228,12 @@ class SearchRun:
     self.space = dataclasses.replace(base, num_classes=self.dataset.num_classes)
     self.costs = budget.cost_table(self.space, settings.cost, settings.cost_target,
                                    settings.latency_table, config.se_ratio)
+    self.targets = targets_lib.parse_targets(settings.targets) if settings.targets else ()
+    target_costs = [t.cost_table(self.space, config.se_ratio) for t in self.targets]
     self.strategy = strategy or tf.distribute.get_strategy()
     self.chief = distribution.is_chief(self.strategy)
     self.engine = engine_lib.SearchEngine(self.space, policy, config, self.costs, self.strategy,
-                                          self.dataset.mean, self.dataset.std)
+                                          self.dataset.mean, self.dataset.std, target_costs)
     self.checkpoint = self.engine.checkpoint()
     # Saving is collective, but only the chief's copy is kept (the others write to a scratch
     # directory, deleted after each save); so every worker restores the CHIEF's checkpoints,
@@ -231,6 +246,7 @@ class SearchRun:
     self.history_path = os.path.join(self.out, "history.jsonl")
     self.labels = [b.labels for b in self.space.choice_blocks]
     self.notes: List[str] = []
+    self.family: Optional[Dict] = None   # an in-search family's family.json, once made
     self.resume_records: Dict[str, int] = {}  # records each pipeline skipped to its position
 
   # ---- state --------------------------------------------------------------------
@@ -536,8 +552,15 @@ class SearchRun:
     return selection.SELECTORS.get(self.policy.selection)(context)
 
   def _finish(self, start: int, images_per_s: Optional[float], wall: float) -> Dict:
-    """Selects the result, scores it, and writes arch.json, summary.json and figures."""
-    choices, extra = self._select()
+    """Selects the result, scores it, and writes arch.json, summary.json and figures (an
+    in-search family: its picks to family/, and the first target's as the result)."""
+    if self.targets:
+      from betanas_tf import family  # pylint: disable=import-outside-toplevel
+      made = self.family = family.in_search_family(self, os.path.join(self.out, "family"))
+      choices = tuple(made["members"][0]["choices"])
+      extra = {"family": {m["name"]: m["choices_string"] for m in made["members"]}}
+    else:
+      choices, extra = self._select()
     arch = self.engine.supernet.arch_for(choices, name=f"{self.space.name}_{self.policy.name}")
     trained = self.policy.trains_weights
     accuracy = (self.engine.evaluator.evaluate_path(choices, self._eval_batches(), self._calibration())

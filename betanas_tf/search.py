@@ -11,6 +11,7 @@ and exit status 1 (the exit-code contract is cli's).
 """
 
 import contextlib
+import dataclasses
 import os
 import sys
 
@@ -111,6 +112,9 @@ def define_flags():
   flags.DEFINE_bool("progress", True, "Show a progress bar.")
   # A family: one pick per target from this search's supernet (`family`).
   family.define_specialise_flags()
+  flags.DEFINE_enum("family", "post_hoc", ["post_hoc", "in_search"], "With --targets: "
+                    "post_hoc specialises the trained supernet to each target (spos, --nodrop); "
+                    "in_search keeps one alpha per target in Phase 2 (betanas, proxyless).")
 
   # Combinations are checked by the configs themselves (EngineConfig, RunSettings,
   # runner.check_settings), for Python callers as for this program.
@@ -148,12 +152,15 @@ def main(argv):
       evolution_population=FLAGS.evolution_population,
       evolution_generations=FLAGS.evolution_generations, progress=FLAGS.progress)
   config = engine_config_from_flags()
-  runner.check_settings(settings, policy, config)
   targets = targets_lib.parse_targets(FLAGS.targets) if FLAGS.targets else ()
-  if targets and policy.drop:
-    raise ValueError(f"--targets specialises the supernet after the search, and {policy.name}'s "
-                     "selective drop leaves dropped ops with the weights they had then: use "
-                     "--strategy=spos, or --nodrop")
+  in_search = bool(targets) and FLAGS.family == "in_search"
+  if targets and not in_search and policy.drop:
+    raise ValueError(f"--family=post_hoc specialises the supernet after the search, and "
+                     f"{policy.name}'s selective drop leaves dropped ops with the weights they "
+                     "had then: use --strategy=spos, --nodrop, or --family=in_search")
+  if in_search:
+    settings = dataclasses.replace(settings, targets=tuple(str(t) for t in targets))
+  runner.check_settings(settings, policy, config)
   try:
     strategy = distribution.make_strategy(FLAGS.distribution)
   except RuntimeError as error:   # e.g. multiworker without a usable TF_CONFIG
@@ -169,7 +176,9 @@ def main(argv):
     run = runner.SearchRun(settings, policy, config, strategy)
     summary = run.run()
     made = None
-    if targets:
+    if in_search:
+      made = run.family
+    elif targets:
       made = family.specialise_run(
           run, targets, os.path.join(FLAGS.out_dir, "family"),
           family.specialise_config_from_flags(config.seed),

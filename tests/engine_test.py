@@ -111,7 +111,7 @@ def test_train_function_stops_at_stop_step_and_never_retraces():
   eng.arch_step(arch_iterator, 4)
   eng.arch_step(arch_iterator, 9)
   assert eng.supernet.train_function.experimental_get_tracing_count() == 1
-  assert eng._arch_step.experimental_get_tracing_count() == 1
+  assert eng._arch_steps[0].experimental_get_tracing_count() == 1
 
 
 def _independent_alpha_gradient(eng, images, labels, path, gate_set):
@@ -342,3 +342,47 @@ def test_arch_steps_before_counts_the_alpha_steps_of_a_run():
 if __name__ == "__main__":
   import sys
   sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_an_in_search_family_keeps_one_alpha_per_target_taking_alpha_steps_in_turn():
+  space = _space()
+  costs = [cost.macs_cost_table(space, 1.0e6), cost.macs_cost_table(space, 2.0e6)]
+  eng = engine_lib.SearchEngine(
+      space, policies.POLICIES.get("betanas"),
+      engine_lib.EngineConfig(batch_size=BATCH, arch_batch_size=BATCH, max_steps=50,
+                              arch_update_every=1, arch_lr=0.05, beta=1.0,
+                              drop_warmup_steps=1000),
+      cost.macs_cost_table(space), target_costs=costs)
+  assert [t.index for t in eng.targets] == [0, 1]
+  # Ops gone for one target stay in Phase 1; gone for both, they leave it.
+  for target, gone in zip(eng.targets, ([(0, 1), (1, 0)], [(0, 1), (2, 2)])):
+    active = _np(target.active)
+    for l, m in gone:
+      active[l, m] = 0.0
+    target.active.assign(active)
+  iterator = iter(eng.distribute(_batches(7)))
+  alphas = lambda: [_np(eng.arch.alpha)] + [_np(t.alpha) for t in eng.targets]
+  start = alphas()
+  eng.arch_step(iterator, 0)        # alpha step 0: target 0
+  first = alphas()
+  assert np.array_equal(first[0], start[0]) and np.array_equal(first[2], start[2])
+  assert not np.array_equal(first[1], start[1])
+  eng.arch_step(iterator, 1)        # alpha step 1: target 1
+  second = alphas()
+  assert np.array_equal(second[1], first[1]) and not np.array_equal(second[2], first[2])
+  union = eng.arch.active_np()
+  assert not union[0, 1] and union[1, 0] and union[2, 2]
+  assert union.sum() == eng.arch.valid.sum() - 1
+  # Each target's own cost term moves its alpha towards cheap ops: the expected MACs of
+  # both fall below what their active ops cost at uniform p.
+  for step in range(2, 12):
+    eng.arch_step(iterator, step)
+  for k, target in enumerate(eng.targets):
+    active = target.active_np()
+    uniform = active / active.sum(axis=1, keepdims=True)
+    expected = lambda p: costs[k].fixed + float(np.sum(p * costs[k].table))
+    assert expected(target.probabilities_np()) < expected(uniform)
+  # The checkpoint holds every target's alpha, mask and Adam.
+  checkpoint = eng.checkpoint()
+  assert all(hasattr(checkpoint, name) for name in (
+      "alpha_target0", "alpha_target1", "active_target1", "arch_opt_target0", "arch_opt_target1"))

@@ -248,12 +248,46 @@ def test_search_with_targets_then_a_target_added_later_and_the_family_exported(t
   assert check["measured_ms"] == report["members"][2]["formats"]["fp32"]["host_median_ms"]
   assert result.returncode == (0 if check["met"] else 1), result.stderr[-2000:]
 
-  # A supernet whose search dropped ops is refused, one line, exit 1.
+
+
+@pytest.mark.slow
+def test_an_in_search_family_and_the_refusals(tmp_path):
+  # Post hoc on a search that drops ops is refused, one line, exit 1, nothing written.
   betanas = str(tmp_path / "betanas")
   result = _python("betanas_tf.search", f"--out_dir={betanas}", *SEARCH, "--targets=macs:1e6")
   assert result.returncode == 1
   assert result.stderr.strip().splitlines()[-1] == (
-      "search: error: --targets specialises the supernet after the search, and betanas's "
-      "selective drop leaves dropped ops with the weights they had then: use --strategy=spos, "
-      "or --nodrop")
+      "search: error: --family=post_hoc specialises the supernet after the search, and "
+      "betanas's selective drop leaves dropped ops with the weights they had then: use "
+      "--strategy=spos, --nodrop, or --family=in_search")
   assert not os.path.exists(betanas)
+  result = _python("betanas_tf.search", f"--out_dir={betanas}", *SEARCH, "--strategy=spos",
+                   "--targets=macs:1e6", "--family=in_search")
+  assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == (
+      "search: error: an in-search family needs Phase 2 (one alpha per target); spos has none: "
+      "specialise its supernet after the search (--family=post_hoc)")
+
+  # In the search: one alpha per target, each pick within its bound, the first the result.
+  result = _python("betanas_tf.search", f"--out_dir={betanas}", *SEARCH, "--arch_update_every=2",
+                   "--arch_warmup_steps=4", "--arch_lr=0.05", "--beta=0.5",
+                   "--drop_warmup_steps=8", "--drop_threshold=0.6", "--family=in_search",
+                   "--targets=macs:1.0e6,macs:2.0e6")
+  assert result.returncode == 0, result.stderr[-3000:]
+  with open(os.path.join(betanas, "family", "family.json")) as handle:
+    family = json.load(handle)
+  with open(os.path.join(betanas, "summary.json")) as handle:
+    summary = json.load(handle)
+  with open(os.path.join(betanas, "run.json")) as handle:
+    assert json.load(handle)["targets"] == ["macs:1e+06", "macs:2e+06"]
+  assert family["method"] == "in_search" and len(family["members"]) == 2
+  assert summary["choices"] == family["members"][0]["choices"]
+  assert summary["family"] == {m["name"]: m["choices_string"] for m in family["members"]}
+  for member in family["members"]:
+    assert member["meets_bound"] is True and member["macs"] <= member["bound"]
+    active = np.array(member["active"], bool)
+    assert all(active[l, c] for l, c in enumerate(member["choices"]))   # never a dropped op
+    assert len(member["drops"]) == int((~active).sum()) - 1   # micro pads one slot (3 ops)
+  # An op leaves Phase 1 only when both targets dropped it.
+  both = np.logical_and(*[~np.array(m["active"], bool) for m in family["members"]])
+  union = np.array(summary["active"], bool)
+  assert np.array_equal(~union, both)
