@@ -202,8 +202,9 @@ def check_recorded_identity(out_dir: str, identity: Dict):
 
 def check_settings(settings: RunSettings, policy: Policy, config: engine_lib.EngineConfig):
   """What no one of the three configs can check alone (the search CLI prints these)."""
-  if config.cost_form == "absolute" and not settings.cost_target > 0:
-    raise ValueError("--cost_form=absolute needs --cost_target > 0")
+  if config.cost_form == "absolute" and not settings.cost_target > 0 and not settings.targets:
+    raise ValueError("--cost_form=absolute needs --cost_target > 0 (or --targets, each "
+                     "target's alpha seeking its own bound)")
   if policy.phase2 and config.arch_warmup_steps >= config.max_steps:
     raise ValueError("--arch_warmup_steps must be below --max_steps, or no alpha step ever runs")
   if settings.targets and not policy.phase2:

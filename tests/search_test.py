@@ -268,7 +268,7 @@ def test_configs_check_themselves_for_python_callers():
   with pytest.raises(ValueError, match="^--cost must be macs or latency, got 'flops'$"):
     runner.RunSettings(out_dir="x", cost="flops")
   settings, betanas = runner.RunSettings(out_dir="x"), policies.POLICIES.get("betanas")
-  with pytest.raises(ValueError, match=r"^--cost_form=absolute needs --cost_target > 0$"):
+  with pytest.raises(ValueError, match=r"^--cost_form=absolute needs --cost_target > 0 \(or --targets"):
     runner.check_settings(settings, betanas, engine.EngineConfig(cost_form="absolute"))
   late = engine.EngineConfig(max_steps=10, arch_warmup_steps=10)
   with pytest.raises(ValueError, match="^--arch_warmup_steps must be below --max_steps"):
