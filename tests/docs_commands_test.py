@@ -16,13 +16,15 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGES = ("README.md", "docs/data.md", "docs/search.md", "docs/retrain.md", "docs/export.md",
-         "docs/latency.md", "docs/rank.md", "docs/drop.md", "docs/design.md", "docs/benchmarks.md")
+         "docs/latency.md", "docs/rank.md", "docs/drop.md", "docs/family.md", "docs/design.md",
+         "docs/benchmarks.md")
 # Program (as typed after `python -m`, or the exporter's script) -> (module, flag definer).
 PROGRAMS = {
     "betanas_tf.search": ("betanas_tf.search", "define_flags"),
     "betanas_tf.train": ("betanas_tf.train", "define_flags"),
     "betanas_tf.tune": ("betanas_tf.tune", "define_flags"),
     "betanas_tf.arch_info": ("betanas_tf.arch_info", "define_flags"),
+    "betanas_tf.family": ("betanas_tf.family.__main__", "define_flags"),
     "betanas_tf.export": ("betanas_tf.export", "define_flags"),
     "export/to_tflite.py": ("betanas_tf.export", "define_flags"),
     "betanas_tf.latency": ("betanas_tf.latency.__main__", "_define_flags"),
@@ -30,6 +32,7 @@ PROGRAMS = {
     "betanas_tf.bench.ground_truth": ("betanas_tf.bench.ground_truth", "define_flags"),
     "betanas_tf.bench.separation": ("betanas_tf.bench.separation", "define_flags"),
     "betanas_tf.bench.branches": ("betanas_tf.bench.branches", "define_flags"),
+    "betanas_tf.bench.family": ("betanas_tf.bench.family", "define_flags"),
     "betanas_tf.bench.throughput": ("betanas_tf.bench.throughput", "define_flags"),
     "betanas_tf.bench.cold_layers": ("betanas_tf.bench.cold_layers", "define_flags"),
     "betanas_tf.bench.preemption": ("betanas_tf.bench.preemption", "define_flags"),
@@ -90,11 +93,12 @@ def test_documented_commands_are_found_in_every_stage_page():
   commands = documented_commands()
   pages = {page for page, _, _ in commands}
   assert pages == {"README.md", "docs/data.md", "docs/search.md", "docs/retrain.md", "docs/export.md",
-                   "docs/latency.md", "docs/rank.md", "docs/drop.md", "docs/benchmarks.md"}
+                   "docs/latency.md", "docs/rank.md", "docs/drop.md", "docs/family.md",
+                   "docs/benchmarks.md"}
   programs = {program for _, program, _ in commands}
   assert {"betanas_tf.search", "betanas_tf.train", "export/to_tflite.py", "betanas_tf.qat",
           "betanas_tf.latency", "betanas_tf.tune", "betanas_tf.bench.rank",
-          "betanas_tf.bench.branches"} <= programs
+          "betanas_tf.bench.branches", "betanas_tf.family", "betanas_tf.bench.family"} <= programs
   # Continuation lines are joined and comments dropped.
   assert ("README.md", "betanas_tf.arch_info", ["--arch=/tmp/betanas_demo/arch.json"]) in commands
 

@@ -339,10 +339,6 @@ def test_arch_steps_before_counts_the_alpha_steps_of_a_run():
     assert config.arch_steps_before(step) == len([s for s in due if s < step]), step
 
 
-if __name__ == "__main__":
-  import sys
-  sys.exit(pytest.main([__file__, "-q"]))
-
 
 def test_an_in_search_family_keeps_one_alpha_per_target_taking_alpha_steps_in_turn():
   space = _space()
@@ -386,3 +382,8 @@ def test_an_in_search_family_keeps_one_alpha_per_target_taking_alpha_steps_in_tu
   checkpoint = eng.checkpoint()
   assert all(hasattr(checkpoint, name) for name in (
       "alpha_target0", "alpha_target1", "active_target1", "arch_opt_target0", "arch_opt_target1"))
+
+
+if __name__ == "__main__":
+  import sys
+  sys.exit(pytest.main([__file__, "-q"]))

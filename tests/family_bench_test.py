@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -62,3 +63,7 @@ def test_the_quick_plan_end_to_end_and_cached(tmp_path):
     assert "A target added to a finished family" in handle.read()
   # A rerun reads every stage from disk.
   assert family_bench.run(out, plan, log=lambda m: pytest.fail(m))["records"] == [record]
+
+
+if __name__ == "__main__":
+  sys.exit(pytest.main([__file__, "-q"]))

@@ -291,3 +291,7 @@ def test_an_in_search_family_and_the_refusals(tmp_path):
   both = np.logical_and(*[~np.array(m["active"], bool) for m in family["members"]])
   union = np.array(summary["active"], bool)
   assert np.array_equal(~union, both)
+
+
+if __name__ == "__main__":
+  sys.exit(pytest.main([__file__, "-q"]))

@@ -1,14 +1,12 @@
 """A family of networks from one trained supernet: a pick for every target (budget, phone).
 
-    python -m betanas_tf.family --search_dir=runs/spos \\
-        --targets=macs:5e6,macs:8e6,latency:host_cpu.json:0.5 --out_dir=runs/spos/family
-
-specialises a finished search's supernet to each target (`specialise`: supernet scores on
-the arch split with BN recalibrated, an accuracy predictor proposing; every score cached in
-the output directory, so adding a target later costs only its own few scores). The search
-must have trained every op to its end: a spos search, or betanas / proxyless with --nodrop
-(an op a betanas search dropped keeps the weights it had then). `python -m
-betanas_tf.search --targets=...` runs the same after its own search.
+Post hoc (`specialise_run`): a finished search's supernet specialised to each target
+(`specialise`: supernet scores on the arch split with BN recalibrated, an accuracy predictor
+proposing; every score cached in the output directory, so adding a target later costs only
+its own few scores). The search must have trained every op to its end: a spos search, or
+betanas / proxyless with --nodrop. In the search (`in_search_family`): the picks of a search
+that kept one alpha per target. The programs: `python -m betanas_tf.family` (`__main__.py`)
+and `python -m betanas_tf.search --targets=...`.
 
 Output directory (written by the chief alone):
   family.json        per target: its pick, MACs, params, cost under every target's table,
@@ -22,11 +20,9 @@ Output directory (written by the chief alone):
 import dataclasses
 import json
 import os
-import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
-from absl import app
 from absl import flags
 import numpy as np
 
@@ -271,44 +267,6 @@ def read_family(family_dir: str) -> Dict:
     return json.load(handle)
 
 
-def define_flags():
-  flags.DEFINE_string("search_dir", None, "A finished search's output directory.")
-  flags.DEFINE_string("out_dir", None, "Where the family goes (default: SEARCH_DIR/family). "
-                      "Rerun with more targets: the scores cached there are reused.")
-  flags.DEFINE_string("ground_truth", None, "A bench.ground_truth file of the same space: its "
-                      "true front is drawn in family.png.")
-  define_specialise_flags()
-  cli.define_distribution_flag()
-
-
-@cli.reports_errors("family")
-def main(argv):
-  del argv
-  targets = targets_lib.parse_targets(FLAGS.targets)   # before TensorFlow is imported
-  out_dir = FLAGS.out_dir or os.path.join(FLAGS.search_dir, "family")
-  if not os.path.isdir(FLAGS.search_dir):
-    raise ValueError(f"--search_dir {FLAGS.search_dir} is not a directory")
-  from betanas_tf import distribution  # pylint: disable=import-outside-toplevel
-  from betanas_tf import runner  # pylint: disable=import-outside-toplevel
-  strategy = distribution.make_strategy(FLAGS.distribution)
-  run = runner.recorded_run(FLAGS.search_dir, strategy)
-  truth = None
-  if FLAGS.ground_truth:
-    from betanas_tf.bench import ground_truth as gt_lib  # pylint: disable=import-outside-toplevel
-    known = gt_lib.GroundTruth.load(FLAGS.ground_truth)
-    if (known.space, known.input_size) != (run.space.name, run.space.input_size):
-      raise ValueError(f"--ground_truth {FLAGS.ground_truth} is of {known.space} at "
-                       f"{known.input_size} px, the search of {run.space.name} at "
-                       f"{run.space.input_size} px")
-    truth = known.as_rank_truth()
-  start = time.time()
-  run.restore_finished()
-  family = specialise_run(run, targets, out_dir, specialise_config_from_flags(run.config.seed),
-                          truth, log=lambda m: print(f"family: {m}", file=sys.stderr))
-  print_family(family, time.time() - start)
-  return 0
-
-
 def print_family(family: Dict, seconds: float):
   for m in family["members"]:
     print(f"{m['name']}: {m['choices_string']}  {m['macs'] / 1e6:.2f}M MACs  "
@@ -319,10 +277,3 @@ def print_family(family: Dict, seconds: float):
   print(f"{family['scored_networks']} networks scored ({family['new_scores']} new), "
         f"restore and specialisation {seconds:.1f} s"
         + (f"; predictor's cross-validated Kendall tau {tau:.3f}" if tau is not None else ""))
-
-
-if __name__ == "__main__":
-  define_flags()
-  flags.mark_flag_as_required("search_dir")
-  flags.mark_flag_as_required("targets")
-  app.run(main)
