@@ -23,7 +23,9 @@ KILL_COMMAND = ["--space=micro", "--dataset=digits", "--batch_size=32", "--arch_
                 "--max_steps=16", "--arch_update_every=2", "--arch_warmup_steps=4",
                 "--arch_lr=0.05", "--beta=0.5", "--drop_warmup_steps=6", "--checkpoint_every=4",
                 "--log_every=4", "--eval_batches=2", "--calibration_batches=2", "--noprogress",
-                "--deterministic", "--distribution=multiworker"]
+                "--deterministic", "--distribution=multiworker",
+                # An in-search family: one alpha per target, checkpointed and scored by both.
+                "--family=in_search", "--targets=macs:1.0e6,macs:2.0e6"]
 SURVIVOR_LIMIT_S = 90   # the survivor's error must come within this (measured: 2 s)
 
 
@@ -78,22 +80,38 @@ def test_two_workers_share_the_search_and_only_the_chief_writes(uninterrupted_ru
   # that the two pipelines' slices are disjoint and together make the global batch).
   assert "search: worker:0: input pipeline 0 of 2, 16 examples per replica" in results[0][2]
   assert "search: worker:1: input pipeline 1 of 2, 16 examples per replica" in results[1][2]
-  lines = lambda text: [l for l in text.splitlines() if l.startswith(("architecture:", "MACs"))]
-  assert lines(results[0][1]) == lines(results[1][1]) and len(lines(results[0][1])) == 2
+  lines = lambda text: [l for l in text.splitlines()
+                        if l.startswith(("architecture:", "MACs", "macs_"))]
+  assert lines(results[0][1]) == lines(results[1][1]) and len(lines(results[0][1])) == 4
   with open(os.path.join(out, "summary.json")) as handle:
     summary = json.load(handle)
   assert summary["distribution"] == {"workers": 2, "task": "worker:0", "replicas": 2}
   assert sum(map(sum, summary["counts"])) == 16 * 3
   # Only the chief took the directory's lock (.lock): worker 1 shares the directory.
-  assert sorted(os.listdir(out)) == [".lock", "arch.json", "checkpoints", "data.json", "figures",
-                                     "flags.txt", "history.jsonl", "run.json", "summary.json",
-                                     "tensorboard"]
+  assert sorted(os.listdir(out)) == [".lock", "arch.json", "checkpoints", "data.json", "family",
+                                     "figures", "flags.txt", "history.jsonl", "run.json",
+                                     "summary.json", "tensorboard"]
+  with open(os.path.join(out, "family", "family.json")) as handle:
+    family = json.load(handle)
+  assert summary["family"] == {m["name"]: m["choices_string"] for m in family["members"]}
+  assert all(m["macs"] <= m["bound"] for m in family["members"])
   assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == [
       "checkpoint", "ckpt-12.data-00000-of-00001", "ckpt-12.index",
       "ckpt-16.data-00000-of-00001", "ckpt-16.index"]
   assert len(os.listdir(os.path.join(out, "tensorboard"))) == 1  # the chief's event file
   history = [json.loads(line) for line in open(os.path.join(out, "history.jsonl"))]
   assert [r["step"] for r in history] == [4, 8, 12, 16]
+
+
+def _assert_same_family(out, straight):
+  """The in-search family of `out` equals the uninterrupted run's: every target's p, active
+  mask, drops and pick."""
+  load = lambda d: json.load(open(os.path.join(d, "family", "family.json")))["members"]
+  mine, theirs = load(out), load(straight)
+  assert [m["choices"] for m in mine] == [m["choices"] for m in theirs]
+  for a, b in zip(mine, theirs):
+    np.testing.assert_allclose(a["p"], b["p"], atol=1e-6)
+    assert a["active"] == b["active"] and a["drops"] == b["drops"]
 
 
 def _kill_at_checkpoint(out, step, victim):
@@ -142,6 +160,7 @@ def test_a_killed_worker_or_chief_stops_the_other_and_restarts_resume_exactly(tm
       os.path.join(uninterrupted, "arch.json")).read()
   np.testing.assert_allclose(summary["alpha"], straight["alpha"], atol=1e-6)
   assert summary["counts"] == straight["counts"] and summary["drops"] == straight["drops"]
+  _assert_same_family(out, uninterrupted)
   kill_support.assert_same_supernet_weights(uninterrupted, out)
 
 
@@ -183,6 +202,7 @@ def test_sigterm_to_one_worker_stops_both_at_one_step_and_the_restart_is_exact(t
   np.testing.assert_allclose(summary["alpha"],
                              json.load(open(os.path.join(uninterrupted, "summary.json")))["alpha"],
                              atol=1e-6)
+  _assert_same_family(out, uninterrupted)
   kill_support.assert_same_supernet_weights(uninterrupted, out)
 
 
