@@ -27,7 +27,9 @@ FLAGS = flags.FLAGS
 def define_flags():
   """Defines this program's flags (only when it runs as a program)."""
   from betanas_tf.latency import runtime  # pylint: disable=import-outside-toplevel
-  flags.DEFINE_string("space", "proxyless_mobile", "Search space of the networks.")
+  from betanas_tf import spaces  # pylint: disable=import-outside-toplevel
+  flags.DEFINE_enum("space", "proxyless_mobile", spaces.SPACES.names(),
+                    "Search space of the networks.")
   flags.DEFINE_enum("quantize", "int8", list(runtime.QUANTIZE), "Number format.")
   flags.DEFINE_integer("threads", 1, "Interpreter threads.", lower_bound=1)
   flags.DEFINE_integer("networks", 12, "Random networks (seed --seed).", lower_bound=4)

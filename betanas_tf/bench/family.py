@@ -75,7 +75,8 @@ class FamilyPlan:
       raise ValueError("search_seeds is empty")
 
 
-QUICK = FamilyPlan(space="micro", dataset="digits", search_seeds=(0, 1), search_steps=24,
+QUICK = FamilyPlan(space="micro", dataset="digits", quantiles=(0.3, 0.7), search_seeds=(0, 1),
+                   search_steps=24,
                    eval_batches=2, calibration_batches=2, truth=False,
                    specialise=specialise_lib.SpecialiseConfig(initial=4, rounds=1, per_round=2))
 
