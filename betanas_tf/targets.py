@@ -53,8 +53,10 @@ class Target:
     return cls(kind, bound, table)
 
   def __str__(self) -> str:
-    bound = f"{self.bound:g}"
-    return f"macs:{bound}" if self.kind == "macs" else f"latency:{self.table}:{bound}"
+    """The target as typed, its bound exact (parsing it gives this very target)."""
+    bound = self.bound
+    text = str(int(bound)) if bound.is_integer() and abs(bound) < 1e16 else repr(float(bound))
+    return f"macs:{text}" if self.kind == "macs" else f"latency:{self.table}:{text}"
 
   @property
   def unit(self) -> str:

@@ -28,8 +28,11 @@ def test_targets_parse_name_and_print_themselves(tmp_path):
   assert [t.kind for t in found] == ["macs", "latency", "macs"]
   assert [t.bound for t in found] == [150e6, 80.0, 2.5e6]
   assert [t.name for t in found] == ["macs_150M", "latency_host_cpu_80ms", "macs_2.5M"]
-  assert [str(t) for t in found] == ["macs:1.5e+08", f"latency:{table}:80", "macs:2.5e+06"]
-  assert targets.Target.parse(str(found[1])) == found[1]
+  assert [str(t) for t in found] == ["macs:150000000", f"latency:{table}:80", "macs:2500000"]
+  assert all(targets.Target.parse(str(t)) == t for t in found)
+  odd = targets.Target("macs", 8547264.0)
+  assert str(odd) == "macs:8547264" and targets.Target.parse(str(odd)) == odd
+  assert targets.Target.parse(str(targets.Target("macs", 1 / 3))).bound == 1 / 3
   assert found[1].unit == "ms" and found[0].unit == "MACs"
 
 
@@ -278,7 +281,7 @@ def test_an_in_search_family_and_the_refusals(tmp_path):
   with open(os.path.join(betanas, "summary.json")) as handle:
     summary = json.load(handle)
   with open(os.path.join(betanas, "run.json")) as handle:
-    assert json.load(handle)["targets"] == ["macs:1e+06", "macs:2e+06"]
+    assert json.load(handle)["targets"] == ["macs:1000000", "macs:2000000"]
   assert family["method"] == "in_search" and len(family["members"]) == 2
   assert summary["choices"] == family["members"][0]["choices"]
   assert summary["family"] == {m["name"]: m["choices_string"] for m in family["members"]}
