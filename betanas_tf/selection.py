@@ -159,16 +159,30 @@ class Context:
   generations: int = 5
 
 
+def most_probable_or_within_budget(probabilities: np.ndarray, active: np.ndarray,
+                                   cost: Callable[[Choices], float], costs: np.ndarray,
+                                   fixed: float, budget: Optional[float],
+                                   num_candidates: Sequence[int]) -> Tuple[Choices, Optional[Choices]]:
+  """The argmax of the distribution over active ops if it fits the budget, else the most
+  probable path within it (`most_probable_within_budget`). Returns (choices, the argmax
+  when it was over the budget, else None)."""
+  masked = np.where(np.asarray(active) > 0.5, probabilities, -np.inf)
+  argmax = tuple(int(i) for i in masked.argmax(axis=1))
+  if budget is None or cost(argmax) <= budget * (1 + 1e-12):
+    return argmax, None
+  return most_probable_within_budget(probabilities, active, costs, fixed, budget,
+                                     num_candidates), argmax
+
+
 def select_most_probable(ctx: Context) -> Tuple[Choices, Dict]:
   """The argmax of the distribution; over the budget, the most probable path within it."""
-  masked = np.where(ctx.active > 0.5, ctx.probabilities, -np.inf)
-  argmax = tuple(int(i) for i in masked.argmax(axis=1))
-  if ctx.budget is None or ctx.cost(argmax) <= ctx.budget:
-    return argmax, {}
-  choices = most_probable_within_budget(ctx.probabilities, ctx.active, ctx.cost_table,
-                                        ctx.fixed_cost, ctx.budget, ctx.num_candidates)
-  return choices, {"argmax_over_budget": {"choices_string": ctx.describe(argmax),
-                                          "cost": round(ctx.cost(argmax), 6)}}
+  choices, over = most_probable_or_within_budget(ctx.probabilities, ctx.active, ctx.cost,
+                                                 ctx.cost_table, ctx.fixed_cost, ctx.budget,
+                                                 ctx.num_candidates)
+  if over is None:
+    return choices, {}
+  return choices, {"argmax_over_budget": {"choices_string": ctx.describe(over),
+                                          "cost": round(ctx.cost(over), 6)}}
 
 
 def select_by_evolution(ctx: Context) -> Tuple[Choices, Dict]:

@@ -141,6 +141,75 @@ def test_an_impossible_bound_is_an_error_before_anything_is_scored():
                           lambda todo: pytest.fail("scored"), specialise.SpecialiseConfig())
 
 
+class _FinishedRun:
+  """What `family.specialise_run` reads of a restored search (`runner.SearchRun`), with an
+  additive score in place of a trained supernet's: the caching under test is the same."""
+
+  def __init__(self, out, stop_after=None):
+    self.space = spaces.get_space("micro")
+    self.out, self.strategy, self.stop_after, self.calls = out, None, stop_after, 0
+    self.config = type("Config", (), {"se_ratio": 0.0, "max_steps": 16})()
+    self.policy = type("Policy", (), {"name": "spos"})()
+    valid = np.zeros((3, 7), bool)
+    for l, block in enumerate(self.space.choice_blocks):
+      valid[l, :block.num_candidates] = True
+    self.engine = type("Engine", (), {"arch": type("Arch", (), {
+        "valid": valid, "active_np": lambda _self: valid})()})()
+
+  def stop_point(self, where):
+    if self.stop_after is not None and self.calls >= self.stop_after:
+      raise KeyboardInterrupt(where)
+
+  def scoring_digest(self, split):
+    return f"digest-{split}"
+
+  def score_paths(self, choices_list, split):
+    self.calls += 1
+    return [{"top1": 0.5 + 0.01 * sum((l + 1) * c for l, c in enumerate(choices))}
+            for choices in choices_list]
+
+
+def test_a_stopped_specialisation_keeps_every_round_and_a_rerun_scores_only_the_rest(tmp_path):
+  from betanas_tf import family  # pylint: disable=import-outside-toplevel
+  config = specialise.SpecialiseConfig(initial=6, rounds=2, per_round=2)
+  wanted = [*targets.parse_targets(["macs:1.2e6", "macs:1.6e6"])]
+  whole = family.specialise_run(_FinishedRun("s"), wanted, str(tmp_path / "whole"), config,
+                                log=lambda _: None)
+  out = str(tmp_path / "stopped")
+  with pytest.raises(KeyboardInterrupt, match="during specialisation"):
+    family.specialise_run(_FinishedRun("s", stop_after=2), wanted, out, config, log=lambda _: None)
+  assert not os.path.exists(os.path.join(out, "family.json"))
+  with open(os.path.join(out, "scores.json")) as handle:
+    kept = json.load(handle)
+  assert kept["scoring_digest"] == "digest-arch" and 0 < len(kept["archs"]) < whole["scored_networks"]
+  resumed = family.specialise_run(_FinishedRun("s"), wanted, out, config, log=lambda _: None)
+  # The rerun scores none of the kept networks again: the random start is complete, only
+  # the predictor's rounds run.
+  assert resumed["scored_networks"] == len(kept["archs"]) + resumed["new_scores"]
+  assert 0 < resumed["new_scores"] <= config.rounds * len(wanted) * config.per_round
+  with open(os.path.join(out, "scores.json")) as handle:
+    final = json.load(handle)
+  assert set(kept["archs"]) < set(final["archs"]) and len(final["archs"]) == resumed["scored_networks"]
+
+
+def test_workers_whose_caches_differ_all_score_from_scratch(tmp_path, monkeypatch):
+  from betanas_tf import distribution  # pylint: disable=import-outside-toplevel
+  from betanas_tf import family  # pylint: disable=import-outside-toplevel
+  config = specialise.SpecialiseConfig(initial=6, rounds=1, per_round=2)
+  wanted = list(targets.parse_targets(["macs:1.2e6"]))
+  out = str(tmp_path / "family")
+  first = family.specialise_run(_FinishedRun("s"), wanted, out, config, log=lambda _: None)
+  again = family.specialise_run(_FinishedRun("s"), wanted, out, config, log=lambda _: None)
+  assert again["new_scores"] == 0
+  # Another worker read other files: its fingerprint differs from this one's.
+  monkeypatch.setattr(distribution, "gather_from_workers", lambda _strategy, mine: [mine, mine + 1])
+  lines = []
+  apart = family.specialise_run(_FinishedRun("s"), wanted, out, config, log=lines.append)
+  assert ("the workers read different cached scores or family members; every worker scores "
+          "from scratch") in lines
+  assert apart["new_scores"] == apart["scored_networks"] == first["scored_networks"]
+
+
 def test_best_additive_within_budget_matches_brute_force():
   rng = np.random.default_rng(3)
   for _ in range(50):

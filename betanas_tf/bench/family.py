@@ -90,21 +90,13 @@ def targets_of(plan: FamilyPlan, quantiles: Sequence[float]) -> List[targets_lib
 
 def _settings(plan: FamilyPlan, strategy: str, seed: int, run_dir: str, budget_macs: float,
               targets: Sequence[targets_lib.Target] = ()):
-  """(RunSettings, Policy, EngineConfig) of one search: the rank benchmark's settings."""
-  from betanas_tf import data as data_lib  # pylint: disable=import-outside-toplevel
-  from betanas_tf import policies  # pylint: disable=import-outside-toplevel
-  from betanas_tf import runner  # pylint: disable=import-outside-toplevel
+  """(RunSettings, Policy, EngineConfig) of one search: the rank benchmark's settings, with
+  this plan's cost form for the strategy."""
   from betanas_tf.bench import rank_stages  # pylint: disable=import-outside-toplevel
-  settings = runner.RunSettings(out_dir=run_dir, space=plan.space, input_size=plan.input_size,
-                                dataset=data_lib.DataSource(plan.dataset), cost="macs",
-                                cost_target=budget_macs, checkpoint_every=plan.search_steps,
-                                log_every=max(10, plan.search_steps // 20),
-                                eval_batches=plan.eval_batches,
-                                calibration_batches=plan.calibration_batches, progress=False,
-                                targets=tuple(str(t) for t in targets))
   form = plan.spos_cost_form if strategy == "spos" else plan.cost_form
-  return settings, policies.POLICIES.get(strategy), rank_stages.engine_config(
-      dataclasses.replace(plan, cost_form=form), seed)
+  return rank_stages.search_settings(dataclasses.replace(plan, cost_form=form), strategy, seed,
+                                     os.path.dirname(run_dir), budget_macs, run_dir=run_dir,
+                                     targets=[str(t) for t in targets])
 
 
 def _search(plan, strategy, seed, run_dir, budget_macs, targets=(), log=print):

@@ -14,7 +14,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -121,17 +121,21 @@ def selection_truth(plan, gt: Dict, choices: Sequence[str], out_dir: str,
 
 # ---- searches ---------------------------------------------------------------------------
 
-def search_settings(plan, strategy: str, seed: int, out_dir: str, budget_macs: float):
-  """(RunSettings, Policy, EngineConfig) of one of the plan's searches."""
+def search_settings(plan, strategy: str, seed: int, out_dir: str, budget_macs: float,
+                    run_dir: Optional[str] = None, targets: Sequence[str] = ()):
+  """(RunSettings, Policy, EngineConfig) of one of the plan's searches, in
+  `out_dir/searches/STRATEGY_seedN` unless `run_dir` is given; `targets`: an in-search
+  family's (`RunSettings.targets`)."""
   policy_name, ablations = strategies()[strategy]
   policy = policies.POLICIES.get(policy_name).with_ablations(**ablations)
-  run_dir = os.path.join(out_dir, "searches", f"{strategy}_seed{seed}")
+  run_dir = run_dir or os.path.join(out_dir, "searches", f"{strategy}_seed{seed}")
   settings = runner.RunSettings(out_dir=run_dir, space=plan.space, input_size=plan.input_size,
                                 dataset=data_lib.DataSource(plan.dataset), cost="macs",
                                 cost_target=budget_macs, checkpoint_every=plan.search_steps,
                                 log_every=max(10, plan.search_steps // 20),
                                 eval_batches=plan.eval_batches,
-                                calibration_batches=plan.calibration_batches, progress=False)
+                                calibration_batches=plan.calibration_batches, progress=False,
+                                targets=tuple(targets))
   return settings, policy, engine_config(plan, seed)
 
 

@@ -18,10 +18,11 @@ Output directory (written by the chief alone):
 """
 
 import dataclasses
+import hashlib
 import json
 import os
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from absl import flags
 import numpy as np
@@ -106,7 +107,6 @@ def specialise_run(run, targets: Sequence[targets_lib.Target], out_dir: str,
   writes the family to `out_dir` (chief only) and returns family.json's content. `truth`:
   a ground truth's {"macs", "top1" (rows per seed)} of the same space, drawn as the true
   front."""
-  from betanas_tf import cost as cost_lib  # pylint: disable=import-outside-toplevel
   from betanas_tf import distribution  # pylint: disable=import-outside-toplevel
   check_supernet(run)
   start = time.time()
@@ -119,14 +119,21 @@ def specialise_run(run, targets: Sequence[targets_lib.Target], out_dir: str,
   digest = run.scoring_digest(split="arch")
   scores_path = os.path.join(out_dir, SCORES_FILE)
   scored = _cached_scores(scores_path, digest, space, log)
-
-  def score_many(choices_list):
-    run.stop_point("during specialisation")
-    return [m["top1"] for m in run.score_paths(choices_list, split="arch")]
-
   # Targets this family already has (same supernet and settings) keep their picks: only
   # new targets are specialised, from the cached scores.
   kept = {m["target"]: m for m in _previous_members(out_dir, digest, config)}
+  scored, kept = _agreed_cache(run, scored, kept, log)
+  chief = distribution.is_chief(run.strategy)
+  so_far = dict(scored)
+
+  def score_many(choices_list):
+    run.stop_point("during specialisation")
+    scores = [m["top1"] for m in run.score_paths(choices_list, split="arch")]
+    so_far.update(zip(choices_list, scores))
+    if chief:   # every round's scores survive a stop: a rerun scores only what is new
+      _write_scores(space, so_far, digest, out_dir)
+    return scores
+
   result = specialise_lib.specialise([b.num_candidates for b in space.choice_blocks],
                                      [b for b, t in zip(bounds, targets) if str(t) not in kept],
                                      score_many, config, scored, log)
@@ -145,9 +152,34 @@ def specialise_run(run, targets: Sequence[targets_lib.Target], out_dir: str,
             "scored_networks": len(result["scored"]), "new_scores": result["new_scores"],
             "predictor_cv_tau": result["predictor_cv_tau"],
             "seconds": round(time.time() - start, 3), "members": members}
-  if distribution.is_chief(run.strategy):
+  if chief:
     _write(run, family, result["scored"], out_dir, truth)
   return family
+
+
+def _agreed_cache(run, scored: Dict, kept: Dict, log) -> Tuple[Dict, Dict]:
+  """The cached scores and kept members if every worker read the same ones, else none for
+  anyone: the workers propose, and score together, what their caches leave to score, so
+  caches that differ (a worker that cannot see the chief's files) would make them wait on
+  each other's collectives for ever."""
+  from betanas_tf import distribution  # pylint: disable=import-outside-toplevel
+  fingerprint = hashlib.sha256(json.dumps(
+      [sorted((list(c), s) for c, s in scored.items()),
+       sorted((t, m["choices"]) for t, m in kept.items())]).encode()).digest()
+  mine = int.from_bytes(fingerprint[:7], "big")
+  if len(set(distribution.gather_from_workers(run.strategy, mine))) > 1:
+    log("the workers read different cached scores or family members; every worker "
+        "scores from scratch")
+    return {}, {}
+  return scored, kept
+
+
+def _write_scores(space, scored: Dict, digest: str, out_dir: str):
+  os.makedirs(out_dir, exist_ok=True)
+  archs = sorted(scored)
+  io_utils.atomic_write_json(os.path.join(out_dir, SCORES_FILE), {
+      "scoring_digest": digest, "split": "arch",
+      "archs": [space.choices_to_string(c) for c in archs], "top1": [scored[c] for c in archs]})
 
 
 def _members(run, targets, tables, picks: Dict, scored: Dict) -> List[Dict]:
@@ -193,12 +225,9 @@ def in_search_family(run, out_dir: str, truth: Optional[Dict] = None) -> Dict:
   picks, states = {}, {}
   for t, alphas in zip(run.targets, run.engine.targets):
     table = tables[t.name]
-    choices = alphas.argmax()
-    if table.of_choices(choices) > table.target * (1 + 1e-12):
-      choices = selection.most_probable_within_budget(
-          alphas.probabilities_np(), alphas.active_np(), np.asarray(table.table), table.fixed,
-          table.target, num_candidates)
-    picks[t.name] = choices
+    picks[t.name], _ = selection.most_probable_or_within_budget(
+        alphas.probabilities_np(), alphas.active_np(), table.of_choices,
+        np.asarray(table.table), table.fixed, table.target, num_candidates)
     states[t.name] = {"p": alphas.probabilities_np().round(6).tolist(),
                       "active": alphas.active_np().astype(int).tolist(),
                       "drops": alphas.drop_log(labels)}
@@ -224,11 +253,8 @@ def _write(run, family: Dict, scored: Dict, out_dir: str, truth: Optional[Dict])
   from betanas_tf import cost as cost_lib  # pylint: disable=import-outside-toplevel
   from betanas_tf import figures  # pylint: disable=import-outside-toplevel
   space = run.space
-  os.makedirs(out_dir, exist_ok=True)
+  _write_scores(space, scored, family["scoring_digest"], out_dir)
   archs = sorted(scored)
-  io_utils.atomic_write_json(os.path.join(out_dir, SCORES_FILE), {
-      "scoring_digest": family["scoring_digest"], "split": "arch",
-      "archs": [space.choices_to_string(c) for c in archs], "top1": [scored[c] for c in archs]})
   for member in family["members"]:
     arch = space.arch_from_choices(member["choices"], name=f"{space.name}_{member['name']}")
     os.makedirs(os.path.join(out_dir, member["name"]), exist_ok=True)
