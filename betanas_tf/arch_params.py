@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from betanas_tf import spaces as spaces_lib
+from betanas_tf.setting_names import COST_FORMS, DROP_RULES
 
 NEG_INF = -1e9  # masked logits: exp() underflows to exactly 0 in float32
 
@@ -159,7 +160,6 @@ def expected_cost(alpha, active, cost_table, fixed_cost: float):
   return fixed_cost + tf.reduce_sum(masked_softmax(alpha, active) * cost_table)
 
 
-COST_FORMS = ("linear", "absolute")
 
 
 def cost_penalty(expected, form: str, beta: float, target: float, reference: float):
@@ -177,11 +177,15 @@ def cost_penalty(expected, form: str, beta: float, target: float, reference: flo
 
 # In-graph sampling: stateless, keyed by (seed, stream, step) ----------------------
 
+def stream_key(seed: int, stream: int):
+  """The stateless-RNG key of one stream (Phase 1, Phase 2, selection) of a run's seed."""
+  return tf.constant([seed, stream], tf.int64)
+
+
 def stream_seed(seed: int, stream: int, step):
   """A stateless-RNG seed that depends only on (seed, stream, step): the same path
   on every replica and worker, and after a resume."""
-  base = tf.constant([seed, stream], tf.int64)
-  return tf.random.experimental.stateless_fold_in(base, tf.cast(step, tf.int64))
+  return tf.random.experimental.stateless_fold_in(stream_key(seed, stream), tf.cast(step, tf.int64))
 
 
 def _masked_logits(logits, mask):
@@ -234,7 +238,6 @@ def sample_pairs(alpha, mask, seed):
 
 # Selective drop ------------------------------------------------------------------
 
-DROP_RULES = ("prob", "alpha")
 
 
 def drop_mask(alpha, active, rule: str, threshold: float):

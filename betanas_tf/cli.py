@@ -12,6 +12,8 @@ from typing import Any
 from absl import flags
 
 from betanas_tf import arch as arch_lib
+from betanas_tf import engine_config
+from betanas_tf import errors as errors_lib
 from betanas_tf import references
 from betanas_tf import spaces
 
@@ -55,7 +57,7 @@ def exit_status_of_signal(signum: int) -> int:
 def reports_errors(program: str, *errors: type, stops: str = "at_once",
                    takes_arguments: bool = False):
   """Decorates a program's main(argv) with the exit-code contract above: an exception of
-  `errors` (ValueError always) is one ``PROGRAM: error: ...`` line and status 1; a
+  `errors` (ValueError and InputError always) is one ``PROGRAM: error: ...`` line and status 1; a
   divergence one ``PROGRAM: diverged: ...`` line and status 3; a busy directory or a lost
   worker one ``PROGRAM: error: ...`` line and status 75; a stop signal one ``PROGRAM:
   stopped by SIG...`` line and 128 + its number. `stops` is how SIGTERM / SIGINT are
@@ -84,7 +86,7 @@ def reports_errors(program: str, *errors: type, stops: str = "at_once",
       except TemporaryFailure as error:
         print(f"{program}: error: {error}", file=sys.stderr, flush=True)
         return EXIT_RETRY
-      except (ValueError,) + errors as error:
+      except (ValueError, errors_lib.InputError) + errors as error:
         print(f"{program}: error: {error}", file=sys.stderr, flush=True)
         return EXIT_BAD_INPUT
     return wrapped
@@ -152,13 +154,20 @@ def arch_from_flags(apply_width: bool = True) -> arch_lib.Architecture:
 
 # ---- which data ---------------------------------------------------------------------------
 
-# The data package imports TensorFlow: only programs that read data pay for it (arch_info stays light).
+# The data package imports TensorFlow: only programs that read data pay for it. The flags are
+# defined without it (a flag error or --help answers before TensorFlow loads): the datasets the
+# package registers are named here (tests/data_test.py holds the list equal to data.DATASETS),
+# and a dataset registered in the user's own file is accepted by the validator, which loads
+# the registry.
+BUNDLED_DATASETS = ("cifar10", "cluttered_digits", "digits", "folder", "imagenet2012", "synthetic")
+
 
 def define_data_flags(default: str = "digits", help_text: str = "Dataset"):
-  from betanas_tf import data as data_lib  # pylint: disable=import-outside-toplevel
-  flags.DEFINE_string("dataset", default, f"{help_text}: {data_lib.names_help()}.")
+  names = (", ".join(BUNDLED_DATASETS) + " (or one registered in data.DATASETS), or tfds:NAME "
+           "(any prepared tfds image classification dataset)")
+  flags.DEFINE_string("dataset", default, f"{help_text}: {names}.")
   flags.register_validator("dataset", _valid_dataset, "--dataset must be one of "
-                           + data_lib.names_help())
+                           + names)
   flags.DEFINE_string("data_dir", None, "tensorflow-datasets directory (cifar10, imagenet2012, "
                       "tfds:NAME), or the image folder of --dataset=folder.")
   flags.DEFINE_bool("download", False, "Let tensorflow-datasets download/prepare the dataset "
@@ -228,15 +237,17 @@ def define_android_flags():
 
 # ---- where it runs ------------------------------------------------------------------------
 
+# distribution.make_strategy's names (distribution imports TensorFlow; the flag must not).
+DISTRIBUTIONS = ("default", "mirrored", "multiworker")
+
+
 def define_distribution_flag():
-  from betanas_tf import distribution  # pylint: disable=import-outside-toplevel
-  flags.DEFINE_enum("distribution", "default", list(distribution.STRATEGIES),
+  flags.DEFINE_enum("distribution", "default", list(DISTRIBUTIONS),
                     "tf.distribute strategy: default (one device), mirrored (all local GPUs), "
                     "multiworker (TF_CONFIG, one process per host).")
 
 
 def define_precision_flag():
-  from betanas_tf import precision  # pylint: disable=import-outside-toplevel
-  flags.DEFINE_enum("mixed_precision", "none", list(precision.PRECISIONS),
+  flags.DEFINE_enum("mixed_precision", "none", list(engine_config.PRECISIONS),
                     "Compute in bfloat16 (A100/H100/TPU) or float16 (with dynamic loss scaling); "
                     "variables, BatchNorm statistics, losses and alpha stay float32.")

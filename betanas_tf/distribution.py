@@ -13,7 +13,9 @@ from typing import List
 
 import tensorflow as tf
 
-STRATEGIES = ("default", "mirrored", "multiworker")
+from betanas_tf import cli
+
+STRATEGIES = cli.DISTRIBUTIONS
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:

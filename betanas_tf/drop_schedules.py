@@ -13,11 +13,12 @@ step (`--drop_schedule=NAME`, `EngineConfig.drop_schedule`), in the graph, on th
 
 A block never loses its last op (nor, under ``top_k``, one of its `drop_keep` best). A new
 schedule is a `DropSchedule` subclass registered in `DROP_SCHEDULES`, in any file.
+
+The registry imports without TensorFlow (programs define --drop_schedule from its names
+before TensorFlow loads); a schedule's graph code imports it, and `arch_params`, when the
+engine first calls it.
 """
 
-import tensorflow as tf
-
-from betanas_tf import arch_params as ap
 from betanas_tf.registry import Registry
 
 
@@ -26,14 +27,16 @@ class DropSchedule:
 
   name: str = ""
 
-  def dropped(self, alpha, active, step, config) -> tf.Tensor:
+  def dropped(self, alpha, active, step, config):
     """[L, M] float32, 1.0 where an op leaves now, from alpha, the active mask [L, M], the
     Phase-1 step (int64 tensor) and the `EngineConfig`; never an op already gone, never a
     block's last op."""
     raise NotImplementedError
 
   @staticmethod
-  def due(step, config) -> tf.Tensor:
+  def due(step, config):
+    """1.0 once drops may happen (`drop_warmup_steps`), else 0.0 (a float32 tensor)."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
     return tf.cast(step >= config.drop_warmup_steps, tf.float32)
 
 
@@ -41,6 +44,7 @@ class Threshold(DropSchedule):
   name = "threshold"
 
   def dropped(self, alpha, active, step, config):
+    from betanas_tf import arch_params as ap  # pylint: disable=import-outside-toplevel
     return ap.drop_mask(alpha, active, config.drop_rule, config.drop_threshold) * self.due(step, config)
 
 
@@ -48,6 +52,8 @@ class TopK(DropSchedule):
   name = "top_k"
 
   def dropped(self, alpha, active, step, config):
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    from betanas_tf import arch_params as ap  # pylint: disable=import-outside-toplevel
     alpha = tf.convert_to_tensor(alpha, tf.float32)
     alive = tf.convert_to_tensor(active, tf.float32)
     logits = tf.where(alive > 0.5, alpha, ap.NEG_INF)
@@ -62,6 +68,8 @@ class Gradual(DropSchedule):
   name = "gradual"
 
   def dropped(self, alpha, active, step, config):
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    from betanas_tf import arch_params as ap  # pylint: disable=import-outside-toplevel
     below = ap.drop_mask(alpha, active, config.drop_rule, config.drop_threshold)
     alpha = tf.convert_to_tensor(alpha, tf.float32)
     # Of the ops the rule would drop, only the weakest of each block.

@@ -442,7 +442,7 @@ def markdown(report: Dict) -> str:
 
 def main(argv):
   program = os.path.splitext(os.path.basename(argv[0]))[0]  # to_tflite, or export under -m
-  return cli.reports_errors(program, KeyError, ExportError, data_lib.DatasetNotPreparedError)(
+  return cli.reports_errors(program, KeyError, ExportError)(
       _main)(argv)
 
 

@@ -20,25 +20,48 @@ architecture is chosen. Nothing else differs between strategies.
 import dataclasses
 
 import numpy as np
-import tensorflow as tf
 
-from betanas_tf import arch_params as ap
 from betanas_tf import selection
 from betanas_tf.registry import Registry
 
+
+def _uniform_active(arch, seed, step):
+  from betanas_tf import arch_params as ap  # pylint: disable=import-outside-toplevel
+  return ap.sample_uniform(arch.active, ap.stream_seed(seed, ap.STREAM_PHASE1, step))
+
+
+def _uniform_all(arch, seed, step):
+  from betanas_tf import arch_params as ap  # pylint: disable=import-outside-toplevel
+  return ap.sample_uniform(arch.valid.astype(np.float32), ap.stream_seed(seed, ap.STREAM_PHASE1, step))
+
+
+def _probability(arch, seed, step):
+  from betanas_tf import arch_params as ap  # pylint: disable=import-outside-toplevel
+  return ap.sample_by_probability(arch.alpha, arch.active,
+                                  ap.stream_seed(seed, ap.STREAM_PHASE1, step))
+
+
+def _fair_active(arch, seed, step):
+  from betanas_tf import arch_params as ap  # pylint: disable=import-outside-toplevel
+  return ap.sample_fair(arch.active, ap.stream_key(seed, ap.STREAM_PHASE1), step)
+
+
+def _fair_all(arch, seed, step):
+  from betanas_tf import arch_params as ap  # pylint: disable=import-outside-toplevel
+  return ap.sample_fair(arch.valid.astype(np.float32), ap.stream_key(seed, ap.STREAM_PHASE1), step)
+
+
 # Phase-1 samplers: name -> function(arch: ArchParameters, seed, step) -> the [blocks] int32
 # path that step trains, computed in the graph (the same on every replica and after a resume).
+# The registry imports without TensorFlow (programs define --strategy from POLICIES' names
+# before TensorFlow loads); a sampler imports `arch_params`, and with it TensorFlow, when the
+# engine first traces it.
 SAMPLERS: Registry = Registry("Phase-1 sampler")
-SAMPLERS.register("uniform_active", lambda arch, seed, step: ap.sample_uniform(
-    arch.active, ap.stream_seed(seed, ap.STREAM_PHASE1, step)))
-SAMPLERS.register("uniform_all", lambda arch, seed, step: ap.sample_uniform(
-    arch.valid.astype(np.float32), ap.stream_seed(seed, ap.STREAM_PHASE1, step)))
-SAMPLERS.register("probability", lambda arch, seed, step: ap.sample_by_probability(
-    arch.alpha, arch.active, ap.stream_seed(seed, ap.STREAM_PHASE1, step)))
-SAMPLERS.register("fair_active", lambda arch, seed, step: ap.sample_fair(
-    arch.active, tf.constant([seed, ap.STREAM_PHASE1], tf.int64), step))
-SAMPLERS.register("fair_all", lambda arch, seed, step: ap.sample_fair(
-    arch.valid.astype(np.float32), tf.constant([seed, ap.STREAM_PHASE1], tf.int64), step))
+SAMPLERS.register("uniform_active", _uniform_active)
+SAMPLERS.register("uniform_all", _uniform_all)
+SAMPLERS.register("probability", _probability)
+SAMPLERS.register("fair_active", _fair_active)
+SAMPLERS.register("fair_all", _fair_all)
 NO_TRAINING = "none"   # a policy whose Phase 1 trains nothing (random search)
 FAIR = {"uniform_active": "fair_active", "uniform_all": "fair_all"}
 

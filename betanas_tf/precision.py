@@ -23,7 +23,8 @@ from typing import Iterator
 
 import keras
 
-PRECISIONS = ("none", "bfloat16", "float16")
+from betanas_tf.setting_names import PRECISIONS
+
 _POLICIES = {"none": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
 # TensorFlow's and Keras' conventions for dynamic loss scaling (LossScaleOptimizer).

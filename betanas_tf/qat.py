@@ -142,7 +142,7 @@ def run_qat(model_path: str, arch, out_dir: str, config: QatConfig = QatConfig()
   return report
 
 
-@cli.reports_errors("qat", KeyError, data_lib.DatasetNotPreparedError)
+@cli.reports_errors("qat", KeyError)
 def main(argv):
   # A stop signal stops it at once: QAT is one task, rerun whole (its files are written
   # atomically, each when it is complete).

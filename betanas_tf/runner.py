@@ -32,6 +32,7 @@ from betanas_tf import cli
 from betanas_tf import cost as cost_lib
 from betanas_tf import data as data_lib
 from betanas_tf import dir_lock
+from betanas_tf import errors
 from betanas_tf import distribution
 from betanas_tf import divergence
 from betanas_tf import engine as engine_lib
@@ -48,7 +49,7 @@ CALIBRATION_SEED_OFFSET = 7919  # calibration reads TRAIN in an order of its own
 MAX_CACHED_EVAL_BYTES = 512 << 20
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(errors.InputError):
   """No checkpoint that can be restored; the message names the file."""
 
 

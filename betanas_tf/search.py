@@ -19,22 +19,20 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from betanas_tf import arch_params
+# Only modules that load without TensorFlow: a flag error or --help answers before it loads
+# (the rest is imported in main).
 from betanas_tf import cli
-from betanas_tf import data as data_lib
 from betanas_tf import dir_lock
 from betanas_tf import drop_schedules
-from betanas_tf import distribution
-from betanas_tf import engine as engine_lib
+from betanas_tf import engine_config
 from betanas_tf import family
 from betanas_tf import io_utils
 from betanas_tf import policies
-from betanas_tf import runner
 from betanas_tf import stop_signal
 from betanas_tf import targets as targets_lib
 
 FLAGS = flags.FLAGS
-D = engine_lib.EngineConfig()
+D = engine_config.EngineConfig()
 
 # What to search, on what.
 def define_flags():
@@ -68,7 +66,7 @@ def define_flags():
   flags.DEFINE_float("arch_beta1", D.arch_beta1, "Adam beta1 of alpha.", lower_bound=0.0, upper_bound=0.999)
   flags.DEFINE_float("arch_beta2", D.arch_beta2, "Adam beta2 of alpha.", lower_bound=0.0, upper_bound=0.99999)
   flags.DEFINE_float("arch_epsilon", D.arch_epsilon, "Adam epsilon of alpha.", lower_bound=0.0)
-  flags.DEFINE_enum("arch_data", D.arch_data, list(engine_lib.ARCH_DATA), "The alpha step's "
+  flags.DEFINE_enum("arch_data", D.arch_data, list(engine_config.ARCH_DATA), "The alpha step's "
                     "batches: 'train' = training transform and label smoothing (as Phase 1), "
                     "'eval' = evaluation transform and plain cross-entropy (ProxylessNAS).")
   flags.DEFINE_enum("gate_mode", D.gate_mode, ["full", "two"], "Binary gates over every active op, "
@@ -76,11 +74,11 @@ def define_flags():
   # Cost.
   cli.define_cost_flags()
   flags.DEFINE_float("beta", D.beta, "Weight of the cost term.", lower_bound=0.0)
-  flags.DEFINE_enum("cost_form", D.cost_form, list(arch_params.COST_FORMS),
+  flags.DEFINE_enum("cost_form", D.cost_form, list(engine_config.COST_FORMS),
                     "linear: beta*E[cost]/ref (paper); absolute: beta*|E[cost]/target-1| (TuNAS).")
   # Selective drop.
   flags.DEFINE_bool("drop", True, "Selective drop (--nodrop disables it).")
-  flags.DEFINE_enum("drop_rule", D.drop_rule, list(arch_params.DROP_RULES),
+  flags.DEFINE_enum("drop_rule", D.drop_rule, list(engine_config.DROP_RULES),
                     "prob: p < drop_threshold / M' ; alpha: alpha < drop_threshold (paper's th_alpha).")
   flags.DEFINE_float("drop_threshold", D.drop_threshold, "Threshold of the drop rule.")
   flags.DEFINE_enum("drop_schedule", D.drop_schedule, drop_schedules.DROP_SCHEDULES.names(),
@@ -120,16 +118,19 @@ def define_flags():
   # runner.check_settings), for Python callers as for this program.
 
 
-def engine_config_from_flags() -> engine_lib.EngineConfig:
+def engine_config_from_flags() -> engine_config.EngineConfig:
   """Every EngineConfig field comes from the flag of the same name."""
-  return cli.config_from_flags(engine_lib.EngineConfig)
+  return cli.config_from_flags(engine_config.EngineConfig)
 
 
-@cli.reports_errors("search", data_lib.DatasetNotPreparedError, runner.CheckpointError,
-                    stops="at_safe_points")
+@cli.reports_errors("search", stops="at_safe_points")
 def main(argv):
   del argv
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf
+  from betanas_tf import distribution
+  from betanas_tf import runner
+  # pylint: enable=import-outside-toplevel
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # TF's checkpoint chatter; -v 0 brings it back
     tf.get_logger().setLevel("WARNING")

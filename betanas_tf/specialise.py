@@ -27,9 +27,6 @@ import dataclasses
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from scipy import stats
-from sklearn import linear_model
-from sklearn import model_selection
 
 from betanas_tf import selection
 
@@ -90,6 +87,9 @@ class AccuracyPredictor:
     return features
 
   def _model(self):
+    # scikit-learn loads here, not with the module: the programs that define flags from
+    # SpecialiseConfig answer a flag error before it loads (~1.5 s).
+    from sklearn import linear_model  # pylint: disable=import-outside-toplevel
     return linear_model.Ridge(alpha=self.ridge)
 
   def fit(self, choices_list: Sequence[Choices], scores: Sequence[float]) -> "AccuracyPredictor":
@@ -109,6 +109,8 @@ class AccuracyPredictor:
     (k-fold); None with too few scores to tell."""
     if len(scores) < 2 * folds:
       return None
+    from scipy import stats  # pylint: disable=import-outside-toplevel
+    from sklearn import model_selection  # pylint: disable=import-outside-toplevel
     predicted = model_selection.cross_val_predict(
         self._model(), self.encode(choices_list), np.asarray(scores, np.float64),
         cv=model_selection.KFold(folds, shuffle=True, random_state=0))

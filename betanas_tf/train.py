@@ -312,7 +312,7 @@ def _save_model(portable, model, out_dir: str):
     os.replace(temporary, final)
 
 
-@cli.reports_errors("train", KeyError, data_lib.DatasetNotPreparedError, stops="at_safe_points")
+@cli.reports_errors("train", KeyError, stops="at_safe_points")
 def main(argv):
   del argv
   from betanas_tf import distribution, stop_signal  # pylint: disable=import-outside-toplevel

@@ -383,7 +383,7 @@ def define_flags():
   flags.DEFINE_string("out_dir", None, "Output directory (re-running resumes).")
 
 
-@cli.reports_errors("tune", TrialsFailedError, data_lib.DatasetNotPreparedError)
+@cli.reports_errors("tune", TrialsFailedError)
 def main(argv):
   from absl import flags  # pylint: disable=import-outside-toplevel
   del argv

@@ -17,6 +17,11 @@ def _take(ds, n):
   return [(x.numpy(), y.numpy()) for x, y in ds.take(n)]
 
 
+def test_the_flags_name_every_dataset_the_package_registers():
+  from betanas_tf import cli  # pylint: disable=import-outside-toplevel
+  assert list(cli.BUNDLED_DATASETS) == sorted(data.DATASETS.names())
+
+
 def test_digits_splits_are_stratified_disjoint_uint8_and_upsampled():
   ds = data.load("digits", input_size=16)
   assert (len(ds.train), len(ds.arch), len(ds.eval), len(ds.full_train)) == (1077, 360, 360, 1437)

@@ -14,6 +14,7 @@ import pytest
 from betanas_tf import cli
 from betanas_tf import dir_lock
 from betanas_tf import divergence
+from betanas_tf import errors
 from betanas_tf import stop_signal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -61,6 +62,8 @@ def test_at_once_raises_in_the_main_thread_and_lets_the_unwinding_finish():
      "prog: error: /x is in use"),
     (lambda: (_ for _ in ()).throw(ValueError("bad --lr")), 1, "prog: error: bad --lr"),
     (lambda: (_ for _ in ()).throw(KeyError("k")), 1, "prog: error: 'k'"),
+    (lambda: (_ for _ in ()).throw(errors.InputError("no such dataset")), 1,
+     "prog: error: no such dataset"),
 ])
 def test_exit_code_contract(capsys, failure, status, line):
   @cli.reports_errors("prog", KeyError)
@@ -130,3 +133,21 @@ def test_graph_notes_the_first_nonfinite_step_only():
   note(1, tf.constant([np.nan]), tf.constant(6, tf.int64))   # the first one stays
   note(0, tf.constant([np.nan]), tf.constant(9, tf.int64))
   assert state.nonfinite.numpy().tolist() == [9, 5]
+
+
+@pytest.mark.parametrize("args,status,line", [
+    (["--nosuch_flag"], 1, "FATAL Flags parsing error: Unknown command line flag 'nosuch_flag'"),
+    (["--out_dir=/tmp/never_written", "--max_steps=0"], 1,
+     "FATAL Flags parsing error: flag --max_steps=0: 0 is not a positive integer"),
+    (["--helpshort"], 1, "  --strategy: <betanas|proxyless|random|spos>: Search strategy (policy)."),
+])
+def test_a_flag_error_or_help_answers_before_tensorflow_loads(args, status, line):
+  # -X importtime lists every module the process imported, on stderr.
+  result = subprocess.run([sys.executable, "-X", "importtime", "-m", "betanas_tf.search", *args],
+                          cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True,
+                          text=True, timeout=120)
+  assert result.returncode == status
+  assert line in (result.stdout + result.stderr).splitlines()
+  imported = {l.split("|")[-1].strip() for l in result.stderr.splitlines()
+              if l.startswith("import time:")}
+  assert "betanas_tf.cli" in imported and "tensorflow" not in imported and "keras" not in imported

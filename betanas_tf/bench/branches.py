@@ -391,7 +391,7 @@ def plan_from_flags() -> BranchesPlan:
                       bootstrap=f.bootstrap)
 
 
-@cli.reports_errors("branches", data_lib.DatasetNotPreparedError)
+@cli.reports_errors("branches")
 def main(argv):
   del argv
   out_dir = cli.require_out_dir()

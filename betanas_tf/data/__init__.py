@@ -78,10 +78,6 @@ def check_name(name: str) -> str:
   return name
 
 
-def names_help() -> str:
-  return ", ".join(DATASETS.names()) + ", or tfds:NAME (any prepared tfds image classification dataset)"
-
-
 def load(name: str, **options) -> Dataset:
   """Loads a registered dataset or ``tfds:NAME``. Every loader takes input_size, seed,
   num_classes (used by synthetic), data_dir, download, synthetic_examples and

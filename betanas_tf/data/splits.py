@@ -8,6 +8,7 @@ from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
+from betanas_tf import errors
 from betanas_tf.registry import Registry
 
 DATASETS: Registry = Registry("dataset")   # name -> loader(**options) -> Dataset
@@ -15,7 +16,7 @@ Batch = Tuple[np.ndarray, np.ndarray]
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-class DatasetNotPreparedError(RuntimeError):
+class DatasetNotPreparedError(errors.InputError):
   """The dataset's files are not in data_dir; the message says how to prepare them."""
 
 
