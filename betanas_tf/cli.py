@@ -7,7 +7,7 @@ and calls those functions, exactly as a Python user would.
 """
 
 import dataclasses
-from typing import Any
+from typing import Any, Optional
 
 from absl import flags
 
@@ -211,11 +211,18 @@ def data_source_flags(source) -> list:
 
 # ---- timing and phones --------------------------------------------------------------------
 
-def define_timing_flags():
-  """How a TFLite model is timed: on this host (LiteRT) or with benchmark_model on a phone."""
-  flags.DEFINE_integer("threads", 1, "Interpreter threads (1, as on one phone core).", lower_bound=1)
-  flags.DEFINE_integer("warmup_runs", 10, "Warm-up invocations per model.", lower_bound=0)
-  flags.DEFINE_integer("runs", 50, "Timed invocations per model.", lower_bound=1)
+def define_timing_flags(threads: int = 1, warmup_runs: Optional[int] = 10,
+                        runs: Optional[int] = 50):
+  """How a TFLite model is timed (on this host with LiteRT, or with benchmark_model on a
+  phone): --threads, and --warmup_runs / --runs unless their default is None (a program
+  that does not time whole invocations)."""
+  flags.DEFINE_integer("threads", threads, "Interpreter threads (1, as on one phone core).",
+                       lower_bound=1)
+  if warmup_runs is not None:
+    flags.DEFINE_integer("warmup_runs", warmup_runs, "Warm-up invocations per model.",
+                         lower_bound=0)
+  if runs is not None:
+    flags.DEFINE_integer("runs", runs, "Timed invocations per model.", lower_bound=1)
 
 
 def define_delegate_flag(default=None):

@@ -59,8 +59,7 @@ def define_flags():
   flags.DEFINE_float("lr", d.lr, "SGD learning rate of the fine-tuning.", lower_bound=0.0)
   flags.DEFINE_integer("eval_examples", d.eval_examples, "Limit the eval split (0 = all of it).",
                        lower_bound=0)
-  flags.DEFINE_integer("threads", d.threads, "Interpreter threads for latency.", lower_bound=1)
-  flags.DEFINE_integer("runs", d.runs, "Timed invocations.", lower_bound=1)
+  cli.define_timing_flags(threads=d.threads, warmup_runs=None, runs=d.runs)
   flags.DEFINE_string("out_dir", None, "Output directory.")
 
 

@@ -82,12 +82,10 @@ def define_flags():
   """Defines this program's flags (only when it runs as a program, so that importing
   several betanas_tf modules into one process never defines a flag twice)."""
   d = TrainConfig()
-  cli.define_arch_flags(width_multiplier=False)
+  cli.define_arch_flags(width_multiplier=False, input_size=True)
   cli.define_data_flags()
   flags.DEFINE_float("width_multiplier", d.width_multiplier, "Width multiplier (BetaNet-A x1.4).",
                      lower_bound=0.05)
-  flags.DEFINE_integer("input_size", d.input_size, "Input resolution (default: the arch's).",
-                       lower_bound=8)
   flags.DEFINE_float("se_ratio", d.se_ratio, "Squeeze-excite ratio (paper 0.0625); default: the arch's.",
                      lower_bound=0.0, upper_bound=0.99)
   flags.DEFINE_enum("activation", d.activation, list(arch_lib.ACTIVATIONS),

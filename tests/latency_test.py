@@ -204,6 +204,35 @@ def _params(arch):
   return builder.build_model(arch).count_params()
 
 
+def test_a_target_registered_in_its_own_file_is_what_the_program_times_on(tmp_path):
+  """The contributor recipe (docs/contributing.md): a timer class and one registration in
+  `latency.timers.TARGETS`; `python -m betanas_tf.latency --target=NAME` picks it by name."""
+  import types  # pylint: disable=import-outside-toplevel
+  from betanas_tf.latency import __main__ as program  # pylint: disable=import-outside-toplevel
+  made = []
+
+  @latency_timers.TARGETS.decorator("params_count_test")
+  def _factory(options, runtime, plan):
+    made.append((options.batch_size, runtime.threads, plan.invocations))
+    return DriftingTimer([0.0, 1.0])   # call 0: the empty model
+  try:
+    options = types.SimpleNamespace(target="params_count_test", android=False, invocations=4,
+                                    warmup_runs=1, min_rounds=3, max_rounds=3, rel_ci=0.01,
+                                    batch_size=2)
+    timer = program._timer(options, latency_timers.runtime_lib.Runtime(threads=1))  # pylint: disable=protected-access
+    assert made == [(2, 1, 4)] and isinstance(timer, DriftingTimer)
+    space = spaces.get_space("micro")
+    table = latency.build_table(space, timer, str(tmp_path / "t.json"), progress=False)
+    arch = space.arch_from_choices(space.sample(np.random.default_rng(0)))
+    assert table.target["kind"] == "fake"
+    assert table.layer_sum(arch) == pytest.approx(_params(arch) * 1e-5, rel=1e-9)
+    with pytest.raises(ValueError, match="give --android or --target, not both"):
+      program._timer(types.SimpleNamespace(**dict(vars(options), android=True)),  # pylint: disable=protected-access
+                     latency_timers.runtime_lib.Runtime())
+  finally:
+    latency_timers.TARGETS.unregister("params_count_test")
+
+
 def test_the_anchors_remove_machine_drift_from_entries_calibration_and_validation(tmp_path):
   """Chunks timed at 1.0x, 1.5x, 0.7x, 1.2x the speed, calibration at 1.3x: read through the
   anchors every entry is at one reference speed (the median chunk's) and the fitted

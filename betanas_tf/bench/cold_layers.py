@@ -31,7 +31,7 @@ def define_flags():
   flags.DEFINE_enum("space", "proxyless_mobile", spaces.SPACES.names(),
                     "Search space of the networks.")
   flags.DEFINE_enum("quantize", "int8", list(runtime.QUANTIZE), "Number format.")
-  flags.DEFINE_integer("threads", 1, "Interpreter threads.", lower_bound=1)
+  cli.define_timing_flags(warmup_runs=None, runs=None)
   flags.DEFINE_integer("networks", 12, "Random networks (seed --seed).", lower_bound=4)
   flags.DEFINE_integer("seed", 7, "Seed of the networks.")
   flags.DEFINE_list("evict_mb", ["0", "4", "64"], "MiB written before each timed call of a "

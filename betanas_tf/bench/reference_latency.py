@@ -19,8 +19,7 @@ FLAGS = flags.FLAGS
 def define_flags():
   """Defines this program's flags (only when it runs as a program, so that importing
   several betanas_tf modules into one process never defines a flag twice)."""
-  flags.DEFINE_integer("runs", 50, "Timed invocations per model.", lower_bound=5)
-  flags.DEFINE_integer("threads", 1, "Interpreter threads.", lower_bound=1)
+  cli.define_timing_flags(warmup_runs=5)
   flags.DEFINE_float("width_multiplier", 1.0, "MobileNetV2 width.")
 
 
@@ -41,7 +40,7 @@ def main(argv):
       runner = tflite.interpreter(content, FLAGS.threads)
       source = runner.get_input_details()[0]
       runner.set_tensor(source["index"], np.zeros(source["shape"], source["dtype"]))
-      for _ in range(5):
+      for _ in range(FLAGS.warmup_runs):
         runner.invoke()
       runners[(name, fmt)] = (runner, len(content))
   times = {key: [] for key in runners}

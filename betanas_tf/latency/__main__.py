@@ -40,10 +40,11 @@ def _define_flags():
   flags.DEFINE_integer("seed", 0, "Seed of the validation architectures.")
   cli.define_android_flags()
   flags.DEFINE_bool("progress", True, "Show a progress bar.")
-  flags.DEFINE_enum("target", "litert", ["litert", "gpu", "tf_cpu"], "What to time on: this "
-                    "host's LiteRT interpreter (with --delegate=none a phone CPU's stand-in: "
-                    "docs/latency.md), TensorFlow on the GPU "
-                    "(batch --batch_size), or the same TensorFlow path on the CPU. --android: a phone.")
+  flags.DEFINE_enum("target", "litert", latency_timers.TARGETS.names(), "What to time on "
+                    "(latency.timers.TARGETS): litert = this host's LiteRT interpreter (with "
+                    "--delegate=none a phone CPU's stand-in: docs/latency.md), android = a phone "
+                    "(as --android), gpu = TensorFlow on the GPU (batch --batch_size), tf_cpu = "
+                    "the same TensorFlow path on the CPU.")
   flags.DEFINE_integer("batch_size", 8, "Batch of --target=gpu / tf_cpu.", lower_bound=1)
   flags.DEFINE_integer("calibrate", 30, "build: random networks to fit the in-network correction "
                        "(0 = plain layer sums).", lower_bound=0)
@@ -112,23 +113,17 @@ def _evict_mb(flags_, existing: Optional[latency_table.LatencyTable]) -> int:
 
 
 def _timer(flags_, runtime: runtime_lib.Runtime, evict_mb: int = 0):
+  """The timer of --target (`timers.TARGETS`; --android is --target=android)."""
   plan = timing.TimingPlan(invocations=flags_.invocations, warmup=flags_.warmup_runs,
                            min_rounds=flags_.min_rounds,
                            max_rounds=max(flags_.min_rounds, flags_.max_rounds), rel_ci=flags_.rel_ci,
                            evict_mb=evict_mb)
-  if flags_.android and flags_.target != "litert":
-    raise ValueError("give --android or --target, not both")
-  if flags_.target != "litert":
-    if runtime != runtime_lib.Runtime(threads=runtime.threads):
-      raise ValueError(f"--target={flags_.target} times TensorFlow float32 graphs; --quantize, "
-                       "--int8_io and --delegate are for LiteRT (host or --android)")
-    device = "/GPU:0" if flags_.target == "gpu" else "/CPU:0"
-    return latency_timers.TensorFlowTimer(device, flags_.batch_size, plan)
+  target = flags_.target
   if flags_.android:
-    bench = android.AndroidBenchmark(flags_.adb, flags_.adb_serial, flags_.benchmark_binary)
-    bench.serial = bench.check()
-    return latency_timers.AndroidTimer(bench, runtime, flags_.warmup_runs, flags_.runs)
-  return latency_timers.HostTimer(runtime, plan)
+    if target not in ("litert", "android"):
+      raise ValueError("give --android or --target, not both")
+    target = "android"
+  return latency_timers.TARGETS.get(target)(flags_, runtime, plan)
 
 
 def _fit_words(table: latency_table.LatencyTable) -> str:

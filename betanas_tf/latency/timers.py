@@ -5,6 +5,12 @@ call: the models timed together, interleaved where the target allows; the `cold`
 the caches evicted before each timed call where the timer's plan says so: `timing`),
 `time_model(model)` and `describe()` (the table's ``target``). `layer_models` makes the one-layer models of an
 Architecture at their exact input shapes, keyed by `latency_table` keys.
+
+`TARGETS` names what a table can be measured on (`python -m betanas_tf.latency
+--target=NAME`): a factory ``(options, runtime, plan) -> timer``, where `options` holds the
+program's flag values (``batch_size``, ``adb``, ``warmup_runs``, ...), `runtime` the LiteRT
+number format, threads and delegate, and `plan` the host timing plan. A new target is a
+timer class and one registration, in any module (docs/contributing.md).
 """
 
 import dataclasses
@@ -17,6 +23,7 @@ from betanas_tf.latency import table as latency_table
 from betanas_tf import primitives
 from betanas_tf.latency import runtime as runtime_lib
 from betanas_tf.latency import timing
+from betanas_tf.registry import Registry
 
 # Models whose key starts with this (the anchor networks, `latency`) are the same in every
 # call of a build: a HostTimer converts them once.
@@ -198,3 +205,46 @@ class TensorFlowTimer:
     return {"kind": "tensorflow", "device": self.device, "device_name": name,
             "batch_size": self.batch_size, "tensorflow": tf.__version__,
             "timing": dataclasses.asdict(self.plan)}
+
+
+# ---- what a table can be measured on ----------------------------------------------------
+
+TARGETS: Registry = Registry("latency target")
+
+
+def _tensorflow_only(name: str, runtime: runtime_lib.Runtime):
+  if runtime != runtime_lib.Runtime(threads=runtime.threads):
+    raise ValueError(f"--target={name} times TensorFlow float32 graphs; --quantize, "
+                     "--int8_io and --delegate are for LiteRT (litert or android)")
+
+
+@TARGETS.decorator("litert")
+def _litert(options, runtime, plan):
+  """This host's LiteRT interpreter (with --delegate=none a phone CPU's stand-in)."""
+  del options
+  return HostTimer(runtime, plan)
+
+
+@TARGETS.decorator("android")
+def _android(options, runtime, plan):
+  """A phone over adb, with TFLite's benchmark_model (--adb, --adb_serial, --benchmark_binary,
+  --warmup_runs, --runs)."""
+  del plan
+  from betanas_tf.latency import android  # pylint: disable=import-outside-toplevel
+  bench = android.AndroidBenchmark(options.adb, options.adb_serial, options.benchmark_binary)
+  bench.serial = bench.check()
+  return AndroidTimer(bench, runtime, options.warmup_runs, options.runs)
+
+
+@TARGETS.decorator("gpu")
+def _gpu(options, runtime, plan):
+  """TensorFlow on the GPU at --batch_size (the paper's BetaNet-B latency)."""
+  _tensorflow_only("gpu", runtime)
+  return TensorFlowTimer("/GPU:0", options.batch_size, plan)
+
+
+@TARGETS.decorator("tf_cpu")
+def _tf_cpu(options, runtime, plan):
+  """The same TensorFlow path on the CPU."""
+  _tensorflow_only("tf_cpu", runtime)
+  return TensorFlowTimer("/CPU:0", options.batch_size, plan)
