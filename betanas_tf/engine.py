@@ -2,9 +2,11 @@
 
 Phase 1 is `Supernet.train_step` under `fit()`, `arch_update_every` steps per
 execution. Phase 2 (alpha) runs between two executions, from the `AlphaSteps`
-callback, as its own `tf.function` around `strategy.run`: `tf.cond` around
+callback, as its own `tf.function`s around `strategy.run`: `tf.cond` around
 `apply_gradients` fails under every tf.distribute strategy, and a Python flag
-inside one train step is frozen at trace time (docs/design.md). Everything a
+inside one train step is frozen at trace time (docs/design.md). The supernet's part
+of an alpha step is traced once, whatever the number of targets of a family; each
+target's sampling and update are small functions of their own. Everything a
 step decides is decided in the graph from device state: the Phase-2 path and
 gate set come from a stateless RNG keyed by (seed, step), the two-path
 rescaling and selective drop are tensor ops on alpha and the active mask, and
@@ -104,8 +106,11 @@ class SearchEngine:
     # What one alpha step updates: the search's alpha, or one target's of a family.
     self.phase2_sets = [Phase2Set(self.arch, self.arch_opt, costs)] if not self.targets else [
         Phase2Set(t, opt, c) for t, opt, c in zip(self.targets, self.target_opts, target_costs)]
-    self._arch_steps = [tf.function(functools.partial(self._arch_step_fn, k))
-                        for k in range(len(self.phase2_sets))]
+    self._sample_steps = [tf.function(functools.partial(self._sample_fn, k))
+                          for k in range(len(self.phase2_sets))]
+    self._supernet_pass = tf.function(self._supernet_pass_fn)
+    self._update_steps = [tf.function(functools.partial(self._update_fn, k))
+                          for k in range(len(self.phase2_sets))]
     # Scoring subnets (BN recalibrated): evaluation.py.
     self.evaluator = evaluation.SubnetEvaluator(self.supernet, self.strategy)
 
@@ -195,11 +200,10 @@ class SearchEngine:
       rows.append(tf.stack(row))
     return tf.stack(rows)
 
-  def arch_gradient(self, images, labels, gate_set, k: int = 0):
-    """(dL/dalpha, per-example CE, expected cost, logits) on one replica's share of
-    the batch, on the path in `arch.path`, for the alpha and cost of `phase2_sets[k]`;
-    images are raw pixels."""
-    phase2 = self.phase2_sets[k]
+  def supernet_gates(self, images, labels, gate_set):
+    """The supernet's part of an alpha step, the same for every target of a family: (the
+    gate gradients G [L, M] of `_gate_gradients`, per-example CE, logits) on one replica's
+    share of the batch, on the path in `arch.path`; images are raw pixels."""
     with tf.GradientTape() as tape:
       logits, block_io = self.supernet.forward_with_block_io(
           self.supernet.normalize(images), self.arch.path, training=True)
@@ -215,6 +219,12 @@ class SearchEngine:
     # An overflowed float16 step adds no gate gradient of this replica (only the cost
     # term's gradient then moves alpha).
     gates = tf.where(tf.reduce_all(tf.math.is_finite(gates)), gates, tf.zeros_like(gates))
+    return gates, per_example, logits
+
+  def alpha_gradient(self, gates, gate_set, k: int = 0):
+    """(dL/dalpha, expected cost) of `phase2_sets[k]` from one replica's gate gradients:
+    the binary-gate term through the softmax over the gate set, plus the cost term."""
+    phase2 = self.phase2_sets[k]
     alpha = tf.convert_to_tensor(phase2.alphas.alpha)
     active = tf.convert_to_tensor(phase2.alphas.active)
     with tf.GradientTape() as cost_tape:
@@ -225,32 +235,55 @@ class SearchEngine:
     cost_grad = cost_tape.gradient(penalty, alpha) / self.replicas
     probs_in_set = ap.masked_softmax(alpha, gate_set * active)
     grad = (ap.gate_alpha_gradient(gates, probs_in_set) + cost_grad) * active
+    return grad, expected
+
+  def arch_gradient(self, images, labels, gate_set, k: int = 0):
+    """(dL/dalpha, per-example CE, expected cost, logits) on one replica's share of
+    the batch, on the path in `arch.path`, for the alpha and cost of `phase2_sets[k]`;
+    images are raw pixels (`supernet_gates`, then `alpha_gradient`)."""
+    gates, per_example, logits = self.supernet_gates(images, labels, gate_set)
+    grad, expected = self.alpha_gradient(gates, gate_set, k)
     return grad, per_example, expected, logits
 
-  def _arch_replica(self, data, gate_set, step, k: int):
-    images, labels = data
-    grad, per_example, expected, logits = self.arch_gradient(images, labels, gate_set, k)
-    if self.weight_opt.loss_scale is None:   # float16 drops such a step's gate gradient
-      self.arch.note_nonfinite(1, per_example, step)
-    phase2 = self.phase2_sets[k]
-    phase2.opt.apply_gradients([(grad, phase2.alphas.alpha)])
-    self.arch_ce.update_state(per_example)
-    self.arch_accuracy.update_state(labels, logits)
-    self.expected_cost.update_state(expected)
+  # An alpha step is three traced functions: the target's sampling, the supernet's pass (one
+  # trace whatever the number of targets: it is the big graph), and the target's update.
+  # The gate gradients cross from the second to the third per replica, on the devices.
 
-  def _arch_step_fn(self, k, iterator, step):
-    arch = self.phase2_sets[k].alphas   # the search's parameters, or target k's
+  def _sample_fn(self, k, step):
     path, gate_set = self.phase2_sample(step, k)
     self.arch.path.assign(path)
-    before = tf.convert_to_tensor(arch.alpha)
+    return gate_set
+
+  def _supernet_replica(self, data, gate_set, step):
+    images, labels = data
+    gates, per_example, logits = self.supernet_gates(images, labels, gate_set)
+    if self.weight_opt.loss_scale is None:   # float16 drops such a step's gate gradient
+      self.arch.note_nonfinite(1, per_example, step)
+    self.arch_ce.update_state(per_example)
+    self.arch_accuracy.update_state(labels, logits)
+    return gates
+
+  def _supernet_pass_fn(self, iterator, gate_set, step):
     # Weights are frozen in Phase 2, BatchNorm statistics included: BN runs in
     # training mode (batch statistics), and its moving averages are restored.
     statistics = evaluation.bn_statistics_variables(self.supernet)
     frozen = [tf.identity(tf.convert_to_tensor(v)) for v in statistics]
     with tf.control_dependencies(frozen):
-      self.strategy.run(self._arch_replica, args=(next(iterator), gate_set, step, k))
+      gates = self.strategy.run(self._supernet_replica, args=(next(iterator), gate_set, step))
     for variable, value in zip(statistics, frozen):
       variable.assign(value)
+    return gates
+
+  def _update_replica(self, gates, gate_set, k):
+    grad, expected = self.alpha_gradient(gates, gate_set, k)
+    phase2 = self.phase2_sets[k]
+    phase2.opt.apply_gradients([(grad, phase2.alphas.alpha)])
+    self.expected_cost.update_state(expected)
+
+  def _update_fn(self, k, gates, gate_set, step):
+    arch = self.phase2_sets[k].alphas   # the search's parameters, or target k's
+    before = tf.convert_to_tensor(arch.alpha)
+    self.strategy.run(self._update_replica, args=(gates, gate_set, k))
     if self.config.gate_mode == "two":
       # ProxylessNAS two-path: shift the pair's alphas so the pair keeps its total mass.
       after = tf.convert_to_tensor(arch.alpha)
@@ -274,7 +307,11 @@ class SearchEngine:
     iterator of the arch split), the two-path rescale, then selective drop. In a family
     the targets take the alpha steps in turn (the same order after a resume)."""
     k = self.config.arch_steps_before(step) % len(self.phase2_sets)
-    self._arch_steps[k](iterator, tf.constant(step, tf.int64))
+    step = tf.constant(step, tf.int64)
+    gate_set = self._sample_steps[k](step)
+    gates = self._supernet_pass(iterator, gate_set, step)
+    self._update_steps[k](gates, gate_set, step)
+
 
 @dataclasses.dataclass
 class Phase2Set:

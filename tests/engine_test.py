@@ -111,7 +111,8 @@ def test_train_function_stops_at_stop_step_and_never_retraces():
   eng.arch_step(arch_iterator, 4)
   eng.arch_step(arch_iterator, 9)
   assert eng.supernet.train_function.experimental_get_tracing_count() == 1
-  assert eng._arch_steps[0].experimental_get_tracing_count() == 1
+  for function in (eng._sample_steps[0], eng._supernet_pass, eng._update_steps[0]):
+    assert function.experimental_get_tracing_count() == 1
 
 
 def _independent_alpha_gradient(eng, images, labels, path, gate_set):
@@ -378,6 +379,9 @@ def test_an_in_search_family_keeps_one_alpha_per_target_taking_alpha_steps_in_tu
     uniform = active / active.sum(axis=1, keepdims=True)
     expected = lambda p: costs[k].fixed + float(np.sum(p * costs[k].table))
     assert expected(target.probabilities_np()) < expected(uniform)
+  # The supernet's pass (the big graph) was traced once for both targets.
+  assert eng._supernet_pass.experimental_get_tracing_count() == 1
+  assert [f.experimental_get_tracing_count() for f in eng._update_steps] == [1, 1]
   # The checkpoint holds every target's alpha, mask and Adam.
   checkpoint = eng.checkpoint()
   assert all(hasattr(checkpoint, name) for name in (
