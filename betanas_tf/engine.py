@@ -25,7 +25,6 @@ from betanas_tf import arch_params as ap
 from betanas_tf import cost as cost_lib
 from betanas_tf import drop_schedules
 from betanas_tf import evaluation
-from betanas_tf import numbers
 from betanas_tf import path_sgd
 from betanas_tf import precision
 from betanas_tf import spaces as spaces_lib

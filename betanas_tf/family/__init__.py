@@ -27,7 +27,6 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from absl import flags
 import numpy as np
 
-from betanas_tf import cli
 from betanas_tf import io_utils
 from betanas_tf import specialise as specialise_lib
 from betanas_tf import targets as targets_lib
